@@ -1,0 +1,31 @@
+"""pss_tf: resource-adaptive supernets trained with Prioritized Subnet Sampling.
+
+The pure-Python parts (configs, cost model, pools) import without TensorFlow;
+the Keras parts load on first use.
+"""
+
+from pss_tf.config import SearchSpace, SubnetConfig, make_divisible
+from pss_tf.cost import count_flops, count_params
+
+__version__ = "0.1.0"
+
+_LAZY = {"build_supernet": "pss_tf.supernet", "Supernet": "pss_tf.supernet"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pss_tf' has no attribute {name!r}")
+
+
+__all__ = [
+    "SearchSpace",
+    "SubnetConfig",
+    "make_divisible",
+    "count_flops",
+    "count_params",
+    "build_supernet",
+    "Supernet",
+]

@@ -1,0 +1,206 @@
+"""Slimmable Keras layers: shared weights, active width chosen at call time.
+
+Each layer owns the weights of its widest version. `call` takes the active
+output width (a Python int or a scalar tensor) and uses only the first channels
+of every weight, so one set of variables serves every subnet and one traced
+`tf.function` serves every width. Input widths are read off the input tensor.
+
+These layers need the TensorFlow backend: slicing with tensor bounds and convs
+with dynamic channel counts are plain TF ops.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+
+def _kernel_initializer():
+    # He initialisation on fan-out suits ReLU networks trained from scratch.
+    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="truncated_normal")
+
+
+def _input_width(inputs):
+    """Static channel count if known, else a scalar tensor."""
+    width = inputs.shape[-1]
+    return width if width is not None else tf.shape(inputs)[-1]
+
+
+class SlimConv2D(keras.layers.Layer):
+    """A 2D convolution (no bias, 'same' padding) over the first channels of its kernel.
+
+    Args:
+        filters: the widest output width.
+        kernel_size: square kernel side.
+        strides: square stride.
+        in_channels: the widest input width (the kernel's third dimension).
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, in_channels=None, **kwargs):
+        super().__init__(**kwargs)
+        if in_channels is None:
+            raise ValueError("in_channels: SlimConv2D needs the widest input width")
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.strides = int(strides)
+        self.in_channels = int(in_channels)
+
+    def build(self, input_shape=None):
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(self.kernel_size, self.kernel_size, self.in_channels, self.filters),
+            initializer=_kernel_initializer(),
+        )
+
+    def call(self, inputs, width=None):
+        width = self.filters if width is None else width
+        kernel = self.kernel[:, :, : _input_width(inputs), :width]
+        kernel = ops.cast(kernel, self.compute_dtype)
+        return tf.nn.conv2d(inputs, kernel, strides=self.strides, padding="SAME")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            in_channels=self.in_channels,
+        )
+        return config
+
+
+class SlimDepthwiseConv2D(keras.layers.Layer):
+    """A depthwise convolution that keeps its input width ('same' padding, no bias)."""
+
+    def __init__(self, kernel_size, strides=1, channels=None, **kwargs):
+        super().__init__(**kwargs)
+        if channels is None:
+            raise ValueError("channels: SlimDepthwiseConv2D needs the widest input width")
+        self.kernel_size = int(kernel_size)
+        self.strides = int(strides)
+        self.channels = int(channels)
+
+    def build(self, input_shape=None):
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(self.kernel_size, self.kernel_size, self.channels, 1),
+            initializer=keras.initializers.VarianceScaling(
+                2.0, mode="fan_out", distribution="truncated_normal"
+            ),
+        )
+
+    def call(self, inputs):
+        kernel = ops.cast(self.kernel[:, :, : _input_width(inputs), :], self.compute_dtype)
+        strides = (1, self.strides, self.strides, 1)
+        return tf.nn.depthwise_conv2d(inputs, kernel, strides=strides, padding="SAME")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(kernel_size=self.kernel_size, strides=self.strides, channels=self.channels)
+        return config
+
+
+class SlimBatchNormalization(keras.layers.Layer):
+    """Batch normalisation over the first channels of its parameters.
+
+    Training uses batch statistics and leaves the moving statistics alone: they
+    would mix every subnet's statistics and fit none. Before a subnet is
+    evaluated or exported its statistics are re-estimated: `reset_statistics()`,
+    then calls with `calibration_rate=1/(t+1)` for batch t, which normalise with
+    the batch statistics and fold them into a cumulative average of the first
+    channels of the moving statistics.
+    """
+
+    def __init__(self, channels, epsilon=1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = int(channels)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape=None):
+        shape = (self.channels,)
+        self.gamma = self.add_weight(name="gamma", shape=shape, initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=shape, initializer="zeros")
+        self.moving_mean = self.add_weight(
+            name="moving_mean",
+            shape=shape,
+            initializer="zeros",
+            trainable=False,
+            aggregation="mean",
+        )
+        self.moving_variance = self.add_weight(
+            name="moving_variance",
+            shape=shape,
+            initializer="ones",
+            trainable=False,
+            aggregation="mean",
+        )
+
+    def reset_statistics(self):
+        self.moving_mean.assign(ops.zeros_like(self.moving_mean))
+        self.moving_variance.assign(ops.ones_like(self.moving_variance))
+
+    def call(self, inputs, training=None, calibration_rate=None):
+        width = _input_width(inputs)
+        gamma = self.gamma[:width]
+        beta = self.beta[:width]
+        if training or calibration_rate is not None:
+            x = ops.cast(inputs, "float32")
+            mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
+            if calibration_rate is not None:
+                self._fold_into_statistics(mean, variance, width, calibration_rate)
+        else:
+            mean = self.moving_mean[:width]
+            variance = self.moving_variance[:width]
+        dtype = self.compute_dtype
+        return ops.batch_normalization(
+            inputs,
+            ops.cast(mean, dtype),
+            ops.cast(variance, dtype),
+            axis=-1,
+            offset=ops.cast(beta, dtype),
+            scale=ops.cast(gamma, dtype),
+            epsilon=self.epsilon,
+        )
+
+    def _fold_into_statistics(self, mean, variance, width, rate):
+        for variable, batch_value in ((self.moving_mean, mean), (self.moving_variance, variance)):
+            full = ops.convert_to_tensor(variable)
+            old = full[:width]
+            updated = old + (batch_value - old) * ops.cast(rate, old.dtype)
+            variable.assign(tf.concat([updated, full[width:]], axis=0))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(channels=self.channels, epsilon=self.epsilon)
+        return config
+
+
+class SlimDense(keras.layers.Layer):
+    """A fully connected layer over the first input features and output units."""
+
+    def __init__(self, units, in_features=None, **kwargs):
+        super().__init__(**kwargs)
+        if in_features is None:
+            raise ValueError("in_features: SlimDense needs the widest input width")
+        self.units = int(units)
+        self.in_features = int(in_features)
+
+    def build(self, input_shape=None):
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(self.in_features, self.units),
+            initializer=keras.initializers.RandomNormal(stddev=0.01),
+        )
+        self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+
+    def call(self, inputs, width=None):
+        width = self.units if width is None else width
+        kernel = ops.cast(self.kernel[: _input_width(inputs), :width], self.compute_dtype)
+        bias = ops.cast(self.bias[:width], self.compute_dtype)
+        return ops.matmul(inputs, kernel) + bias
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=self.units, in_features=self.in_features)
+        return config

@@ -1,0 +1,212 @@
+"""The supernet: one Keras model that runs any subnet of its search space.
+
+`supernet(images, config)` resizes the images to the config's resolution and
+runs every block at the config's widths. The config is either a `SubnetConfig`
+(static shapes, handy eagerly) or its encoding as an int32 vector
+`[resolution, channels...]` (see `encode`), so that one traced `tf.function`
+serves every subnet.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from pss_tf import architectures
+from pss_tf.blocks import make_block
+from pss_tf.config import SubnetConfig
+from pss_tf.layers import SlimBatchNormalization, SlimDense
+
+
+def encode(config: SubnetConfig) -> np.ndarray:
+    """A config as the int32 vector `[resolution, channels...]` the supernet takes."""
+    return np.asarray((config.resolution,) + config.channels, dtype=np.int32)
+
+
+class Supernet(keras.Model):
+    """A MobileNet supernet whose width and resolution are chosen per call.
+
+    Args:
+        model_name: "mobilenet_v1" or "mobilenet_v2".
+        num_classes: classifier outputs.
+        small_input: stem stride 1 instead of 2, for 28 to 64 pixel images.
+        in_channels: image channels (3 for RGB, 1 for Fashion-MNIST).
+        dropout_rate: dropout before the classifier, in training only.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        num_classes: int = 1000,
+        small_input: bool = False,
+        in_channels: int = 3,
+        dropout_rate: float = 0.0,
+        **kwargs,
+    ):
+        kwargs.setdefault("name", f"{model_name}_supernet")
+        super().__init__(**kwargs)
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes: must be at least 1, got {num_classes}")
+        if int(in_channels) < 1:
+            raise ValueError(f"in_channels: must be at least 1, got {in_channels}")
+        if not 0.0 <= float(dropout_rate) < 1.0:
+            raise ValueError(f"dropout_rate: must lie in [0, 1), got {dropout_rate}")
+        self.model_name = model_name
+        self.num_classes = int(num_classes)
+        self.small_input = bool(small_input)
+        self.in_channels = int(in_channels)
+        self.dropout_rate = float(dropout_rate)
+        self.architecture = architectures.get_architecture(model_name, small_input)
+        base = self.architecture.base_channels
+        self.feature_blocks = [
+            make_block(spec, base, self.in_channels, name=self._block_name(i))
+            for i, spec in enumerate(self.architecture.blocks)
+        ]
+        self.dropout = keras.layers.Dropout(self.dropout_rate) if self.dropout_rate else None
+        last_width = base[self.architecture.blocks[-1].out_stage]
+        self.classifier = SlimDense(self.num_classes, last_width, name="classifier")
+        self._calibration_step = None
+        self.build()
+
+    @staticmethod
+    def _block_name(index: int) -> str:
+        return "stem" if index == 0 else f"block{index}"
+
+    def build(self, input_shape=None):
+        for block in self.feature_blocks:
+            block.build()
+        self.classifier.build()
+        self.built = True
+
+    def max_config(self, resolution: int) -> SubnetConfig:
+        return SubnetConfig.uniform(self.model_name, resolution, 1.0)
+
+    def encode(self, config: SubnetConfig) -> np.ndarray:
+        self._check_model(config)
+        return encode(config)
+
+    def _check_model(self, config: SubnetConfig):
+        if config.model != self.model_name:
+            raise ValueError(f"config: a {config.model} config given to a {self.model_name} supernet")
+
+    def _unpack(self, config):
+        if isinstance(config, SubnetConfig):
+            self._check_model(config)
+            return config.resolution, config.channels
+        vector = tf.convert_to_tensor(config, dtype=tf.int32)
+        stages = self.architecture.num_stages
+        return vector[0], [vector[i + 1] for i in range(stages)]
+
+    def __call__(self, images, config, **kwargs):
+        # Keras only takes tensors positionally; the config may be a SubnetConfig.
+        return super().__call__(images, config=config, **kwargs)
+
+    def call(self, images, config, training=None, calibration_rate=None):
+        """Logits (float32) of the subnet `config` on `images` of any size."""
+        resolution, channels = self._unpack(config)
+        x = tf.image.resize(images, tf.stack([resolution, resolution]), method="bilinear")
+        x = ops.cast(x, self.compute_dtype)
+        for spec, block in zip(self.architecture.blocks, self.feature_blocks):
+            x = block(
+                x, width=channels[spec.out_stage], training=training, calibration_rate=calibration_rate
+            )
+        x = ops.mean(x, axis=[1, 2])
+        if self.dropout is not None:
+            x = self.dropout(x, training=training)
+        return ops.cast(self.classifier(x), "float32")
+
+    # --- BN calibration -------------------------------------------------------
+
+    def batch_norm_layers(self) -> list[SlimBatchNormalization]:
+        return [layer for layer in self._flatten_layers() if isinstance(layer, SlimBatchNormalization)]
+
+    def reset_bn_statistics(self):
+        for layer in self.batch_norm_layers():
+            layer.reset_statistics()
+
+    def calibrate_bn(self, batches: Iterable, config: SubnetConfig, num_batches: int | None = None) -> int:
+        """Re-estimates the BN statistics of `config` from training batches.
+
+        Resets every moving statistic, then averages the batch statistics of
+        `num_batches` batches (all of `batches` if None) cumulatively. Elements
+        of `batches` are images or (images, labels). Returns the batches used.
+        """
+        if self._calibration_step is None:
+            self._calibration_step = tf.function(
+                lambda images, vector, rate: self(
+                    images, vector, training=False, calibration_rate=rate
+                ),
+                reduce_retracing=True,
+            )
+        self.reset_bn_statistics()
+        vector = tf.constant(self.encode(config))
+        used = 0
+        for batch in batches:
+            if num_batches is not None and used >= num_batches:
+                break
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            self._calibration_step(images, vector, tf.constant(1.0 / (used + 1), tf.float32))
+            used += 1
+        if used == 0:
+            raise ValueError("calibrate_bn: no calibration batches were given")
+        return used
+
+    # --- extraction -----------------------------------------------------------
+
+    def extract(self, config: SubnetConfig, name: str | None = None) -> keras.Model:
+        """A standalone Keras model of `config`, built from standard layers only.
+
+        It carries the sliced weights and the current BN statistics (calibrate
+        them for `config` first) and, in inference mode, computes what
+        `self(images, config)` computes. It takes images of any size and
+        resizes them, as the supernet does.
+        """
+        self._check_model(config)
+        channels = config.channels
+        inputs = keras.Input(shape=(None, None, self.in_channels), name="images")
+        x = keras.layers.Resizing(
+            config.resolution, config.resolution, interpolation="bilinear", name="resize"
+        )(inputs)
+        for i, (spec, block) in enumerate(zip(self.architecture.blocks, self.feature_blocks)):
+            x = block.extract(x, channels[spec.out_stage], self._block_name(i))
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+        if self.dropout_rate:
+            x = keras.layers.Dropout(self.dropout_rate, name="dropout")(x)
+        dense = keras.layers.Dense(self.num_classes, name="classifier")
+        outputs = dense(x)
+        in_width = x.shape[-1]
+        dense.kernel.assign(self.classifier.kernel[:in_width])
+        dense.bias.assign(self.classifier.bias)
+        return keras.Model(inputs, outputs, name=name or _model_name(config))
+
+    def get_config(self):
+        return {
+            "model_name": self.model_name,
+            "num_classes": self.num_classes,
+            "small_input": self.small_input,
+            "in_channels": self.in_channels,
+            "dropout_rate": self.dropout_rate,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def _model_name(config: SubnetConfig) -> str:
+    return f"{config.model}_{config.resolution}px"
+
+
+def build_supernet(name: str, num_classes: int = 1000, **options) -> Supernet:
+    """Builds the supernet `name` ("mobilenet_v1" or "mobilenet_v2").
+
+    Options: `small_input`, `in_channels`, `dropout_rate` (see `Supernet`).
+    """
+    if name not in architectures.MODEL_NAMES:
+        raise ValueError(f"model: unknown model {name!r}; expected one of {list(architectures.MODEL_NAMES)}")
+    return Supernet(name, num_classes=num_classes, **options)
