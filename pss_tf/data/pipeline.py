@@ -1,0 +1,256 @@
+"""tf.data input pipelines: single-device `load` and distributed `make_input_fn`.
+
+Training streams are infinite and a pure function of (dataset, seed, position):
+element `k` of the stream (counting from the first example of step 0, across
+all replicas) is always the same example with the same augmentation. So a run
+resumed at step `s` passes `start_step=s` and sees exactly the batches the
+uninterrupted run would have seen from step `s` on, at the cost of:
+
+* nothing, for indexed sources (synthetic, Fashion-MNIST, image folders):
+  epoch `e` visits the examples in the order `index_shuffle(., seed, e)`, so the
+  stream starts directly at position `s * global_batch_size`;
+* reading (not decoding) at most one epoch of records, for TFDS sources: each
+  epoch reshuffles its shard order and a shuffle buffer from (seed, epoch), so
+  only the current epoch is replayed. (`Dataset.shuffle` also mixes in a global
+  seed if `tf.random.set_seed` was called: a resumed run must set the same one.)
+
+The global stream does not depend on how many replicas or input pipelines read
+it (TFDS excepted when there are several pipelines), so a resumed run may use
+different hardware.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import tensorflow as tf
+
+from pss_tf.data import preprocessing, sources
+
+AUTOTUNE = tf.data.AUTOTUNE
+DEFAULT_SHUFFLE_BUFFER = 10_000
+_INTERLEAVE_CYCLE = 16
+_ENDLESS = 2**62
+
+# Salts that keep the shuffle and augmentation random streams apart.
+_SHUFFLE_SALT = 0
+_AUGMENT_SALT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class _Preprocess:
+    image_size: int
+    channels: int
+    training: bool
+    crop_scale: tuple[float, float]
+    flip: bool
+    crop_fraction: float
+
+    def __call__(self, image, label, seed=None):
+        if self.training:
+            image = preprocessing.preprocess_for_train(
+                image, self.image_size, seed, self.crop_scale, self.flip
+            )
+        else:
+            image = preprocessing.preprocess_for_eval(image, self.image_size, self.crop_fraction)
+        image = tf.ensure_shape(image, [self.image_size, self.image_size, self.channels])
+        return image, tf.cast(label, tf.int32)
+
+
+def _key(seed: int, salt: int) -> tf.Tensor:
+    return tf.constant([seed, salt], tf.int64)
+
+
+def _fold(key: tf.Tensor, value) -> tf.Tensor:
+    return tf.random.experimental.stateless_fold_in(key, tf.cast(value, tf.int64))
+
+
+def _indexed_train_stream(raw: sources.IndexedSplit, prep: _Preprocess, seed, start, pipelines):
+    """Positions start, start+P, ... of the global stream, for pipeline `p` of `P`."""
+    num_pipelines, pipeline_id = pipelines
+    n = raw.num_examples
+    fetch = raw.make_fetch()
+    shuffle_key, augment_key = _key(seed, _SHUFFLE_SALT), _key(seed, _AUGMENT_SALT)
+
+    def example(position):
+        epoch, offset = position // n, position % n
+        index = tf.random.experimental.index_shuffle(offset, _fold(shuffle_key, epoch), n - 1)
+        image, label = fetch(index)
+        return prep(image, label, _fold(augment_key, position))
+
+    positions = tf.data.Dataset.range(start + pipeline_id, _ENDLESS, num_pipelines)
+    return positions.map(example, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
+def _indexed_eval_stream(raw: sources.IndexedSplit, prep: _Preprocess, pipelines):
+    num_pipelines, pipeline_id = pipelines
+    fetch = raw.make_fetch()
+    indices = tf.data.Dataset.range(pipeline_id, raw.num_examples, num_pipelines)
+    return indices.map(lambda i: prep(*fetch(i)), num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
+def _shard_records(raw: sources.RecordSplit, pipelines):
+    """Gives each pipeline whole files when there are enough, else every P-th record."""
+    num_pipelines, pipeline_id = pipelines
+    files, lengths = list(raw.files), list(raw.shard_lengths)
+    if num_pipelines == 1 or len(files) >= num_pipelines:
+        return files[pipeline_id::num_pipelines], sum(lengths[pipeline_id::num_pipelines]), None
+    total = sum(lengths)
+    count = len(range(pipeline_id, total, num_pipelines))
+    return files, count, pipelines
+
+
+def _read_records(files: tf.Tensor, num_files: int, record_shard) -> tf.data.Dataset:
+    ds = tf.data.Dataset.from_tensor_slices(files).interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(_INTERLEAVE_CYCLE, num_files),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
+    return ds.shard(*record_shard) if record_shard else ds
+
+
+def _record_train_stream(raw: sources.RecordSplit, prep, seed, start, pipelines, shuffle_buffer):
+    """Epoch `e` reads the shards in an order and through a buffer seeded by (seed, e).
+
+    Each pipeline has a stream of its own; every step takes an equal share,
+    `1/P` of the global batch, from each, so this one starts at `start // P`.
+    """
+    files, n, record_shard = _shard_records(raw, pipelines)
+    start //= pipelines[0]
+    if n == 0:
+        raise ValueError(f"input pipeline {pipelines[1]} of {pipelines[0]} has no examples")
+    files_t = tf.constant(files)
+    shuffle_key = _fold(_key(seed, _SHUFFLE_SALT), pipelines[1])
+    augment_key = _fold(_key(seed, _AUGMENT_SALT), pipelines[1])
+
+    def epoch_records(epoch):
+        epoch_key = _fold(shuffle_key, epoch)
+        order = tf.random.experimental.stateless_shuffle(tf.range(len(files)), epoch_key)
+        records = _read_records(tf.gather(files_t, order), len(files), record_shard)
+        buffer_seed = tf.random.stateless_uniform(
+            [], epoch_key, minval=None, maxval=None, dtype=tf.int64
+        )
+        records = records.shuffle(shuffle_buffer, seed=buffer_seed, reshuffle_each_iteration=False)
+        return tf.data.Dataset.zip(tf.data.Dataset.range(epoch * n, (epoch + 1) * n), records)
+
+    first_epoch, offset = divmod(start, n)
+    stream = tf.data.Dataset.range(first_epoch, _ENDLESS).flat_map(epoch_records).skip(offset)
+
+    def example(position, record):
+        return prep(*raw.parse(record), _fold(augment_key, position))
+
+    return stream.map(example, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
+def _record_eval_stream(raw: sources.RecordSplit, prep, pipelines):
+    files, _, record_shard = _shard_records(raw, pipelines)
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(files)).flat_map(tf.data.TFRecordDataset)
+    if record_shard:
+        ds = ds.shard(*record_shard)
+    return ds.map(lambda r: prep(*raw.parse(r)), num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
+def _build(raw, prep: _Preprocess, batch_size, seed, start, pipelines, shuffle_buffer):
+    indexed = isinstance(raw, sources.IndexedSplit)
+    if prep.training and indexed:
+        ds = _indexed_train_stream(raw, prep, seed, start, pipelines)
+    elif prep.training:
+        ds = _record_train_stream(raw, prep, seed, start, pipelines, shuffle_buffer)
+    elif indexed:
+        ds = _indexed_eval_stream(raw, prep, pipelines)
+    else:
+        ds = _record_eval_stream(raw, prep, pipelines)
+    ds = ds.batch(batch_size, drop_remainder=prep.training)
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options).prefetch(AUTOTUNE)
+
+
+def _validate(image_size, batch_size, training, start_step, crop_scale, crop_fraction):
+    if image_size < 1:
+        raise ValueError(f"image_size: must be positive, got {image_size}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size: must be positive, got {batch_size}")
+    if start_step < 0:
+        raise ValueError(f"start_step: must be >= 0, got {start_step}")
+    if start_step and not training:
+        raise ValueError("start_step: only training streams resume; evaluation is one pass")
+    low, high = crop_scale
+    if not 0.0 < low <= high <= 1.0:
+        raise ValueError(f"crop_scale: need 0 < low <= high <= 1, got {crop_scale}")
+    if not 0.0 < crop_fraction <= 1.0:
+        raise ValueError(f"crop_fraction: must lie in (0, 1], got {crop_fraction}")
+
+
+def make_input_fn(
+    name: str,
+    data_dir: str | None,
+    split: str,
+    image_size: int,
+    global_batch_size: int,
+    training: bool,
+    seed: int = 0,
+    *,
+    start_step: int = 0,
+    crop_scale: tuple[float, float] = preprocessing.DEFAULT_CROP_SCALE,
+    flip: bool = True,
+    crop_fraction: float = preprocessing.DEFAULT_CROP_FRACTION,
+    channels: int | None = None,
+    synthetic: sources.SyntheticSpec | None = None,
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+) -> Callable[[tf.distribute.InputContext | None], tf.data.Dataset]:
+    """Returns `fn(input_context)` for `strategy.distribute_datasets_from_function`.
+
+    Each input pipeline reads its share of the stream (every P-th example) and
+    batches at the per-replica batch size. Training streams repeat forever and
+    drop partial batches; `start_step` resumes them (see the module docstring).
+    Evaluation streams are one ordered pass, last batch possibly partial.
+    The dataset is checked (and, for in-memory sources, loaded) here, once.
+    """
+    _validate(image_size, global_batch_size, training, start_step, crop_scale, crop_fraction)
+    info, raw = sources.open_split(
+        name, data_dir, split, image_size, channels=channels, synthetic=synthetic
+    )
+    prep = _Preprocess(
+        image_size, info.channels, training, tuple(crop_scale), flip, crop_fraction
+    )
+
+    def input_fn(input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+        if input_context is None:
+            pipelines, batch_size = (1, 0), global_batch_size
+        else:
+            pipelines = (input_context.num_input_pipelines, input_context.input_pipeline_id)
+            batch_size = input_context.get_per_replica_batch_size(global_batch_size)
+        start = start_step * global_batch_size
+        return _build(raw, prep, batch_size, seed, start, pipelines, shuffle_buffer)
+
+    input_fn.info = info
+    return input_fn
+
+
+def load(
+    name: str,
+    data_dir: str | None,
+    split: str,
+    image_size: int,
+    batch_size: int,
+    training: bool,
+    seed: int = 0,
+    **kwargs,
+) -> tf.data.Dataset:
+    """One-device pipeline (evaluation, BN calibration, TFLite representative data).
+
+    Takes the keyword options of `make_input_fn`; `load(...)` is the stream
+    `make_input_fn(...)(None)`.
+    """
+    input_fn = make_input_fn(
+        name, data_dir, split, image_size, batch_size, training, seed, **kwargs
+    )
+    return input_fn(None)
+
+
+def steps_per_epoch(info: sources.DatasetInfo, global_batch_size: int) -> int:
+    """Full training batches in one pass over the training split."""
+    return info.num_train // global_batch_size

@@ -1,0 +1,50 @@
+"""Choosing the tf.distribute strategy for a training run."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+
+STRATEGIES = ("mirrored", "multi_worker", "one_device")
+
+
+def create_strategy(name: str, devices: list[str] | None = None) -> tf.distribute.Strategy:
+    """Returns the strategy `name`.
+
+    mirrored: every local GPU, else the CPU (or the given `devices`).
+    multi_worker: MultiWorkerMirroredStrategy over the cluster in TF_CONFIG; create
+        it before any other TensorFlow work in the process.
+    one_device: the default strategy (no replication).
+    """
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=devices or None)
+    if name == "multi_worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ValueError("--strategy=multi_worker: set TF_CONFIG (cluster and task) in every worker's environment")
+        try:
+            json.loads(os.environ["TF_CONFIG"])
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--strategy=multi_worker: TF_CONFIG is not valid JSON ({e})") from None
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "one_device":
+        return tf.distribute.get_strategy()
+    raise ValueError(f"--strategy: unknown strategy {name!r}; expected one of {list(STRATEGIES)}")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True on the worker that writes the job directory's files."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker"
+        and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict()
+    )
+
+
+def task_id(strategy: tf.distribute.Strategy) -> int:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return int(resolver.task_id or 0) if resolver is not None and resolver.task_type else 0
