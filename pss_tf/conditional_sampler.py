@@ -30,12 +30,19 @@ from pss_tf.metrics import Metric
 
 _FORMAT = "pss_tf.conditional_sampler"
 # Bump when the build changes the tables it makes from the same fingerprint.
-_VERSION = 1
+_VERSION = 2
 # Subnets are drawn and binned in chunks of this size, which bounds memory for
 # 1e6+ subnets. It is part of the random stream, hence of `_VERSION`.
 _BUILD_CHUNK = 100_000
 # Stored real subnets per target: the fallback when rejection keeps missing.
 _EXEMPLARS_PER_TARGET = 32
+# Independent uniform widths almost never make an all-thin or all-wide subnet, so
+# the grid's end targets (where the min and max nets lie) would get no samples.
+# The build therefore adds every uniform-width subnet, and this fraction of
+# `num_samples` extra subnets whose stages scatter by `_SCATTER` of the width
+# range around one shared width.
+_CORRELATED_FRACTION = 0.25
+_SCATTER = 0.1
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +136,10 @@ class ConditionalSampler:
         for start in range(0, num_samples, _BUILD_CHUNK):
             resolutions, widths = space.sample_arrays(rng, min(_BUILD_CHUNK, num_samples - start))
             builder.add(resolutions, widths)
+        builder.add(*_uniform_width_arrays(space))
+        correlated = int(num_samples * _CORRELATED_FRACTION)
+        for start in range(0, correlated, _BUILD_CHUNK):
+            builder.add(*_correlated_arrays(space, rng, min(_BUILD_CHUNK, correlated - start)))
         sampler = cls(space, metric, builder.tables(), _fingerprint(space, metric, num_samples, seed))
         logger.info(
             "Built the %s sampler for %s from %d subnets in %.2f s: %d reachable targets, %d unreachable.",
@@ -270,6 +281,25 @@ class ConditionalSampler:
             f"ConditionalSampler({self.metric.name}, {self.space.model}, "
             f"{len(self.targets)} reachable targets, {len(self.unreachable_targets)} unreachable)"
         )
+
+
+def _uniform_width_arrays(space: SearchSpace) -> tuple[np.ndarray, np.ndarray]:
+    """Every config with one width for all stages, at every resolution."""
+    scale = 10.0**space.decimals
+    codes = np.arange(math.ceil(space.min_width * scale), math.floor(space.max_width * scale) + 1)
+    levels = np.round(codes / scale, space.decimals)
+    resolutions = np.repeat(np.asarray(space.resolutions), len(levels))
+    widths = np.tile(levels, len(space.resolutions))[:, None].repeat(space.num_stages, axis=1)
+    return resolutions, widths
+
+
+def _correlated_arrays(space: SearchSpace, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Configs whose stage widths scatter around one shared width per config."""
+    span = space.max_width - space.min_width
+    shared = rng.uniform(space.min_width, space.max_width, size=(n, 1))
+    scatter = rng.uniform(-_SCATTER * span, _SCATTER * span, size=(n, space.num_stages))
+    widths = np.round(np.clip(shared + scatter, space.min_width, space.max_width), space.decimals)
+    return rng.choice(np.asarray(space.resolutions), size=n), widths
 
 
 def _cdf(counts: np.ndarray) -> np.ndarray:

@@ -487,3 +487,33 @@ def load_winners(job_dir: str) -> list[tuple[dict, SubnetConfig]]:
         raise ValueError(f"--job_dir: {job_dir} has no {WINNERS_FILE}; train to the end first")
     entries = read_json(path, WINNERS_FILE)
     return [(e, SubnetConfig.from_dict(e["config"])) for e in entries]
+
+
+def load_job(job_dir: str):
+    """The trained supernet of a job directory, with its TrainConfig and DatasetInfo.
+
+    Restores the model weights of the latest checkpoint (optimizer state is
+    skipped). The BN statistics are whatever the last calibration left: calibrate
+    each subnet before evaluating or exporting it.
+    """
+    import tensorflow as tf
+
+    from pss_tf.supernet import build_supernet
+
+    run_file = os.path.join(job_dir, RUN_FILE)
+    if not os.path.exists(run_file):
+        raise ValueError(f"--job_dir: {job_dir} holds no training run ({RUN_FILE} is missing)")
+    config = TrainConfig.from_dict(read_json(run_file, RUN_FILE))
+    info = data_lib.check_dataset(config.dataset, config.data_dir, synthetic=Trainer._synthetic_spec(config))
+    supernet = build_supernet(
+        config.model,
+        num_classes=info.num_classes,
+        small_input=config.small_input,
+        in_channels=info.channels,
+        dropout_rate=config.dropout_rate,
+    )
+    latest = tf.train.latest_checkpoint(os.path.join(job_dir, "checkpoints"))
+    if latest is None:
+        raise ValueError(f"--job_dir: {job_dir} has no checkpoint")
+    tf.train.Checkpoint(model=supernet).restore(latest).expect_partial()
+    return supernet, config, info

@@ -43,16 +43,19 @@ class TestBuild:
         grid = paper_sampler.metric.grid
         assert set(paper_sampler.targets).isdisjoint(paper_sampler.unreachable_targets)
         assert sorted(paper_sampler.targets + paper_sampler.unreachable_targets) == list(grid.targets)
-        assert sum(paper_sampler.bin_sizes.values()) <= 100_000
+        # 1e5 uniform subnets, 25% more correlated ones, and the uniform-width sweep.
+        sweep = len(paper_sampler.space.resolutions) * 251
+        assert sum(paper_sampler.bin_sizes.values()) <= 125_000 + sweep
         if paper_sampler.space.model == "mobilenet_v2":
-            # The min net is 69.15M: 60 cannot be reached at all.
+            # The min net is 67.60M: 60 cannot be reached at all.
             assert paper_sampler.unreachable_targets == (60.0,)
             assert paper_sampler.targets == tuple(float(t) for t in range(70, 301, 10))
         else:
-            # Independent uniform widths almost never give all-small or all-large
-            # nets: with seed 0, 1e5 subnets span 120.8M..508.9M.
-            assert paper_sampler.targets == tuple(float(t) for t in range(120, 511, 10))
-            assert paper_sampler.unreachable_targets == (110.0, 520.0, 530.0, 540.0, 550.0, 560.0, 570.0)
+            # Independent uniform widths alone span only 120.8M..508.9M; the
+            # uniform-width sweep and the correlated subnets reach both ends,
+            # where the min (106.78M) and max (568.79M) nets lie.
+            assert paper_sampler.targets == tuple(float(t) for t in range(110, 571, 10))
+            assert paper_sampler.unreachable_targets == ()
 
     def test_bins_are_deterministic_given_the_seed(self):
         space, metric = SearchSpace("mobilenet_v2"), flops_metric("mobilenet_v2")
@@ -65,8 +68,9 @@ class TestBuild:
     def test_chunked_build_counts_every_subnet(self):
         space, metric = SearchSpace("mobilenet_v2"), flops_metric("mobilenet_v2")
         sampler = ConditionalSampler.build(space, metric, 250_001, 0)  # 3 chunks, the last of 1.
-        # Every V2 subnet (69.15M..300.84M) snaps into the 60..300 grid.
-        assert sum(sampler.bin_sizes.values()) == 250_001
+        # Every V2 subnet (67.60M..300.84M) snaps into the 60..300 grid: the uniform
+        # ones, the 25% correlated ones (62,500) and the 13 x 251 uniform-width sweep.
+        assert sum(sampler.bin_sizes.values()) == 250_001 + 62_500 + 13 * 251
 
     def test_validation(self):
         space, metric = SearchSpace("mobilenet_v1"), flops_metric("mobilenet_v1")
@@ -97,8 +101,16 @@ class TestSample:
         # FLOPs grow with resolution squared: a 150M subnet must be low-resolution.
         assert max(c.resolution for c in small) < min(c.resolution for c in large)
         assert len(set(small)) > 90  # Draws are varied, not a handful of stored subnets.
-        # Every drawn value was seen in the target's bin of the build's subnets.
-        resolutions, widths = small_v1.space.sample_arrays(np.random.default_rng(0), 20_000)
+        # Every drawn value was seen in the target's bin of the build's subnets,
+        # regenerated here from the same random stream as the build.
+        space, rng = small_v1.space, np.random.default_rng(0)
+        parts = [
+            space.sample_arrays(rng, 20_000),
+            sampler_module._uniform_width_arrays(space),
+            sampler_module._correlated_arrays(space, rng, 5_000),
+        ]
+        resolutions = np.concatenate([p[0] for p in parts])
+        widths = np.concatenate([p[1] for p in parts])
         in_bin = small_v1.metric.grid.snap_array(small_v1.metric.values(resolutions, widths)) == 150.0
         assert {c.resolution for c in small} <= set(resolutions[in_bin].tolist())
         for stage in range(14):
@@ -125,8 +137,9 @@ class TestSample:
 
     def test_bad_targets(self, small_v1):
         rng = np.random.default_rng(0)
+        v2 = ConditionalSampler.build(SearchSpace("mobilenet_v2"), flops_metric("mobilenet_v2"), 5_000, 0)
         with pytest.raises(ValueError, match="unreachable"):
-            small_v1.sample(570.0, rng)
+            v2.sample(60.0, rng)
         with pytest.raises(ValueError, match="not a target"):
             small_v1.sample(305.0, rng)
         with pytest.raises(ValueError, match="not a target"):
