@@ -53,6 +53,10 @@ def _extract_bn(layer: SlimBatchNormalization, x, name: str):
     return y
 
 
+def _bn(channels: int, name: str, synchronized: bool) -> SlimBatchNormalization:
+    return SlimBatchNormalization(channels, BN_EPSILON, synchronized=synchronized, name=name)
+
+
 def _relu6(name: str):
     return keras.layers.ReLU(max_value=6.0, name=name)
 
@@ -60,14 +64,15 @@ def _relu6(name: str):
 class ConvBNReLU(keras.layers.Layer):
     """Conv, batch norm, ReLU6: the stem and MobileNetV2's last 1x1 conv."""
 
-    def __init__(self, filters, kernel_size, strides, in_channels, **kwargs):
+    def __init__(self, filters, kernel_size, strides, in_channels, synchronized_bn=False, **kwargs):
         super().__init__(**kwargs)
+        self.synchronized_bn = bool(synchronized_bn)
         self.filters = int(filters)
         self.kernel_size = int(kernel_size)
         self.strides = int(strides)
         self.in_channels = int(in_channels)
         self.conv = SlimConv2D(filters, kernel_size, strides, in_channels, name="conv")
-        self.bn = SlimBatchNormalization(filters, BN_EPSILON, name="bn")
+        self.bn = _bn(filters, "bn", synchronized_bn)
 
     def build(self, input_shape=None):
         self.conv.build()
@@ -90,6 +95,7 @@ class ConvBNReLU(keras.layers.Layer):
             kernel_size=self.kernel_size,
             strides=self.strides,
             in_channels=self.in_channels,
+            synchronized_bn=self.synchronized_bn,
         )
         return config
 
@@ -97,15 +103,16 @@ class ConvBNReLU(keras.layers.Layer):
 class SeparableBlock(keras.layers.Layer):
     """MobileNetV1 block: 3x3 depthwise on the input width, then 1x1 pointwise."""
 
-    def __init__(self, in_channels, filters, strides, **kwargs):
+    def __init__(self, in_channels, filters, strides, synchronized_bn=False, **kwargs):
         super().__init__(**kwargs)
+        self.synchronized_bn = bool(synchronized_bn)
         self.in_channels = int(in_channels)
         self.filters = int(filters)
         self.strides = int(strides)
         self.depthwise = SlimDepthwiseConv2D(DEPTHWISE_KERNEL, strides, in_channels, name="dw")
-        self.depthwise_bn = SlimBatchNormalization(in_channels, BN_EPSILON, name="dw_bn")
+        self.depthwise_bn = _bn(in_channels, "dw_bn", synchronized_bn)
         self.pointwise = SlimConv2D(filters, 1, 1, in_channels, name="pw")
-        self.pointwise_bn = SlimBatchNormalization(filters, BN_EPSILON, name="pw_bn")
+        self.pointwise_bn = _bn(filters, "pw_bn", synchronized_bn)
 
     def build(self, input_shape=None):
         for layer in (self.depthwise, self.depthwise_bn, self.pointwise, self.pointwise_bn):
@@ -125,7 +132,12 @@ class SeparableBlock(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(in_channels=self.in_channels, filters=self.filters, strides=self.strides)
+        config.update(
+            in_channels=self.in_channels,
+            filters=self.filters,
+            strides=self.strides,
+            synchronized_bn=self.synchronized_bn,
+        )
         return config
 
 
@@ -134,8 +146,9 @@ class InvertedResidualBlock(keras.layers.Layer):
     3x3 depthwise, linear 1x1 projection, and a residual add where the
     architecture has one."""
 
-    def __init__(self, in_channels, filters, strides, expansion, residual, **kwargs):
+    def __init__(self, in_channels, filters, strides, expansion, residual, synchronized_bn=False, **kwargs):
         super().__init__(**kwargs)
+        self.synchronized_bn = bool(synchronized_bn)
         self.in_channels = int(in_channels)
         self.filters = int(filters)
         self.strides = int(strides)
@@ -144,11 +157,11 @@ class InvertedResidualBlock(keras.layers.Layer):
         hidden = self.in_channels * self.expansion
         if self.expansion != 1:
             self.expand = SlimConv2D(hidden, 1, 1, in_channels, name="expand")
-            self.expand_bn = SlimBatchNormalization(hidden, BN_EPSILON, name="expand_bn")
+            self.expand_bn = _bn(hidden, "expand_bn", synchronized_bn)
         self.depthwise = SlimDepthwiseConv2D(DEPTHWISE_KERNEL, strides, hidden, name="dw")
-        self.depthwise_bn = SlimBatchNormalization(hidden, BN_EPSILON, name="dw_bn")
+        self.depthwise_bn = _bn(hidden, "dw_bn", synchronized_bn)
         self.project = SlimConv2D(filters, 1, 1, hidden, name="project")
-        self.project_bn = SlimBatchNormalization(filters, BN_EPSILON, name="project_bn")
+        self.project_bn = _bn(filters, "project_bn", synchronized_bn)
 
     def _slim_layers(self):
         layers = [self.depthwise, self.depthwise_bn, self.project, self.project_bn]
@@ -191,22 +204,24 @@ class InvertedResidualBlock(keras.layers.Layer):
             strides=self.strides,
             expansion=self.expansion,
             residual=self.residual,
+            synchronized_bn=self.synchronized_bn,
         )
         return config
 
 
-def make_block(spec: architectures.BlockSpec, base_channels, image_channels: int, name: str):
+def make_block(
+    spec: architectures.BlockSpec, base_channels, image_channels: int, name: str, synchronized_bn: bool = False
+):
     """The slimmable block for one row of an architecture table."""
     filters = base_channels[spec.out_stage]
+    sync = dict(synchronized_bn=synchronized_bn, name=name)
     if spec.kind == architectures.STEM:
-        return ConvBNReLU(filters, 3, spec.stride, image_channels, name=name)
+        return ConvBNReLU(filters, 3, spec.stride, image_channels, **sync)
     in_channels = base_channels[spec.in_stage]
     if spec.kind == architectures.POINTWISE:
-        return ConvBNReLU(filters, 1, 1, in_channels, name=name)
+        return ConvBNReLU(filters, 1, 1, in_channels, **sync)
     if spec.kind == architectures.SEPARABLE:
-        return SeparableBlock(in_channels, filters, spec.stride, name=name)
+        return SeparableBlock(in_channels, filters, spec.stride, **sync)
     if spec.kind == architectures.INVERTED_RESIDUAL:
-        return InvertedResidualBlock(
-            in_channels, filters, spec.stride, spec.expansion, spec.residual, name=name
-        )
+        return InvertedResidualBlock(in_channels, filters, spec.stride, spec.expansion, spec.residual, **sync)
     raise ValueError(f"unknown block kind {spec.kind!r}")

@@ -33,6 +33,20 @@ def create_strategy(name: str, devices: list[str] | None = None) -> tf.distribut
     raise ValueError(f"--strategy: unknown strategy {name!r}; expected one of {list(STRATEGIES)}")
 
 
+def is_chief_task() -> bool:
+    """True unless TF_CONFIG names this process as a non-chief task (read before
+    any strategy exists, so start-up checks can leave other workers alone)."""
+    try:
+        task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
+        cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    except json.JSONDecodeError:
+        return True
+    if not task:
+        return True
+    kind, index = task.get("type"), int(task.get("index", 0))
+    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+
+
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """True on the worker that writes the job directory's files."""
     resolver = getattr(strategy, "cluster_resolver", None)

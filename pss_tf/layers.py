@@ -110,12 +110,17 @@ class SlimBatchNormalization(keras.layers.Layer):
     then calls with `calibration_rate=1/(t+1)` for batch t, which normalise with
     the batch statistics and fold them into a cumulative average of the first
     channels of the moving statistics.
+
+    With `synchronized=True`, batch statistics are taken over the global batch
+    (all replicas of a tf.distribute strategy), so training on N replicas
+    computes what one device computes on the whole batch.
     """
 
-    def __init__(self, channels, epsilon=1e-3, **kwargs):
+    def __init__(self, channels, epsilon=1e-3, synchronized=False, **kwargs):
         super().__init__(**kwargs)
         self.channels = int(channels)
         self.epsilon = float(epsilon)
+        self.synchronized = bool(synchronized)
 
     def build(self, input_shape=None):
         shape = (self.channels,)
@@ -145,8 +150,7 @@ class SlimBatchNormalization(keras.layers.Layer):
         gamma = self.gamma[:width]
         beta = self.beta[:width]
         if training or calibration_rate is not None:
-            x = ops.cast(inputs, "float32")
-            mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
+            mean, variance = self._batch_moments(ops.cast(inputs, "float32"))
             if calibration_rate is not None:
                 self._fold_into_statistics(mean, variance, width, calibration_rate)
         else:
@@ -163,6 +167,16 @@ class SlimBatchNormalization(keras.layers.Layer):
             epsilon=self.epsilon,
         )
 
+    def _batch_moments(self, x):
+        context = tf.distribute.get_replica_context()
+        if not self.synchronized or context is None or context.num_replicas_in_sync == 1:
+            return tf.nn.moments(x, axes=[0, 1, 2])
+        count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
+        total, squares = tf.reduce_sum(x, [0, 1, 2]), tf.reduce_sum(tf.square(x), [0, 1, 2])
+        total, squares, count = context.all_reduce(tf.distribute.ReduceOp.SUM, [total, squares, count])
+        mean = total / count
+        return mean, tf.maximum(squares / count - tf.square(mean), 0.0)
+
     def _fold_into_statistics(self, mean, variance, width, rate):
         for variable, batch_value in ((self.moving_mean, mean), (self.moving_variance, variance)):
             full = ops.convert_to_tensor(variable)
@@ -172,7 +186,7 @@ class SlimBatchNormalization(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(channels=self.channels, epsilon=self.epsilon)
+        config.update(channels=self.channels, epsilon=self.epsilon, synchronized=self.synchronized)
         return config
 
 

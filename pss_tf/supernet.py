@@ -36,6 +36,8 @@ class Supernet(keras.Model):
         small_input: stem stride 1 instead of 2, for 28 to 64 pixel images.
         in_channels: image channels (3 for RGB, 1 for Fashion-MNIST).
         dropout_rate: dropout before the classifier, in training only.
+        synchronized_bn: batch statistics over all replicas of the strategy
+            (what one device would compute on the global batch).
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class Supernet(keras.Model):
         small_input: bool = False,
         in_channels: int = 3,
         dropout_rate: float = 0.0,
+        synchronized_bn: bool = False,
         **kwargs,
     ):
         kwargs.setdefault("name", f"{model_name}_supernet")
@@ -60,10 +63,11 @@ class Supernet(keras.Model):
         self.small_input = bool(small_input)
         self.in_channels = int(in_channels)
         self.dropout_rate = float(dropout_rate)
+        self.synchronized_bn = bool(synchronized_bn)
         self.architecture = architectures.get_architecture(model_name, small_input)
         base = self.architecture.base_channels
         self.feature_blocks = [
-            make_block(spec, base, self.in_channels, name=self._block_name(i))
+            make_block(spec, base, self.in_channels, self._block_name(i), self.synchronized_bn)
             for i, spec in enumerate(self.architecture.blocks)
         ]
         self.dropout = keras.layers.Dropout(self.dropout_rate) if self.dropout_rate else None
@@ -190,6 +194,7 @@ class Supernet(keras.Model):
             "small_input": self.small_input,
             "in_channels": self.in_channels,
             "dropout_rate": self.dropout_rate,
+            "synchronized_bn": self.synchronized_bn,
             "name": self.name,
         }
 
@@ -205,7 +210,8 @@ def _model_name(config: SubnetConfig) -> str:
 def build_supernet(name: str, num_classes: int = 1000, **options) -> Supernet:
     """Builds the supernet `name` ("mobilenet_v1" or "mobilenet_v2").
 
-    Options: `small_input`, `in_channels`, `dropout_rate` (see `Supernet`).
+    Options: `small_input`, `in_channels`, `dropout_rate`, `synchronized_bn`
+    (see `Supernet`).
     """
     if name not in architectures.MODEL_NAMES:
         raise ValueError(f"model: unknown model {name!r}; expected one of {list(architectures.MODEL_NAMES)}")

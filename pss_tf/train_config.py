@@ -56,6 +56,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     dropout_rate: float = 0.0
+    synchronized_bn: bool = False
     mixed_precision: str = "none"
     steps_per_epoch: int = 0  # 0: one pass over the training split
     # Data augmentation.

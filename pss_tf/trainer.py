@@ -148,7 +148,8 @@ class Trainer:
         from pss_tf import distribute
 
         config.validate()
-        prepare_job_dir(config)
+        if config.strategy != "multi_worker" or distribute.is_chief_task():
+            prepare_job_dir(config)
         self.info = data_lib.check_dataset(
             config.dataset, config.data_dir, synthetic=self._synthetic_spec(config)
         )
@@ -239,6 +240,7 @@ class Trainer:
                 small_input=config.small_input,
                 in_channels=self.info.channels,
                 dropout_rate=config.dropout_rate,
+                synchronized_bn=config.synchronized_bn,
             )
             self.schedule = learning_rate_schedule(config.learning_rate, self.total_steps, warmup)
             self.optimizer = build_optimizer(
@@ -331,9 +333,10 @@ class Trainer:
 
     def run(self) -> TrainResult:
         tf, config = self.tf, self.config
-        writer = tf.summary.create_file_writer(
-            os.path.join(config.job_dir, "tensorboard") if self.is_chief else os.path.join(config.job_dir, ".tb_tmp")
-        )
+        if self.is_chief:
+            writer = tf.summary.create_file_writer(os.path.join(config.job_dir, "tensorboard"))
+        else:
+            writer = tf.summary.create_noop_writer()
         self.evaluator = self._make_evaluator()
         step = int(self.global_step.numpy())
         iterator = self._train_iterator(step)

@@ -48,6 +48,9 @@ flags.DEFINE_float("warmup_epochs", _DEFAULTS.warmup_epochs, "Linear warm-up len
 flags.DEFINE_float("momentum", _DEFAULTS.momentum, "Nesterov momentum.")
 flags.DEFINE_float("weight_decay", _DEFAULTS.weight_decay, "L2 decay of conv and classifier kernels.")
 flags.DEFINE_float("dropout_rate", _DEFAULTS.dropout_rate, "Dropout before the classifier.")
+flags.DEFINE_bool(
+    "synchronized_bn", _DEFAULTS.synchronized_bn, "BN statistics over all replicas (global-batch semantics)."
+)
 flags.DEFINE_enum("mixed_precision", _DEFAULTS.mixed_precision, ["none", "float16", "bfloat16"], "Compute dtype.")
 flags.DEFINE_integer("steps_per_epoch", _DEFAULTS.steps_per_epoch, "Steps per epoch (0: one pass over the data).")
 flags.DEFINE_float("crop_scale_min", _DEFAULTS.crop_scale_min, "Smallest area fraction of the random resized crop.")

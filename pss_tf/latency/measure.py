@@ -1,0 +1,219 @@
+"""Timing block variants and whole subnets with the LiteRT (TFLite) interpreter.
+
+Each variant becomes a tiny standalone model made of the standard Keras layers
+that `Supernet.extract` writes (Conv2D / DepthwiseConv2D / BatchNormalization
+/ ReLU6, BN folded by the converter), with a batch-1 input of the variant's
+size and width. It runs on the interpreter's default CPU path (XNNPACK) with a
+fixed thread count. A measurement is the median over repeats of the mean time
+of one `invoke()`, after a warm-up: the median shrugs off the odd repeat that
+another process or a page fault slows down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+from pss_tf import architectures
+from pss_tf.latency.variants import HEAD, Variant
+
+BN_EPSILON = 1e-3  # As pss_tf.blocks; the converter folds BN either way.
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """How one model is timed.
+
+    A repeat runs `invoke()` enough times to last `min_repeat_s` (small blocks
+    take microseconds, below the clock's resolution once Python overhead is in);
+    the result is the median of `repeats` repeats' per-invoke means.
+    """
+
+    warmup_s: float = 0.02
+    min_warmup_invokes: int = 3
+    repeats: int = 9
+    min_repeat_s: float = 0.004
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "statistic": "median of repeats of the mean invoke time"}
+
+
+def device_info() -> dict:
+    """What the latencies are specific to: CPU model, architecture, cores."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "machine": platform.machine(), "system": platform.system(), "logical_cores": os.cpu_count()}
+
+
+def runtime_info() -> dict:
+    """The interpreter's package and version, and the converter's TF version."""
+    info = {"name": "ai-edge-litert", "delegate": "xnnpack (default CPU path)"}
+    try:
+        info["version"] = importlib.metadata.version("ai-edge-litert")
+    except importlib.metadata.PackageNotFoundError:
+        info.update(name="tensorflow.lite", version=None)
+    try:
+        info["converter"] = "tensorflow " + importlib.metadata.version("tensorflow")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    if info["version"] is None:
+        info["version"] = info.get("converter", "").removeprefix("tensorflow ")
+    return info
+
+
+def _interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # Older set-ups: the interpreter bundled with TensorFlow.
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    return Interpreter
+
+
+# --- models ---------------------------------------------------------------------
+
+
+def _conv_bn_relu(x, filters, kernel, stride, name, relu=True):
+    import keras
+
+    x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+    return keras.layers.ReLU(max_value=6.0, name=f"{name}_relu")(x) if relu else x
+
+
+def _depthwise_bn_relu(x, stride, name):
+    import keras
+
+    x = keras.layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
+    x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_dw_bn")(x)
+    return keras.layers.ReLU(max_value=6.0, name=f"{name}_dw_relu")(x)
+
+
+def block_model(variant: Variant):
+    """A standalone Keras model running exactly `variant`'s ops."""
+    import keras
+
+    inputs = keras.Input((variant.size, variant.size, variant.cin), batch_size=1, name="x")
+    x = inputs
+    kind = variant.kind
+    if kind == architectures.STEM:
+        x = _conv_bn_relu(x, variant.cout, 3, variant.stride, "stem")
+    elif kind == architectures.POINTWISE:
+        x = _conv_bn_relu(x, variant.cout, 1, 1, "pointwise")
+    elif kind == architectures.SEPARABLE:
+        x = _depthwise_bn_relu(x, variant.stride, "block")
+        x = _conv_bn_relu(x, variant.cout, 1, 1, "block_pw")
+    elif kind == architectures.INVERTED_RESIDUAL:
+        if variant.hidden != variant.cin:
+            x = _conv_bn_relu(x, variant.hidden, 1, 1, "block_expand")
+        x = _depthwise_bn_relu(x, variant.stride, "block")
+        x = _conv_bn_relu(x, variant.cout, 1, 1, "block_project", relu=False)
+        if variant.residual:
+            x = keras.layers.Add(name="block_add")([inputs, x])
+    elif kind == HEAD:
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+        x = keras.layers.Dense(variant.cout, name="classifier")(x)
+    else:
+        raise ValueError(f"kind: cannot build block kind {kind!r}")
+    return keras.Model(inputs, x, name=kind)
+
+
+def trivial_model(channels: int = 8):
+    """One ReLU on a tiny tensor: its invoke time is the interpreter's fixed overhead."""
+    import keras
+
+    inputs = keras.Input((1, 1, channels), batch_size=1, name="x")
+    return keras.Model(inputs, keras.layers.ReLU(max_value=6.0)(inputs), name="trivial")
+
+
+def to_tflite(model) -> bytes:
+    """Float TFLite flatbuffer of a Keras model (BN folded, ReLU6 fused)."""
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+# --- timing ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    spread_ms: float  # Interquartile range of the repeats.
+    invokes: int
+
+
+class Timer:
+    """Times TFLite models with `threads` interpreter threads under `protocol`."""
+
+    def __init__(self, threads: int, protocol: Protocol = Protocol()):
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"--threads: must be a positive int, got {threads!r}")
+        self.threads = threads
+        self.protocol = protocol
+        self._interpreter = _interpreter_class()
+
+    def time(self, content: bytes, seed: int = 0) -> Timing:
+        interpreter = self._interpreter(model_content=content, num_threads=self.threads)
+        interpreter.allocate_tensors()
+        rng = np.random.default_rng(seed)
+        for detail in interpreter.get_input_details():
+            data = rng.uniform(-1.0, 1.0, size=detail["shape"]).astype(detail["dtype"])
+            interpreter.set_tensor(detail["index"], data)
+        invoke, clock, p = interpreter.invoke, time.perf_counter, self.protocol
+        start, count = clock(), 0
+        while count < p.min_warmup_invokes or clock() - start < p.warmup_s:
+            invoke()
+            count += 1
+        per_invoke = (clock() - start) / count
+        inner = max(1, int(np.ceil(p.min_repeat_s / max(per_invoke, 1e-7))))
+        means = []
+        for _ in range(p.repeats):
+            start = clock()
+            for _ in range(inner):
+                invoke()
+            means.append((clock() - start) / inner * 1e3)
+        quartiles = statistics.quantiles(means, n=4) if len(means) > 1 else [means[0]] * 3
+        return Timing(statistics.median(means), quartiles[2] - quartiles[0], inner * p.repeats + count)
+
+    def time_keras(self, model) -> Timing:
+        return self.time(to_tflite(model))
+
+    def time_variant(self, variant: Variant) -> Timing:
+        return self.time_keras(block_model(variant))
+
+    def invoke_overhead_ms(self) -> float:
+        return self.time_keras(trivial_model()).median_ms
+
+
+def fixed_input_model(model, resolution: int):
+    """`model` (a `Supernet.extract` model) on a fixed batch-1 input at its own
+    resolution, without its resize layer: the network that latency tables model."""
+    import keras
+
+    layers = [layer for layer in model.layers if not isinstance(layer, (keras.layers.InputLayer, keras.layers.Resizing))]
+    channels = model.inputs[0].shape[-1]
+    inputs = keras.Input((resolution, resolution, channels), batch_size=1, name="images")
+    tensors = {id(model.layers[0].output): inputs}
+    resize = [layer for layer in model.layers if isinstance(layer, keras.layers.Resizing)]
+    for layer in resize:
+        tensors[id(layer.output)] = inputs
+    for layer in layers:
+        args = layer.input if isinstance(layer.input, list) else [layer.input]
+        values = [tensors[id(t)] for t in args]
+        tensors[id(layer.output)] = layer(values if isinstance(layer.input, list) else values[0])
+    return keras.Model(inputs, tensors[id(model.outputs[0])], name=f"{model.name}_fixed")

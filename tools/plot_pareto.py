@@ -1,0 +1,98 @@
+"""Plots validation top-1 against the metric for the winners of one or more runs.
+
+    python tools/plot_pareto.py --job_dirs=runs/fmnist_pss,runs/fmnist_uniform --out=docs/fmnist_pareto.png
+
+Each run is labelled by its sampler (or --labels). `--table` also prints a
+Markdown table of the winners, one row per target, one column per run.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("job_dirs", None, "Job directories with a winners.json.")
+flags.DEFINE_list("labels", None, "A legend label per job directory (default: the run's sampler).")
+flags.DEFINE_string("out", "pareto.png", "PNG file to write.")
+flags.DEFINE_string("metric", "flops", "Which metric type's winners to plot.")
+flags.DEFINE_bool("table", True, "Print a Markdown table of the winners.")
+flags.DEFINE_string("title", None, "Plot title.")
+
+_AXIS = {"flops": "MACs (M)", "latency_cpu": "predicted CPU latency (ms)", "latency_gpu": "GPU latency (us)"}
+
+
+def _runs():
+    from pss_tf.io_utils import read_json
+
+    labels = FLAGS.labels or []
+    if labels and len(labels) != len(FLAGS.job_dirs):
+        raise ValueError("--labels: give one label per --job_dirs entry")
+    runs = []
+    for i, job_dir in enumerate(FLAGS.job_dirs):
+        winners_file = os.path.join(job_dir, "winners.json")
+        if not os.path.exists(winners_file):
+            raise ValueError(f"--job_dirs: {job_dir} has no winners.json; train to the end first")
+        winners = [w for w in read_json(winners_file, "winners.json") if w["metric"] == FLAGS.metric]
+        if not winners:
+            raise ValueError(f"--metric: {job_dir} has no {FLAGS.metric} winners")
+        run = read_json(os.path.join(job_dir, "run.json"), "run.json")
+        runs.append((labels[i] if labels else run.get("sampler", job_dir), sorted(winners, key=lambda w: w["value"])))
+    return runs
+
+
+def _plot(runs, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for (label, winners), marker in zip(runs, "osd^v<>"):
+        ax.plot(
+            [w["value"] for w in winners], [100 * w["val_top1"] for w in winners], marker=marker, label=label
+        )
+    ax.set_xlabel(_AXIS.get(FLAGS.metric, FLAGS.metric))
+    ax.set_ylabel("validation top-1 (%)")
+    ax.set_title(FLAGS.title or "Pool winners: accuracy against cost")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp)
+    os.replace(tmp, path)
+
+
+def _table(runs) -> str:
+    targets = sorted({w["target"] for _, winners in runs for w in winners})
+    header = "| target | " + " | ".join(f"{label} value | {label} top-1" for label, _ in runs) + " |"
+    lines = [header, "|" + "---|" * (1 + 2 * len(runs))]
+    for target in targets:
+        cells = []
+        for _, winners in runs:
+            match = [w for w in winners if w["target"] == target]
+            cells += [f"{match[0]['value']:.2f}", f"{100 * match[0]['val_top1']:.2f}"] if match else ["", ""]
+        lines.append(f"| {target:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    if not FLAGS.job_dirs:
+        print("error: --job_dirs: name at least one job directory", file=sys.stderr)
+        return 2
+    try:
+        runs = _runs()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    _plot(runs, FLAGS.out)
+    if FLAGS.table:
+        print(_table(runs))
+    print(f"wrote {FLAGS.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
