@@ -21,6 +21,22 @@ def _kernel_initializer():
     return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="truncated_normal")
 
 
+def _all_sum(context, value):
+    """A cross-replica sum whose gradient is the cross-replica sum of gradients.
+
+    Spelled out because the collective all-reduce some strategies use has no
+    gradient, which would silently drop the global-statistics terms of BN.
+    """
+
+    @tf.custom_gradient
+    def all_sum(x):
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, x), lambda dy: context.all_reduce(
+            tf.distribute.ReduceOp.SUM, dy
+        )
+
+    return all_sum(value)
+
+
 def _input_width(inputs):
     """Static channel count if known, else a scalar tensor."""
     width = inputs.shape[-1]
@@ -150,7 +166,9 @@ class SlimBatchNormalization(keras.layers.Layer):
         gamma = self.gamma[:width]
         beta = self.beta[:width]
         if training or calibration_rate is not None:
-            mean, variance = self._batch_moments(ops.cast(inputs, "float32"))
+            # Statistics in at least float32, whatever the compute dtype.
+            stats_dtype = "float64" if self.compute_dtype == "float64" else "float32"
+            mean, variance = self._batch_moments(ops.cast(inputs, stats_dtype))
             if calibration_rate is not None:
                 self._fold_into_statistics(mean, variance, width, calibration_rate)
         else:
@@ -171,11 +189,12 @@ class SlimBatchNormalization(keras.layers.Layer):
         context = tf.distribute.get_replica_context()
         if not self.synchronized or context is None or context.num_replicas_in_sync == 1:
             return tf.nn.moments(x, axes=[0, 1, 2])
-        count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
-        total, squares = tf.reduce_sum(x, [0, 1, 2]), tf.reduce_sum(tf.square(x), [0, 1, 2])
-        total, squares, count = context.all_reduce(tf.distribute.ReduceOp.SUM, [total, squares, count])
-        mean = total / count
-        return mean, tf.maximum(squares / count - tf.square(mean), 0.0)
+        # Two passes (global mean, then squared deviations from it) rather than
+        # E[x^2] - E[x]^2, which cancels badly in float32.
+        count = _all_sum(context, tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype))
+        mean = _all_sum(context, tf.reduce_sum(x, [0, 1, 2])) / count
+        variance = _all_sum(context, tf.reduce_sum(tf.square(x - mean), [0, 1, 2])) / count
+        return mean, variance
 
     def _fold_into_statistics(self, mean, variance, width, rate):
         for variable, batch_value in ((self.moving_mean, mean), (self.moving_variance, variance)):

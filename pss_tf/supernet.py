@@ -110,7 +110,7 @@ class Supernet(keras.Model):
         return super().__call__(images, config=config, **kwargs)
 
     def call(self, images, config, training=None, calibration_rate=None):
-        """Logits (float32) of the subnet `config` on `images` of any size."""
+        """Logits (float32 under mixed precision) of `config` on `images` of any size."""
         resolution, channels = self._unpack(config)
         x = tf.image.resize(images, tf.stack([resolution, resolution]), method="bilinear")
         x = ops.cast(x, self.compute_dtype)
@@ -121,7 +121,9 @@ class Supernet(keras.Model):
         x = ops.mean(x, axis=[1, 2])
         if self.dropout is not None:
             x = self.dropout(x, training=training)
-        return ops.cast(self.classifier(x), "float32")
+        logits = self.classifier(x)
+        # Mixed precision computes in 16 bits; losses and softmax want float32.
+        return ops.cast(logits, "float32") if self.compute_dtype in ("float16", "bfloat16") else logits
 
     # --- BN calibration -------------------------------------------------------
 

@@ -45,7 +45,12 @@ class SandwichStep:
         self.weight_decay = float(weight_decay)
         self._decayed = decayed_variables(supernet)
         self._step = tf.function(self._distributed_step)
-        self._subnet_step = tf.function(self._subnet_gradients)
+        # A nested tf.function may not hold a cross-replica sync point, which
+        # synchronized BN over several replicas is: then the subnet pass inlines.
+        if supernet.synchronized_bn and strategy.num_replicas_in_sync > 1:
+            self._subnet_step = self._subnet_gradients
+        else:
+            self._subnet_step = tf.function(self._subnet_gradients)
 
     def __call__(self, batch, max_vector, chosen_vector, min_vector):
         return self._step(batch, max_vector, chosen_vector, min_vector)
