@@ -66,15 +66,20 @@ class Supernet(keras.Model):
         self.synchronized_bn = bool(synchronized_bn)
         self.architecture = architectures.get_architecture(model_name, small_input)
         base = self.architecture.base_channels
-        self.feature_blocks = [
-            make_block(spec, base, self.in_channels, self._block_name(i), self.synchronized_bn)
-            for i, spec in enumerate(self.architecture.blocks)
-        ]
+        # One attribute per block (stem, block1, ...): TF checkpoints track attributes,
+        # not the items of a Python list.
+        self._block_names = [self._block_name(i) for i in range(len(self.architecture.blocks))]
+        for name, spec in zip(self._block_names, self.architecture.blocks):
+            setattr(self, name, make_block(spec, base, self.in_channels, name, self.synchronized_bn))
         self.dropout = keras.layers.Dropout(self.dropout_rate) if self.dropout_rate else None
         last_width = base[self.architecture.blocks[-1].out_stage]
         self.classifier = SlimDense(self.num_classes, last_width, name="classifier")
         self._calibration_step = None
         self.build()
+
+    @property
+    def feature_blocks(self) -> list:
+        return [getattr(self, name) for name in self._block_names]
 
     @staticmethod
     def _block_name(index: int) -> str:

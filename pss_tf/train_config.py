@@ -14,7 +14,7 @@ from pss_tf import architectures
 from pss_tf.config import SearchSpace
 
 SAMPLERS = ("pss", "uniform")
-METRIC_NAMES = ("flops",)
+METRIC_NAMES = ("flops", "latency_cpu")
 MIXED_PRECISION = ("none", "float16", "bfloat16")
 
 # Fields a resumed run may change without starting a different experiment.
@@ -39,6 +39,8 @@ class TrainConfig:
     # Resource targets: metric name -> (start, stop, step); an empty tuple picks a grid.
     metrics: tuple[str, ...] = ("flops",)
     targets: dict = dataclasses.field(default_factory=dict)
+    # Lookup table of the latency_cpu metric (tools/build_lut.py).
+    latency_cpu_lut: str | None = None
     # Subnet sampling.
     sampler: str = "pss"
     pool_capacity: int = 50
@@ -118,6 +120,10 @@ class TrainConfig:
                 raise ValueError(f"--{name}_targets: metric {name!r} is not in --metrics")
             if grid:
                 _check_grid(name, grid)
+        if "latency_cpu" in self.metrics and not self.latency_cpu_lut:
+            raise ValueError("--latency_cpu_lut: required with --metrics=latency_cpu (build one with tools/build_lut.py)")
+        if self.latency_cpu_lut and "latency_cpu" not in self.metrics:
+            raise ValueError("--latency_cpu_lut: given but latency_cpu is not in --metrics")
         _positive_int("pool_capacity", self.pool_capacity)
         _positive_int("epochs", self.epochs)
         _positive_int("global_batch_size", self.global_batch_size)

@@ -24,7 +24,7 @@ def cross_entropy(labels, logits):
 
 def distillation_loss(teacher_logits, student_logits):
     """Per-example KL(teacher || student) over classes."""
-    teacher_log_probs = tf.nn.log_softmax(teacher_logits)
+    teacher_log_probs = tf.nn.log_softmax(tf.cast(teacher_logits, student_logits.dtype))
     student_log_probs = tf.nn.log_softmax(student_logits)
     return tf.reduce_sum(tf.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs), axis=-1)
 

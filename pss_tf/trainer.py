@@ -95,6 +95,13 @@ def make_metrics(config: TrainConfig, info: data_lib.DatasetInfo, space: SearchS
             if not grid:
                 grid = auto_grid(FlopsMetric(config.model, TargetGrid(0, 1, 1), **kwargs), space)
             metrics[name] = FlopsMetric(config.model, TargetGrid(*grid), **kwargs)
+        elif name == "latency_cpu":
+            from pss_tf.latency.predictor import load_latency_metric
+
+            metric = load_latency_metric(
+                config.latency_cpu_lut, config.model, TargetGrid(*(grid or (0, 1, 1))), space, name=name, **kwargs
+            )
+            metrics[name] = metric if grid else metric.with_grid(TargetGrid(*auto_grid(metric, space)))
         else:
             raise ValueError(f"--metrics: unknown metric {name!r}")
     return metrics
@@ -518,5 +525,19 @@ def load_job(job_dir: str):
     latest = tf.train.latest_checkpoint(os.path.join(job_dir, "checkpoints"))
     if latest is None:
         raise ValueError(f"--job_dir: {job_dir} has no checkpoint")
-    tf.train.Checkpoint(model=supernet).restore(latest).expect_partial()
+    # The optimizer's variable list also references every trainable weight, which
+    # restores them even from checkpoints written before blocks were attributes.
+    from pss_tf.optimization import build_optimizer, learning_rate_schedule
+
+    optimizer = build_optimizer(
+        learning_rate_schedule(1.0, 2), config.momentum, loss_scale=config.mixed_precision == "float16"
+    )
+    optimizer.build(supernet.trainable_variables)
+    status = tf.train.Checkpoint(model=supernet, optimizer=optimizer).restore(latest)
+    status.expect_partial()
+    saved = {name for name, _ in tf.train.list_variables(latest)}
+    if not any(name.startswith("model/stem/") for name in saved):
+        logger.warning("%s predates block tracking: BN statistics are not restored (calibrate anyway).", latest)
+    else:
+        status.assert_existing_objects_matched()
     return supernet, config, info

@@ -149,3 +149,18 @@ def test_supernet_config_round_trip():
     clone = supernet.__class__.from_config(supernet.get_config())
     assert (clone.num_classes, clone.small_input, clone.in_channels, clone.dropout_rate) == (7, True, 1, 0.1)
     assert [w.shape for w in clone.weights] == [w.shape for w in supernet.weights]
+
+
+def test_tf_checkpoint_of_the_model_alone_restores_every_weight(tmp_path, supernets):
+    """Training checkpoints are TF object graphs: every block must be reachable by
+    attribute, not only through the optimizer's variable list."""
+    supernet = supernets["mobilenet_v1"]
+    path = tf.train.Checkpoint(model=supernet).save(str(tmp_path / "ckpt"))
+    saved = {name for name, _ in tf.train.list_variables(path)}
+    assert "model/stem/conv/kernel/.ATTRIBUTES/VARIABLE_VALUE" in saved
+    assert "model/block13/pw_bn/moving_variance/.ATTRIBUTES/VARIABLE_VALUE" in saved
+    clone = build_supernet("mobilenet_v1", num_classes=1000)
+    tf.train.Checkpoint(model=clone).restore(path).assert_existing_objects_matched()
+    assert len(clone.weights) == len(supernet.weights)
+    for a, b in zip(supernet.weights, clone.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -140,11 +140,64 @@ def trivial_model(channels: int = 8):
     return keras.Model(inputs, keras.layers.ReLU(max_value=6.0)(inputs), name="trivial")
 
 
-def to_tflite(model) -> bytes:
-    """Float TFLite flatbuffer of a Keras model (BN folded, ReLU6 fused)."""
+def to_tflite(model, direct: bool = True) -> bytes:
+    """Float TFLite flatbuffer of a Keras model (BN folded, ReLU6 fused).
+
+    `direct` freezes the model's inference function and converts that; the
+    standard `from_keras_model` path (direct=False) first writes a SavedModel
+    and costs about three times as long for the same ops, which matters for
+    the thousands of tiny models of a table. The converter's page of logs per
+    model is kept off the terminal unless it fails.
+    """
     import tensorflow as tf
 
-    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    with _captured_output() as captured:
+        try:
+            if not direct:
+                return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+            from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+            specs = [tf.TensorSpec(t.shape, t.dtype) for t in model.inputs]
+            function = tf.function(lambda *x: model(list(x) if len(x) > 1 else x[0], training=False))
+            frozen = convert_variables_to_constants_v2(function.get_concrete_function(*specs))
+            return tf.lite.TFLiteConverter.from_concrete_functions([frozen]).convert()
+        except Exception:
+            captured.replay()
+            raise
+
+
+class _captured_output:
+    """Sends file descriptors 1 and 2 to a temporary file for a `with` block."""
+
+    def __enter__(self):
+        import sys
+        import tempfile
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._file = tempfile.TemporaryFile(mode="w+b")
+        self._saved = [os.dup(1), os.dup(2)]
+        os.dup2(self._file.fileno(), 1)
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, saved in zip((1, 2), self._saved):
+            os.dup2(saved, fd)
+            os.close(saved)
+        self._file.close()
+
+    def replay(self):
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._file.seek(0)
+        os.write(self._saved[1], self._file.read()[-20000:])
 
 
 # --- timing ---------------------------------------------------------------------
@@ -190,8 +243,8 @@ class Timer:
         quartiles = statistics.quantiles(means, n=4) if len(means) > 1 else [means[0]] * 3
         return Timing(statistics.median(means), quartiles[2] - quartiles[0], inner * p.repeats + count)
 
-    def time_keras(self, model) -> Timing:
-        return self.time(to_tflite(model))
+    def time_keras(self, model, direct: bool = True) -> Timing:
+        return self.time(to_tflite(model, direct))
 
     def time_variant(self, variant: Variant) -> Timing:
         return self.time_keras(block_model(variant))

@@ -173,9 +173,9 @@ def slot_variants(
 def space_variants(
     space: SearchSpace, small_input: bool = False, in_channels: int = 3, num_classes: int = 1000
 ) -> list[Variant]:
-    """Exactly the distinct variants the subnets of `space` can run (sorted)."""
+    """Exactly the distinct variants the subnets of `space` can run, stem first."""
     channels = stage_channels(space)
-    found = set()
+    found = {}
     for slot in slots(space.model, small_input, in_channels, num_classes):
-        found.update(slot_variants(slot, space, channels))
-    return sorted(found)
+        found.update(dict.fromkeys(slot_variants(slot, space, channels)))
+    return list(found)

@@ -1,0 +1,135 @@
+"""Quantization-aware fine-tuning of one subnet before its int8 conversion.
+
+tensorflow-model-optimization (tfmot) works on tf_keras (Keras 2) models
+only, so the extracted Keras 3 model is rebuilt layer by layer in tf_keras
+with the same weights (`to_tf_keras`). The rebuilt model starts after the
+resize layer (tfmot cannot quantize `Resizing`): it takes images at the
+subnet's own resolution, and the serving function resizes before it as the
+extracted model does. `quantize_model` then inserts fake-quantization, a few
+epochs of training on the run's augmented training stream adapt the weights
+to it, and the converter turns the result into an int8 model.
+
+Importing tfmot sets TF_USE_LEGACY_KERAS=1 in the process environment; the
+import here puts the variable back, so the rest of the process keeps Keras 3.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import tensorflow as tf
+
+from pss_tf.export.preprocessing import prepare_images
+from pss_tf.export.savedmodel import IMAGES, classify, images_spec
+
+
+def import_tfmot():
+    """(tfmot, tf_keras), or ImportError naming the `deploy` extra."""
+    previous = os.environ.get("TF_USE_LEGACY_KERAS")
+    try:
+        import tensorflow_model_optimization as tfmot
+        import tf_keras
+    except ImportError as e:
+        raise ImportError(f"--qat needs tensorflow-model-optimization and tf_keras (pip install -e .[deploy]): {e}") from None
+    finally:
+        if previous is None:
+            os.environ.pop("TF_USE_LEGACY_KERAS", None)
+        else:
+            os.environ["TF_USE_LEGACY_KERAS"] = previous
+    return tfmot, tf_keras
+
+
+def _rebuild(layer, tf_keras):
+    """A tf_keras layer with the configuration of a standard Keras 3 layer."""
+    L = tf_keras.layers
+    config = layer.get_config()
+    common = {"name": layer.name}
+    if isinstance(layer, keras.layers.DepthwiseConv2D):  # before Conv2D: a subclass in some versions
+        return L.DepthwiseConv2D(
+            config["kernel_size"], strides=config["strides"], padding=config["padding"],
+            depth_multiplier=config["depth_multiplier"], use_bias=config["use_bias"], **common,
+        )
+    if isinstance(layer, keras.layers.Conv2D):
+        return L.Conv2D(
+            config["filters"], config["kernel_size"], strides=config["strides"], padding=config["padding"],
+            use_bias=config["use_bias"], **common,
+        )
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return L.BatchNormalization(epsilon=config["epsilon"], momentum=config["momentum"], **common)
+    if isinstance(layer, keras.layers.ReLU):
+        return L.ReLU(max_value=config["max_value"], **common)
+    if isinstance(layer, keras.layers.Add):
+        return L.Add(**common)
+    if isinstance(layer, keras.layers.GlobalAveragePooling2D):
+        return L.GlobalAveragePooling2D(**common)
+    if isinstance(layer, keras.layers.Dropout):
+        return L.Dropout(config["rate"], **common)
+    if isinstance(layer, keras.layers.Dense):
+        return L.Dense(config["units"], use_bias=config["use_bias"], **common)
+    raise ValueError(f"qat: cannot rebuild layer {layer.name!r} of type {type(layer).__name__} in tf_keras")
+
+
+def to_tf_keras(model: keras.Model, resolution: int):
+    """The extracted `model` after its resize layer, as a tf_keras model with its weights.
+
+    It takes normalised images of `resolution` x `resolution`.
+    """
+    _, tf_keras = import_tfmot()
+    channels = model.inputs[0].shape[-1]
+    inputs = tf_keras.Input((resolution, resolution, channels), name=IMAGES)
+    tensors = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            tensors[id(layer.output)] = inputs
+            continue
+        if isinstance(layer, keras.layers.Resizing):
+            if (layer.height, layer.width) != (resolution, resolution):
+                raise ValueError(f"qat: the model resizes to {layer.height}, not {resolution}")
+            tensors[id(layer.output)] = tensors[id(layer.input)]
+            continue
+        new = _rebuild(layer, tf_keras)
+        args = layer.input
+        x = [tensors[id(a)] for a in args] if isinstance(args, list) else tensors[id(args)]
+        tensors[id(layer.output)] = new(x)
+        new.set_weights(layer.get_weights())
+    return tf_keras.Model(inputs, tensors[id(model.outputs[0])], name=f"{model.name}_tf_keras")
+
+
+def finetune(model: keras.Model, resolution: int, batches, epochs: int, steps_per_epoch: int, learning_rate: float):
+    """A quantization-aware copy of `model`, trained on (images, labels) `batches`.
+
+    `batches` yields normalised images at any size (the training stream at
+    the largest resolution); they are resized to `resolution` as the
+    extracted model would.
+    """
+    tfmot, tf_keras = import_tfmot()
+    if epochs < 1 or steps_per_epoch < 1:
+        raise ValueError(f"qat: epochs and steps per epoch must be positive, got {epochs}, {steps_per_epoch}")
+    quantized = tfmot.quantization.keras.quantize_model(to_tf_keras(model, resolution))
+    quantized.compile(
+        optimizer=tf_keras.optimizers.SGD(learning_rate, momentum=0.9),
+        loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    resized = batches.map(
+        lambda x, y: (tf.image.resize(x, [resolution, resolution], method="bilinear"), y),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    quantized.fit(resized, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=0)
+    return quantized
+
+
+def write_saved_model(quantized, name: str, resolution: int, channels: int, image_size: int, crop_fraction: float, path: str):
+    """A one-signature SavedModel of the fine-tuned model, interface as `tflite.py`'s."""
+    module = tf.Module()
+    module.model = quantized
+
+    @tf.function(input_signature=[images_spec(channels, image_size)])
+    def serve(images):
+        x = prepare_images(images, image_size, crop_fraction)
+        x = tf.image.resize(x, [resolution, resolution], method="bilinear")
+        return classify(quantized(x, training=False))
+
+    module.serve = serve
+    tf.saved_model.save(module, path, signatures={name: serve.get_concrete_function()})

@@ -1,0 +1,145 @@
+"""Which subnets an export holds: a run's winners, configs given by hand, or both.
+
+Everything here is cheap and framework-free, so bad input (no winners, a config
+outside the search space, two subnets with one name) is refused before any
+model is built. Each `Subnet` carries what the manifest and the adaptive
+signatures need: its value under every metric of the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from pss_tf.config import SearchSpace, SubnetConfig
+from pss_tf.cost import count_flops, count_params
+
+WINNER = "winner"
+CONFIG = "config"
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+@dataclasses.dataclass
+class Subnet:
+    """One exported subnet.
+
+    `name` becomes its signature name in the SavedModel and in the TFLite
+    bundle, and the stem of its file names. `metric` and `target` are the pool
+    it won (None for a hand-given config); `values` is its cost under every
+    metric of the run, in the metric's unit.
+    """
+
+    name: str
+    config: SubnetConfig
+    source: str
+    values: dict[str, float]
+    macs_m: float
+    params: int
+    metric: str | None = None
+    target: float | None = None
+    val_top1: float | None = None
+    val_top5: float | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "metric": self.metric,
+            "target": self.target,
+            "config": self.config.to_dict(),
+            "channels": list(self.config.channels),
+            "resolution": self.config.resolution,
+            "values": dict(self.values),
+            "macs_m": self.macs_m,
+            "params": self.params,
+            "val_top1": self.val_top1,
+            "val_top5": self.val_top5,
+        }
+
+
+def parse_config(text: str, space: SearchSpace) -> SubnetConfig:
+    """A `--config` JSON, checked to lie in the space the supernet was trained on.
+
+    Outside it the shared weights were never trained (or do not exist, for a
+    width above the maximum), so an export would be meaningless.
+    """
+    try:
+        config = SubnetConfig.from_json(text)
+    except ValueError as e:
+        raise ValueError(f"--config: {e}") from None
+    problems = space.violations(config)
+    if problems:
+        raise ValueError(f"--config: {config} lies outside the run's search space: " + "; ".join(problems))
+    return config
+
+
+def config_name(config: SubnetConfig, macs_m: float) -> str:
+    """A readable signature name for a hand-given config, e.g. `subnet_24px_5p31m`."""
+    return f"subnet_{config.resolution}px_{macs_m:.2f}m".replace(".", "p")
+
+
+def select(
+    winners: list[tuple[dict, SubnetConfig]] | None,
+    configs: list[SubnetConfig],
+    metrics: dict,
+    cost_kwargs: dict,
+) -> list[Subnet]:
+    """The subnets to export, sorted by their value under the first metric.
+
+    Args:
+        winners: `trainer.load_winners(job_dir)` entries, or None to skip them.
+        configs: hand-given configs (already checked by `parse_config`).
+        metrics: the run's metrics by name (`trainer.make_metrics`); the first
+            one orders the subnets and drives the default `adaptive` signature.
+        cost_kwargs: num_classes, small_input and in_channels, for MACs and
+            parameter counts.
+    """
+    subnets = []
+    for entry, config in winners or []:
+        subnets.append(
+            _make(config, entry["name"], WINNER, metrics, cost_kwargs,
+                  metric=entry["metric"], target=entry["target"],
+                  val_top1=entry.get("val_top1"), val_top5=entry.get("val_top5"))
+        )
+    for config in configs:
+        macs = count_flops(config, **cost_kwargs)
+        subnets.append(_make(config, config_name(config, macs), CONFIG, metrics, cost_kwargs))
+    if not subnets:
+        raise ValueError("nothing to export: no winners and no --config")
+    names = [s.name for s in subnets]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"two subnets would share the signature name(s) {duplicates}; drop the repeated --config")
+    for name in names:
+        if not _NAME.match(name) or name.startswith(("adaptive", "serving_default")):
+            raise ValueError(f"subnet name {name!r} cannot name a signature")
+    first = next(iter(metrics))
+    return sorted(subnets, key=lambda s: (s.values[first], s.name))
+
+
+def _make(config, name, source, metrics, cost_kwargs, **fields) -> Subnet:
+    return Subnet(
+        name=name,
+        config=config,
+        source=source,
+        values={key: float(metric.value(config)) for key, metric in metrics.items()},
+        macs_m=float(count_flops(config, **cost_kwargs)),
+        params=int(count_params(config, **cost_kwargs)),
+        **fields,
+    )
+
+
+def largest(subnets: list[Subnet], metric: str) -> Subnet:
+    """The subnet with the largest value under `metric` (the `serving_default`)."""
+    return max(subnets, key=lambda s: s.values[metric])
+
+
+def candidates(subnets: list[Subnet], metric: str) -> list[Subnet]:
+    """The subnets an adaptive signature for `metric` chooses from, by value.
+
+    The winners of that metric's pools, plus every hand-given config (they have
+    a value under every metric); winners of other metrics' pools are left to
+    their own metric's signature.
+    """
+    chosen = [s for s in subnets if s.source == CONFIG or s.metric == metric]
+    return sorted(chosen, key=lambda s: (s.values[metric], s.name))

@@ -1,0 +1,198 @@
+"""Building a lookup table: measure what is missing, save as you go, resume.
+
+`build_table` measures the variants a `SpaceSpec` needs that the table at
+`path` lacks, writing the file atomically every `save_every_s` seconds and when
+interrupted (Ctrl-C or SIGTERM), so running the same command again continues
+where it stopped. A table is only ever extended by measurements of the same
+set-up (device, runtime, threads); anything else is refused rather than mixed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import signal
+import subprocess
+import time
+from typing import Callable
+
+from pss_tf.latency import grid as grid_lib
+from pss_tf.latency.lut import SETUP_FIELDS, LatencyTable, SpaceSpec
+from pss_tf.latency.variants import Variant, space_variants
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class BuildResult:
+    table: LatencyTable
+    needed: int  # Variants the spec needs (measured or interpolated).
+    measured_now: int
+    interrupted: bool
+    seconds: float
+
+
+class _StopRequest:
+    """Ctrl-C or SIGTERM asks the build to stop after the current block.
+
+    A flag, not an exception: TensorFlow's converter may swallow an exception
+    raised inside it. A second Ctrl-C interrupts at once (the table is still
+    saved, up to the previous block).
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # Not the main thread.
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        logger.warning("Stopping after this block; the table is saved and the same command resumes.")
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+
+def busy_check(pattern: str) -> Callable[[], bool] | None:
+    """A test for "another heavy process is running": any process whose command
+    line matches `pattern` (a regex), other than this one. None if no pattern."""
+    if not pattern:
+        return None
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"--wait_while_running: not a regular expression ({e})") from None
+
+    def busy() -> bool:
+        found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+        return any(int(pid) != os.getpid() for pid in found)
+
+    return busy
+
+
+def wait_until_quiet(busy: Callable[[], bool] | None, poll_s: float = 5.0) -> float:
+    """Blocks while `busy()`; returns the seconds waited."""
+    waited = 0.0
+    while busy is not None and busy():
+        if waited == 0.0:
+            logger.info("Another heavy process is running; measuring pauses until it ends.")
+        time.sleep(poll_s)
+        waited += poll_s
+    return waited
+
+
+def open_table(path: str, setup: dict) -> LatencyTable:
+    """The table at `path` to extend, or a new one; refuses another set-up's file."""
+    if not os.path.exists(path):
+        return LatencyTable(setup)
+    table = LatencyTable.load(path, "--out")
+    for name in SETUP_FIELDS:
+        if table.header.get(name) != setup.get(name):
+            raise ValueError(
+                f"--out: {path} was measured with {name}={table.header.get(name)!r}, this run has "
+                f"{setup.get(name)!r}; latencies of different set-ups must not share a table, choose another --out"
+            )
+    if table.channel_step != setup.get("channel_step", 0):
+        raise ValueError(
+            f"--channel_step: {path} was built with --channel_step={table.channel_step}; pass the same value "
+            "or choose another --out"
+        )
+    return table
+
+
+def build_table(
+    path: str,
+    spec: SpaceSpec,
+    setup: dict,
+    measure: Callable[[Variant], float],
+    overhead: Callable[[], float] | None = None,
+    save_every_s: float = 30.0,
+    progress: bool = True,
+    limit: int = 0,
+    busy: Callable[[], bool] | None = None,
+) -> BuildResult:
+    """Measures what `spec` needs and `path` lacks; returns the saved table.
+
+    Args:
+        setup: header fields of the table: device, runtime, threads, protocol,
+            channel_step. Must match an existing file's.
+        measure: variant -> latency in ms (one standalone model's invoke).
+        overhead: () -> ms of invoking a trivial model, measured once per table.
+        limit: stop after measuring this many variants (0: no limit), as if
+            interrupted; for tests and for spreading a long build over sessions.
+        busy: () -> True while other work competes for the cores; measuring
+            pauses until it is False, and a block that finds it True once
+            measured is measured again (see `busy_check`).
+    """
+    started = time.perf_counter()
+    table = open_table(path, setup)
+    step = int(setup.get("channel_step", 0))
+    needed = space_variants(spec.space, spec.small_input, spec.in_channels, spec.num_classes)
+    to_measure = grid_lib.grid_variants(spec.space, step, spec.small_input, spec.in_channels, spec.num_classes)
+    todo = [v for v in to_measure if v.key not in table.measured]
+    spaces = table.header.setdefault("spaces", [])
+    if str(spec) not in spaces:
+        spaces.append(str(spec))
+    logger.info(
+        "%s: %d block variants needed, %d to measure, %d already measured.",
+        path, len(needed), len(to_measure), len(to_measure) - len(todo),
+    )
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), unit="block", desc="measuring", dynamic_ncols=True, mininterval=1.0)
+    measured_now, interrupted, last_save = 0, False, time.perf_counter()
+    try:
+        with _StopRequest() as stop:
+            if "invoke_overhead_ms" not in table.header:
+                table.header["invoke_overhead_ms"] = round(float(_quietly(overhead, busy)), 6) if overhead else 0.0
+            for variant in todo:
+                if stop.requested or (limit and measured_now >= limit):
+                    interrupted = True
+                    break
+                ms = _quietly(lambda: measure(variant), busy, stop)
+                if ms is None:
+                    interrupted = True
+                    break
+                table.measured[variant.key] = round(float(ms), 6)
+                measured_now += 1
+                if bar is not None:
+                    bar.set_postfix_str(variant.key, refresh=False)
+                    bar.update(1)
+                if time.perf_counter() - last_save >= save_every_s:
+                    table.save(path)
+                    last_save = time.perf_counter()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if bar is not None:
+            bar.close()
+        if not interrupted:
+            table.interpolated.update(grid_lib.interpolate(table.measured, needed))
+        table.save(path)
+    return BuildResult(table, len(needed), measured_now, interrupted, time.perf_counter() - started)
+
+
+def _quietly(fn, busy, stop=None):
+    """`fn()` measured while nothing else runs: waits for quiet, and measures
+    again if something started meanwhile. None if a stop was requested."""
+    while True:
+        wait_until_quiet(busy)
+        if stop is not None and stop.requested:
+            return None
+        value = fn()
+        if busy is None or not busy():
+            return value

@@ -1,0 +1,97 @@
+"""Coarse tables: measure a channel grid, interpolate the rest.
+
+The ImageNet MobileNetV1 space has about 15k block variants, mostly because
+the deep blocks pair 17 to 33 input widths with as many output widths. Within
+one (kind, input size, stride) group latency varies smoothly with the widths,
+so a coarse table measures only widths on a grid (multiples of
+`channel_step`, plus each stage's smallest and largest width) and fills every
+other variant by bilinear interpolation in (cin, cout) between the four
+measured neighbours (linear where only one width varies). docs/PERFORMANCE.md
+reports what this costs in accuracy against exactly measured tables.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+
+from pss_tf.config import SearchSpace
+from pss_tf.latency.variants import Variant, slot_variants, slots, stage_channels
+
+
+def grid_channels(values: np.ndarray, step: int) -> set[int]:
+    """The widths of one stage that a coarse table measures."""
+    values = [int(v) for v in values]
+    return {v for v in values if v % step == 0} | {min(values), max(values)}
+
+
+def grid_variants(
+    space: SearchSpace, channel_step: int, small_input: bool = False, in_channels: int = 3, num_classes: int = 1000
+) -> list[Variant]:
+    """The variants a coarse table measures for `space` (all of them if step is 0)."""
+    channels = stage_channels(space)
+    on_grid = [grid_channels(c, channel_step) if channel_step else set(map(int, c)) for c in channels]
+    chosen = {}
+    for slot in slots(space.model, small_input, in_channels, num_classes):
+        for v in slot_variants(slot, space, channels):
+            if slot.in_stage is not None and v.cin not in on_grid[slot.in_stage]:
+                continue
+            if slot.out_stage is not None and v.cout not in on_grid[slot.out_stage]:
+                continue
+            chosen[v] = None
+    return list(chosen)
+
+
+def _group(v: Variant) -> tuple:
+    return (v.kind, v.size, v.stride, v.residual, v.hidden // v.cin, v.hidden % v.cin)
+
+
+def _bracket(axis: np.ndarray, value: int) -> tuple[int, int, float]:
+    """Indices of the measured widths around `value` and the weight of the upper one."""
+    upper = int(np.searchsorted(axis, value))
+    if upper < len(axis) and axis[upper] == value:
+        return upper, upper, 0.0
+    if upper == 0 or upper == len(axis):
+        raise KeyError(value)  # Outside the measured range: no extrapolation.
+    low, high = axis[upper - 1], axis[upper]
+    return upper - 1, upper, (value - low) / (high - low)
+
+
+def interpolate(measured: dict[str, float], wanted) -> dict[str, float]:
+    """Latencies of the `wanted` variants missing from `measured`, interpolated.
+
+    Variants without measured neighbours on all sides are left out (the table
+    then reports them missing).
+    """
+    groups = collections.defaultdict(dict)
+    for key, ms in measured.items():
+        v = Variant.from_key(key)
+        groups[_group(v)][(v.cin, v.cout)] = ms
+    result = {}
+    for v in wanted:
+        if v.key in measured:
+            continue
+        points = groups.get(_group(v))
+        if not points:
+            continue
+        try:
+            result[v.key] = _interpolate_point(points, v.cin, v.cout)
+        except KeyError:
+            continue
+    return result
+
+
+def _interpolate_point(points: dict[tuple[int, int], float], cin: int, cout: int) -> float:
+    if all(a == b for a, b in points):  # Residual blocks: one width, cin == cout.
+        axis = np.array(sorted(a for a, _ in points))
+        i, j, t = _bracket(axis, cin)
+        return (1 - t) * points[(axis[i], axis[i])] + t * points[(axis[j], axis[j])]
+    cins = np.array(sorted({a for a, _ in points}))
+    couts = np.array(sorted({b for _, b in points}))
+    i0, i1, s = _bracket(cins, cin)
+    j0, j1, t = _bracket(couts, cout)
+    corners = [points[(cins[i], couts[j])] for i in (i0, i1) for j in (j0, j1)]  # KeyError if a corner is missing.
+    low = (1 - t) * corners[0] + t * corners[1]
+    high = (1 - t) * corners[2] + t * corners[3]
+    return float((1 - s) * low + s * high)

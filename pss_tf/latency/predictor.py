@@ -1,0 +1,204 @@
+"""Predicted latency of a subnet: the sum of its blocks' table entries.
+
+Each table entry is one standalone model's `invoke()` time, so it carries the
+interpreter's fixed per-invoke overhead once; a subnet is invoked once, so
+
+    latency = sum over its blocks (stem ... head) of (entry - overhead) + overhead.
+
+`LatencyMetric` is a `Metric` like FLOPs (targets, conditional sampler, pools,
+winners). Its vectorised `values` turns each block position's (input size,
+cin, cout) into indices of a dense numpy array built once from the table, so
+the sampler evaluates batches of configs without touching Python dicts.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import numbers
+
+import numpy as np
+
+from pss_tf import architectures
+from pss_tf.config import SearchSpace, SubnetConfig, make_divisible_array
+from pss_tf.latency.lut import LatencyTable, SpaceSpec
+from pss_tf.latency.variants import Slot, Variant, slots, space_variants, subnet_variants
+from pss_tf.metrics import Metric
+from pss_tf.targets import TargetGrid
+
+logger = logging.getLogger(__name__)
+
+class _SlotTable:
+    """Latencies of one slot's variants as a dense (size, cin, cout) array."""
+
+    def __init__(self, slot: Slot, entries: dict[Variant, float]):
+        mine = {v: ms for v, ms in entries.items() if _matches(slot, v)}
+        self.sizes = np.array(sorted({v.size for v in mine}), dtype=np.int64)
+        self.cins = np.array(sorted({v.cin for v in mine}), dtype=np.int64)
+        self.couts = np.array(sorted({v.cout for v in mine}), dtype=np.int64)
+        self.values = np.full((len(self.sizes), len(self.cins), len(self.couts)), np.nan)
+        for v, ms in mine.items():
+            index = (np.searchsorted(self.sizes, v.size), np.searchsorted(self.cins, v.cin), np.searchsorted(self.couts, v.cout))
+            self.values[index] = ms
+
+    def lookup(self, sizes, cins, couts) -> np.ndarray:
+        """Latencies of the given rows; NaN where the table has no entry."""
+        result = np.full(np.shape(sizes), np.nan)
+        if not self.values.size:
+            return result
+        indices, found = [], np.ones(np.shape(sizes), dtype=bool)
+        for axis, query in ((self.sizes, sizes), (self.cins, cins), (self.couts, couts)):
+            position = np.minimum(np.searchsorted(axis, query), len(axis) - 1)
+            found &= axis[position] == query
+            indices.append(position)
+        result[found] = self.values[tuple(i[found] for i in indices)]
+        return result
+
+
+def _matches(slot: Slot, v: Variant) -> bool:
+    if (v.kind, v.stride, v.residual) != (slot.kind, slot.stride, slot.residual):
+        return False
+    if slot.in_stage is None and v.cin != slot.fixed_cin:
+        return False
+    if slot.out_stage is None and v.cout != slot.fixed_cout:
+        return False
+    return v.hidden == slot.hidden(v.cin)
+
+
+class LatencyMetric(Metric):
+    """Predicted latency in ms from a `LatencyTable` (design note section 2).
+
+    Args:
+        model: the supernet ("mobilenet_v1" or "mobilenet_v2").
+        grid: the target grid, in ms.
+        table: the lookup table, measured on the deployment device.
+        num_classes, small_input, in_channels: as for `FlopsMetric`; they
+            decide the head and stem variants.
+        name: the metric's name in pools and signatures ("latency_cpu").
+        table_path: only for error messages.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        grid: TargetGrid,
+        table: LatencyTable,
+        num_classes: int = 1000,
+        small_input: bool = False,
+        in_channels: int = 3,
+        name: str = "latency_cpu",
+        table_path: str | None = None,
+    ):
+        super().__init__(name, model, grid)
+        if not isinstance(table, LatencyTable):
+            raise ValueError(f"table: must be a LatencyTable, got {type(table).__name__}")
+        for field, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+                raise ValueError(f"{field}: must be a positive int, got {value!r}")
+        self.table = table
+        self.table_path = table_path
+        self.num_classes = int(num_classes)
+        self.small_input = bool(small_input)
+        self.in_channels = int(in_channels)
+        self._slots = slots(model, self.small_input, self.in_channels, self.num_classes)
+        self._overhead = table.invoke_overhead_ms
+        entries = {Variant.from_key(k): ms - self._overhead for k, ms in table.entries().items()}
+        shared: dict[tuple, _SlotTable] = {}
+        self._tables = []
+        for slot in self._slots:
+            key = (slot.kind, slot.stride, slot.residual, slot.expansion, slot.fixed_cin, slot.fixed_cout)
+            if key not in shared:
+                shared[key] = _SlotTable(slot, entries)
+            self._tables.append(shared[key])
+        self._base = architectures.get_architecture(model).base_channels
+
+    def value(self, config: SubnetConfig) -> float:
+        self._check_model(config)
+        total = self._overhead
+        for variant in subnet_variants(config, self.small_input, self.in_channels, self.num_classes):
+            ms = self.table.get(variant)
+            if ms is None:
+                raise ValueError(self._missing_message(variant))
+            total += ms - self._overhead
+        return float(total)
+
+    def values(self, resolutions: np.ndarray, widths: np.ndarray) -> np.ndarray:
+        resolutions = np.asarray(resolutions, dtype=np.int64)
+        widths = np.asarray(widths, dtype=np.float64)
+        channels = [make_divisible_array(b * widths[:, i]) for i, b in enumerate(self._base)]
+        total = np.full(resolutions.shape, self._overhead)
+        for slot, table in zip(self._slots, self._tables):
+            cins = np.full_like(resolutions, slot.fixed_cin) if slot.in_stage is None else channels[slot.in_stage]
+            couts = np.full_like(resolutions, slot.fixed_cout) if slot.out_stage is None else channels[slot.out_stage]
+            part = table.lookup(slot.size(resolutions), cins, couts)
+            if np.isnan(part).any():
+                row = int(np.flatnonzero(np.isnan(part))[0])
+                variant = Variant(
+                    slot.kind, int(slot.size(resolutions[row])), int(cins[row]), int(couts[row]),
+                    int(slot.hidden(cins[row])), slot.stride, slot.residual,
+                )
+                raise ValueError(self._missing_message(variant))
+            total = total + part
+        return total
+
+    def with_grid(self, grid: TargetGrid) -> "LatencyMetric":
+        """The same metric on another target grid (the table is shared, not copied)."""
+        if not isinstance(grid, TargetGrid):
+            raise ValueError(f"grid: must be a TargetGrid, got {type(grid).__name__}")
+        other = copy.copy(self)
+        other.grid = grid
+        return other
+
+    def breakdown(self, config: SubnetConfig) -> list[tuple[str, float]]:
+        """(variant key, predicted ms without overhead) per block, for reports."""
+        return [
+            (v.key, self.table.get(v, np.nan) - self._overhead)
+            for v in subnet_variants(config, self.small_input, self.in_channels, self.num_classes)
+        ]
+
+    def _missing_message(self, variant: Variant) -> str:
+        where = f" {self.table_path}" if self.table_path else ""
+        return (
+            f"{self.name}: the latency table{where} has no entry for block {variant.key}; "
+            "measure it with tools/build_lut.py (see docs/PERFORMANCE.md)"
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            **super().to_dict(),
+            "unit": "ms",
+            "table": self.table.fingerprint(),
+            "threads": self.table.threads,
+            "runtime": self.table.runtime.get("version"),
+            "num_classes": self.num_classes,
+            "small_input": self.small_input,
+            "in_channels": self.in_channels,
+        }
+
+
+def load_latency_metric(
+    path: str,
+    model: str,
+    grid: TargetGrid,
+    space: SearchSpace,
+    name: str = "latency_cpu",
+    num_classes: int = 1000,
+    small_input: bool = False,
+    in_channels: int = 3,
+) -> LatencyMetric:
+    """A `LatencyMetric` from the table at `path`, checked to cover `space`.
+
+    Errors name the flag `--{name}_lut` and, for a table that lacks blocks, the
+    command that measures them. A table measured with another LiteRT version
+    than the one installed here is flagged with a warning: its numbers describe
+    the machine and runtime it was measured on.
+    """
+    flag = f"--{name}_lut"
+    table = LatencyTable.load(path, flag)
+    spec = SpaceSpec(space, small_input, in_channels, num_classes)
+    table.check_covers(space_variants(space, small_input, in_channels, num_classes), path, spec, flag)
+    from pss_tf.latency.measure import runtime_info
+
+    for problem in table.compatibility(runtime_version=runtime_info()["version"]):
+        logger.warning("%s: %s is %s; its latencies describe that set-up.", flag, path, problem)
+    return LatencyMetric(model, grid, table, num_classes, small_input, in_channels, name=name, table_path=path)
