@@ -158,7 +158,7 @@ def test_tf_checkpoint_of_the_model_alone_restores_every_weight(tmp_path, supern
     path = tf.train.Checkpoint(model=supernet).save(str(tmp_path / "ckpt"))
     saved = {name for name, _ in tf.train.list_variables(path)}
     assert "model/stem/conv/kernel/.ATTRIBUTES/VARIABLE_VALUE" in saved
-    assert "model/block13/pw_bn/moving_variance/.ATTRIBUTES/VARIABLE_VALUE" in saved
+    assert "model/block13/pointwise_bn/moving_variance/.ATTRIBUTES/VARIABLE_VALUE" in saved
     clone = build_supernet("mobilenet_v1", num_classes=1000)
     tf.train.Checkpoint(model=clone).restore(path).assert_existing_objects_matched()
     assert len(clone.weights) == len(supernet.weights)
