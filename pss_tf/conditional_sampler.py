@@ -20,12 +20,12 @@ import logging
 import math
 import numbers
 import os
-import tempfile
 import time
 
 import numpy as np
 
 from pss_tf.config import SearchSpace, SubnetConfig
+from pss_tf.io_utils import atomic_write
 from pss_tf.metrics import Metric
 
 _FORMAT = "pss_tf.conditional_sampler"
@@ -209,18 +209,7 @@ class ConditionalSampler:
         """Writes the tables as a compressed .npz, atomically (temp file, then rename)."""
         arrays = {field.name: getattr(self._tables, field.name) for field in dataclasses.fields(_Tables)}
         arrays["fingerprint"] = np.array(_canonical(self.fingerprint))
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, temp_path = tempfile.mkstemp(prefix=".sampler-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temp_path, path)
-        except BaseException:
-            if os.path.exists(temp_path):
-                os.remove(temp_path)
-            raise
+        atomic_write(path, lambda f: np.savez_compressed(f, **arrays), mode="wb")
 
     @classmethod
     def load(cls, path: str | os.PathLike, metric: Metric) -> "ConditionalSampler":
