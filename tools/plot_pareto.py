@@ -58,10 +58,9 @@ def _plot(runs, path):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+    from pss_tf.io_utils import atomic_write
+
+    atomic_write(path, lambda f: fig.savefig(f, format="png"), mode="wb")
 
 
 def _table(runs) -> str:
