@@ -2,11 +2,14 @@
 a server runs them (REST and gRPC requests included), the TFLite files under LiteRT,
 quantization-aware fine-tuning, new versions, and bad input.
 
-One short smoke training and one full export are shared by the whole module. The
-training runs more steps than configs/smoke.flags so that predictions are decisive
-enough for the int8-versus-float agreement check to measure quantization, not ties.
+One short smoke training (two pools) and one full export are shared by the whole
+module, and by both pytest-xdist workers. The training runs more steps than
+configs/smoke.flags so that predictions are decisive enough for the int8-versus-float
+agreement check to measure quantization, not ties.
 """
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -24,7 +27,9 @@ from pss_tf.export.job_data import JobData
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE_FLAGS = os.path.join(ROOT, "configs", "smoke.flags")
-TRAIN_OVERRIDES = ["--epochs=2", "--steps_per_epoch=20", "--flops_targets=4,12,4", "--eval_winners_per_epoch=0"]
+TRAIN_OVERRIDES = [
+    "--epochs=2", "--steps_per_epoch=20", "--flops_targets=4,12,8", "--eval_winners_per_epoch=0", "--final_top_k=1",
+]
 HAS_QAT = all(importlib.util.find_spec(m) for m in ("tensorflow_model_optimization", "tf_keras"))
 MODEL_NAME = "pss_mobilenet_v1"
 
@@ -37,22 +42,46 @@ def _run(script, *args, timeout=900):
     )
 
 
+@contextlib.contextmanager
+def _shared(tmp_path_factory, name):
+    """A folder made once per test run, whichever pytest-xdist worker gets there first.
+
+    Workers share the parent of their base temporary directories; a file lock
+    makes the others wait for the first one's result instead of redoing it.
+    """
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield root / name
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="module")
 def job_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("job") / "smoke")
-    result = _run("train.py", f"--flagfile={SMOKE_FLAGS}", f"--job_dir={path}", "--noprogress", *TRAIN_OVERRIDES)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return path
+    with _shared(tmp_path_factory, "export_smoke_job") as path:
+        if not (path / "winners.json").exists():
+            shutil.rmtree(path, ignore_errors=True)
+            result = _run("train.py", f"--flagfile={SMOKE_FLAGS}", f"--job_dir={path}", "--noprogress", *TRAIN_OVERRIDES)
+            assert result.returncode == 0, result.stderr[-3000:]
+    return str(path)
 
 
 @pytest.fixture(scope="module")
 def export(job_dir, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("export") / "out")
-    qat = ["--qat", "--qat_epochs=1", "--qat_steps_per_epoch=2"] if HAS_QAT else []
-    result = _run("export.py", f"--job_dir={job_dir}", f"--export_dir={out}", *qat)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    manifest = json.load(open(os.path.join(out, "manifest.json")))
-    return out, manifest, result.stdout
+    with _shared(tmp_path_factory, "export_smoke_out") as root:
+        out, log = root / "out", root / "stdout.txt"
+        if not log.exists():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+            qat = ["--qat", "--qat_epochs=1", "--qat_steps_per_epoch=2"] if HAS_QAT else []
+            result = _run("export.py", f"--job_dir={job_dir}", f"--export_dir={out}", *qat)
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            log.write_text(result.stdout)
+    manifest = _json(out, "manifest.json")
+    return str(out), manifest, log.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +95,13 @@ def _saved_model_dir(out, version=1):
     return serving.serving_path(out, MODEL_NAME, version)
 
 
-def _read(out, relative):
-    with open(os.path.join(out, relative), "rb") as f:
+def _read(*path):
+    with open(os.path.join(*map(str, path)), "rb") as f:
         return f.read()
+
+
+def _json(*path):
+    return json.loads(_read(*path))
 
 
 def _tree_digest(root):
@@ -76,7 +109,7 @@ def _tree_digest(root):
     for folder, _, files in os.walk(root):
         for name in files:
             path = os.path.join(folder, name)
-            digest[os.path.relpath(path, root)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
+            digest[os.path.relpath(path, root)] = hashlib.sha256(_read(path)).hexdigest()
     return digest
 
 
@@ -149,11 +182,11 @@ def test_export_writes_the_serving_layout_models_config_and_manifest(export, job
     model_server_config_pb2 = pytest.importorskip("tensorflow_serving.config.model_server_config_pb2")
     from google.protobuf import text_format
 
-    config = text_format.Parse(open(os.path.join(out, "models.config")).read(), model_server_config_pb2.ModelServerConfig())
+    config = text_format.Parse(_read(out, "models.config").decode(), model_server_config_pb2.ModelServerConfig())
     (entry,) = config.model_config_list.config
     assert (entry.name, entry.base_path, entry.model_platform) == (MODEL_NAME, f"/models/serving/{MODEL_NAME}", "tensorflow")
 
-    winners = json.load(open(os.path.join(job_dir, "winners.json")))
+    winners = _json(job_dir, "winners.json")
     assert [s["name"] for s in manifest["subnets"]] == [w["name"] for w in sorted(winners, key=lambda w: w["value"])]
     assert manifest["version"] == 1 and manifest["model_name"] == MODEL_NAME
     assert manifest["input"]["dtype"] == "uint8" and manifest["input"]["tflite_shape"] == [None, 32, 32, 3]
@@ -173,7 +206,7 @@ def test_export_writes_the_serving_layout_models_config_and_manifest(export, job
         assert sizes["int8"] < sizes["float32"] / 2.5 and sizes["dynamic_range"] < sizes["float32"] / 2.5
     assert set(manifest["tflite_bundles"]) == set(tflite.KINDS)
     assert manifest["latency"]["device"]["logical_cores"] >= 1
-    assert manifest == json.load(open(os.path.join(_saved_model_dir(out), "assets.extra", "pss_manifest.json")))
+    assert manifest == _json(_saved_model_dir(out), "assets.extra", "pss_manifest.json")
     assert "| subnet | res | M MACs |" in stdout and "bundle int8" in stdout
 
 
@@ -336,7 +369,7 @@ def test_new_version_adds_a_chosen_config_beside_the_old_version(export, job_dir
     (subnet,) = result.manifest["subnets"]
     assert subnet["source"] == "config" and subnet["config"] == config and subnet["name"].startswith("subnet_28px_")
     assert os.listdir(os.path.join(copy, "tflite", "2")) == [f"{subnet['name']}_float32.tflite"]
-    assert json.load(open(os.path.join(copy, "manifest.json")))["version"] == 2
+    assert _json(copy, "manifest.json")["version"] == 2
     loaded = tf.saved_model.load(_saved_model_dir(copy, 2))
     assert set(loaded.signatures) == {subnet["name"], "serving_default", "adaptive", "adaptive_flops"}
 

@@ -21,7 +21,6 @@ from pss_tf.export.preprocessing import prepare_images
 from pss_tf.metrics import FlopsMetric
 from pss_tf.targets import TargetGrid
 
-
 # --- preprocessing -----------------------------------------------------------
 
 
@@ -166,12 +165,20 @@ def test_fresh_export_needs_a_new_or_empty_directory(tmp_path):
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
 
 
+def _write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _read(path):
+    with open(path) as f:
+        return f.read()
+
+
 def _fake_version(root, model_name, version):
-    saved = serving.serving_path(root, model_name, version)
-    os.makedirs(saved)
-    open(os.path.join(saved, "saved_model.pb"), "w").write(f"v{version}")
-    os.makedirs(serving.tflite_path(root, version))
-    open(os.path.join(serving.tflite_path(root, version), "a_float32.tflite"), "w").write(f"v{version}")
+    _write(os.path.join(serving.serving_path(root, model_name, version), "saved_model.pb"), f"v{version}")
+    _write(os.path.join(serving.tflite_path(root, version), "a_float32.tflite"), f"v{version}")
 
 
 def test_versions_are_added_beside_old_ones_by_rename(tmp_path):
@@ -185,11 +192,11 @@ def test_versions_are_added_beside_old_ones_by_rename(tmp_path):
     assert os.path.dirname(staging) == os.path.abspath(out)
     _fake_version(staging, "pss_b", 2)
     serving.commit(staging, out, "pss_b", 2, {"version": 2}, "/srv/export", fresh=False)
-    assert open(os.path.join(serving.serving_path(out, "pss_a", 1), "saved_model.pb")).read() == "v1"
-    assert open(os.path.join(serving.tflite_path(out, 1), "a_float32.tflite")).read() == "v1"
+    assert _read(os.path.join(serving.serving_path(out, "pss_a", 1), "saved_model.pb")) == "v1"
+    assert _read(os.path.join(serving.tflite_path(out, 1), "a_float32.tflite")) == "v1"
     assert os.path.exists(os.path.join(serving.serving_path(out, "pss_b", 2), "saved_model.pb"))
     assert sorted(os.listdir(out)) == ["manifest.json", "models.config", "serving", "tflite"]
-    assert json.load(open(os.path.join(out, "manifest.json"))) == {"version": 2}
+    assert json.loads(_read(os.path.join(out, "manifest.json"))) == {"version": 2}
     assert serving.existing_versions(out) == [1, 2]
     assert serving.plan_version(out, new_version=True) == 3
 
@@ -234,7 +241,7 @@ def test_grayscale_subnet_converts_to_every_tflite_kind(tmp_path):
     config = SubnetConfig.uniform("mobilenet_v1", 24, 0.25)
     model = supernet.extract(config, name="tiny")
     subnet = subnets_lib.Subnet("tiny", config, "config", {"flops": 1.0}, 1.0, 1)
-    functions, described = savedmodel.signatures([subnet], {"tiny": model}, 1, 28, 0.875, ["flops"])
+    _, described = savedmodel.signatures([subnet], {"tiny": model}, 1, 28, 0.875, ["flops"])
     assert set(described) == {"tiny", "serving_default", "adaptive_flops", "adaptive"}
     fixed, _ = savedmodel.signatures([subnet], {"tiny": model}, 1, 28, 0.875, fixed_size=True)
     savedmodel.save(str(tmp_path / "fixed"), [model], fixed)
@@ -249,3 +256,24 @@ def test_grayscale_subnet_converts_to_every_tflite_kind(tmp_path):
         assert out["probabilities"].shape == (6, 10) and out["classes"].dtype == np.int64
         if kind == "float32":
             np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
+
+
+# --- the tf_keras rebuild for quantization-aware training ----------------------------
+
+
+def test_tf_keras_rebuild_computes_what_the_extracted_model_computes(monkeypatch):
+    pytest.importorskip("tensorflow_model_optimization")
+    pytest.importorskip("tf_keras")
+    from pss_tf.export import qat
+
+    monkeypatch.delenv("TF_USE_LEGACY_KERAS", raising=False)
+    qat.import_tfmot()
+    assert "TF_USE_LEGACY_KERAS" not in os.environ  # the rest of the process keeps Keras 3
+    supernet = build_supernet("mobilenet_v2", num_classes=5, small_input=True)
+    config = SubnetConfig.uniform("mobilenet_v2", 24, 0.35)
+    model = supernet.extract(config)
+    rebuilt = qat.to_tf_keras(model, 24)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 24, 24, 3)).astype("float32")
+    np.testing.assert_allclose(rebuilt(x, training=False).numpy(), model(x, training=False).numpy(), atol=1e-5)
+    assert rebuilt.count_params() == model.count_params()
+    assert any(type(layer).__name__ == "Add" for layer in rebuilt.layers)

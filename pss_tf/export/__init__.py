@@ -1,7 +1,7 @@
 """Deployment of a trained run's subnets: TF Serving and TFLite (LiteRT).
 
     subnets        which subnets (winners, --config), names, values; no TensorFlow
-    calibrated     restore the supernet; calibrate BN and extract each subnet
+    calibrated     calibrate BN and extract each subnet; Keras top-1
     job_data       calibration, validation and client-side (uint8) data of a run
     preprocessing  client uint8 images -> network inputs, inside the graph
     savedmodel     per-subnet, default and adaptive (budget -> subnet) signatures
@@ -15,6 +15,6 @@
 `tools/export.py` is the command line.
 """
 
-from pss_tf.export.exporter import ExportOptions, ExportResult, export, plan
+from pss_tf.export.exporter import ExportOptions, ExportPlan, ExportResult, export, plan
 
-__all__ = ["ExportOptions", "ExportResult", "export", "plan"]
+__all__ = ["ExportOptions", "ExportPlan", "ExportResult", "export", "plan"]

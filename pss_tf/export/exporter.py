@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 from pss_tf import data as data_lib
 from pss_tf.export import serving
@@ -98,8 +98,8 @@ class ExportResult:
 
 
 @dataclasses.dataclass
-class _Plan:
-    """The outcome of the cheap checks."""
+class ExportPlan:
+    """What `plan` found: the run, its subnets, and the version this export will be."""
 
     train_config: object
     info: data_lib.DatasetInfo
@@ -111,7 +111,7 @@ class _Plan:
     qat_subnet: str | None
 
 
-def plan(options: ExportOptions) -> _Plan:
+def plan(options: ExportOptions) -> ExportPlan:
     """Every check that needs no model: raises ValueError naming the flag to fix."""
     from pss_tf import trainer
     from pss_tf.train_config import TrainConfig
@@ -139,7 +139,7 @@ def plan(options: ExportOptions) -> _Plan:
         if not os.path.exists(path):
             raise ValueError(
                 f"--job_dir: {options.job_dir} has no {trainer.WINNERS_FILE} (the run has not finished); "
-                "train to the end (--resume), or export chosen configs with --config and --nowinners"
+                "train to the end (--resume), or export chosen configs with --config"
             )
         winners = trainer.load_winners(options.job_dir)
         if not winners:
@@ -162,7 +162,7 @@ def plan(options: ExportOptions) -> _Plan:
     model_name = options.model_name or f"pss_{train_config.model}"
     version = serving.plan_version(options.export_dir, options.new_version)
     fresh = not (os.path.isdir(options.export_dir) and os.listdir(options.export_dir))
-    return _Plan(train_config, info, metrics, chosen, model_name, version, fresh, qat_subnet)
+    return ExportPlan(train_config, info, metrics, chosen, model_name, version, fresh, qat_subnet)
 
 
 def export(options: ExportOptions, log: Callable[[str], None] = logger.info) -> ExportResult:
@@ -182,150 +182,189 @@ def export(options: ExportOptions, log: Callable[[str], None] = logger.info) -> 
     return ExportResult(os.path.abspath(options.export_dir), checked.model_name, checked.version, manifest)
 
 
-def _build(options: ExportOptions, checked: _Plan, staging: str, log) -> dict:
-    from pss_tf.export import calibrated, savedmodel, tflite
-    from pss_tf.export import manifest as manifest_lib
-    from pss_tf.export.job_data import JobData
-
-    config, info, subnets = checked.train_config, checked.info, checked.subnets
-    metric_names = list(checked.metrics)
-    data = JobData(config, info, options.data_dir)
-    size, crop = data.image_size, options.crop_fraction
-
-    supernet, _, _ = calibrated.load_supernet(options.job_dir)
-    num_batches = options.calibration_batches or config.calibration_batches
-    log(f"calibrating and extracting {len(subnets)} subnets ({num_batches} BN calibration batches each)")
-    models = calibrated.extract_calibrated(supernet, subnets, data.calibration_batches(num_batches))
-    entries = {s.name: {**s.to_dict(), "signature": s.name, "accuracy": {}, "tflite": {}} for s in subnets}
-    if options.evaluate:
-        for s in subnets:
-            entries[s.name]["accuracy"]["keras"] = calibrated.keras_top1(
-                models[s.name], data.validation_batches(options.eval_examples)
-            )
-
-    saved_model_dir = serving.serving_path(staging, checked.model_name, checked.version)
-    functions, signatures = savedmodel.signatures(subnets, models, info.channels, size, crop, metric_names)
-    log(f"writing the SavedModel ({len(signatures)} signatures)")
-    savedmodel.save(saved_model_dir, models.values(), functions)
-
-    tflite_dir = serving.tflite_path(staging, checked.version)
-    os.makedirs(tflite_dir, exist_ok=True)
-    relative = lambda path: os.path.relpath(path, staging)  # noqa: E731
-    bundles, qat_report = {}, None
-    kinds = tuple(options.tflite_kinds)
-    needs_representative = "int8" in kinds or checked.qat_subnet
-    representative = data.representative_images(options.representative_examples, options.seed) if needs_representative else None
-    evaluation = (lambda: data.client_batches("val", 256, options.eval_examples)) if options.evaluate else None
-    work = tempfile.mkdtemp(dir=staging, prefix=".work-")
-    if kinds:
-        for s in subnets:
-            source = _fixed_size_saved_model(os.path.join(work, s.name), [s], models, info.channels, size, crop)
-            for kind in kinds:
-                log(f"converting {s.name} to TFLite ({kind})")
-                content = tflite.convert(source, [s.name], kind, representative)
-                entries[s.name]["tflite"][kind] = _write_tflite(
-                    content, os.path.join(tflite_dir, f"{s.name}_{kind}.tflite"), relative, options
-                )
-                if evaluation:
-                    entries[s.name]["accuracy"][f"tflite_{kind}"] = tflite.top1(content, evaluation())
+def _build(options: ExportOptions, checked: ExportPlan, staging: str, log) -> dict:
+    build = _Build(options, checked, staging, log)
+    try:
+        build.extract()
+        build.saved_model()
+        build.tflite_files()
         if options.bundle:
-            names = [s.name for s in subnets]
-            source = _fixed_size_saved_model(os.path.join(work, "bundle"), subnets, models, info.channels, size, crop)
-            for kind in kinds:
-                log(f"converting the {kind} bundle of {len(names)} subnets")
-                content = tflite.convert(source, names, kind, representative)
-                path = os.path.join(tflite_dir, f"bundle_{kind}.tflite")
-                _write_bytes(path, content)
-                bundles[kind] = {"file": relative(path), "bytes": len(content), "signatures": names}
-    if checked.qat_subnet:
-        qat_report = _quantization_aware(options, checked, models, data, representative, tflite_dir, work, entries, relative, log)
-    shutil.rmtree(work)
-
-    latency = {"batch": 1, "threads": options.latency_threads, "statistic": "median of repeats of the mean invoke time"}
-    if options.latency:
-        from pss_tf.latency.measure import device_info, runtime_info
-
-        latency.update(device=device_info(), runtime=runtime_info())
-    result = manifest_lib.build(
-        model_name=checked.model_name,
-        version=checked.version,
-        job_dir=os.path.abspath(options.job_dir),
-        train_config=config,
-        info=info,
-        image_size=size,
-        crop_fraction=crop,
-        metrics=metric_names,
-        subnet_entries=[entries[s.name] for s in subnets],
-        signatures=signatures,
-        saved_model_path=relative(saved_model_dir),
-        bundles=bundles,
-        latency=latency if options.latency else None,
-        qat=qat_report,
-    )
-    atomic_write_json(os.path.join(saved_model_dir, "assets.extra", "pss_manifest.json"), result)
-    return result
+            build.bundles()
+        if checked.qat_subnet:
+            build.quantization_aware()
+        return build.manifest()
+    finally:
+        shutil.rmtree(build.work, ignore_errors=True)
 
 
-def _fixed_size_saved_model(path: str, subnets, models, channels: int, image_size: int, crop_fraction: float) -> str:
-    """The TFLite converter's source: per-subnet signatures on S x S images."""
-    from pss_tf.export import savedmodel
+class _Build:
+    """The steps of one export, writing into `staging`; state shared through attributes."""
 
-    functions, _ = savedmodel.signatures(subnets, models, channels, image_size, crop_fraction, fixed_size=True)
-    savedmodel.save(path, [models[s.name] for s in subnets], functions)
-    return path
+    def __init__(self, options: ExportOptions, checked: ExportPlan, staging: str, log):
+        from pss_tf.export.job_data import JobData
+
+        self.options, self.checked, self.staging, self.log = options, checked, staging, log
+        self.data = JobData(checked.train_config, checked.info, options.data_dir)
+        self.size, self.crop, self.channels = self.data.image_size, options.crop_fraction, checked.info.channels
+        self.subnets = checked.subnets
+        self.saved_model_dir = serving.serving_path(staging, checked.model_name, checked.version)
+        self.tflite_dir = serving.tflite_path(staging, checked.version)
+        self.work = tempfile.mkdtemp(dir=staging, prefix=".work-")
+        self.entries = {s.name: {**s.to_dict(), "signature": s.name, "accuracy": {}, "tflite": {}} for s in self.subnets}
+        self.models, self.signatures, self.bundle_files, self.qat_report = {}, {}, {}, None
+        self._representative = None
+
+    def relative(self, path: str) -> str:
+        return os.path.relpath(path, self.staging)
+
+    def representative(self):
+        if self._representative is None:
+            self._representative = self.data.representative_images(self.options.representative_examples, self.options.seed)
+        return self._representative
+
+    def validation(self):
+        """Client-side validation batches (uint8 at S x S), for TFLite accuracy."""
+        return self.data.client_batches("val", 256, self.options.eval_examples)
+
+    def extract(self):
+        from pss_tf import trainer
+        from pss_tf.export import calibrated
+
+        supernet, _, _ = trainer.load_job(self.options.job_dir)
+        batches = self.options.calibration_batches or self.checked.train_config.calibration_batches
+        self.log(f"calibrating and extracting {len(self.subnets)} subnets ({batches} BN calibration batches each)")
+        self.models = calibrated.extract_calibrated(supernet, self.subnets, self.data.calibration_batches(batches))
+        if self.options.evaluate:
+            for s in self.subnets:
+                validation = self.data.validation_batches(self.options.eval_examples)
+                self.entries[s.name]["accuracy"]["keras"] = calibrated.keras_top1(self.models[s.name], validation)
+
+    def saved_model(self):
+        from pss_tf.export import savedmodel
+
+        functions, self.signatures = savedmodel.signatures(
+            self.subnets, self.models, self.channels, self.size, self.crop, list(self.checked.metrics)
+        )
+        self.log(f"writing the SavedModel ({len(self.signatures)} signatures)")
+        savedmodel.save(self.saved_model_dir, self.models.values(), functions)
+
+    def fixed_size_source(self, name: str, subnets) -> str:
+        """The TFLite converter's source: per-subnet signatures on S x S images."""
+        from pss_tf.export import savedmodel
+
+        path = os.path.join(self.work, name)
+        functions, _ = savedmodel.signatures(subnets, self.models, self.channels, self.size, self.crop, fixed_size=True)
+        savedmodel.save(path, [self.models[s.name] for s in subnets], functions)
+        return path
+
+    def write_tflite(self, name: str, kind: str, content: bytes) -> None:
+        from pss_tf.export import tflite
+
+        path = os.path.join(self.tflite_dir, f"{name}_{kind}.tflite")
+        _write_bytes(path, content)
+        entry = {"file": self.relative(path), "bytes": len(content)}
+        if self.options.latency:
+            entry["latency_ms"] = tflite.latency_ms(content, self.options.latency_threads)
+        self.entries[name]["tflite"][kind] = entry
+        if self.options.evaluate:
+            self.entries[name]["accuracy"][f"tflite_{kind}"] = tflite.top1(content, self.validation())
+
+    def tflite_files(self):
+        from pss_tf.export import tflite
+
+        for s in self.subnets:
+            source = self.fixed_size_source(s.name, [s])
+            for kind in self.options.tflite_kinds:
+                self.log(f"converting {s.name} to TFLite ({kind})")
+                representative = self.representative() if kind == "int8" else None
+                self.write_tflite(s.name, kind, tflite.convert(source, [s.name], kind, representative))
+
+    def bundles(self):
+        from pss_tf.export import tflite
+
+        if not self.options.tflite_kinds:
+            return
+        names = [s.name for s in self.subnets]
+        source = self.fixed_size_source("bundle", self.subnets)
+        for kind in self.options.tflite_kinds:
+            self.log(f"converting the {kind} bundle of {len(names)} subnets")
+            representative = self.representative() if kind == "int8" else None
+            content = tflite.convert(source, names, kind, representative)
+            path = os.path.join(self.tflite_dir, f"bundle_{kind}.tflite")
+            _write_bytes(path, content)
+            self.bundle_files[kind] = {"file": self.relative(path), "bytes": len(content), "signatures": names}
+
+    def quantization_aware(self):
+        """Fine-tunes one subnet with QAT, converts it to int8, compares it with plain int8."""
+        from pss_tf.export import qat, tflite
+
+        options, subnet = self.options, next(s for s in self.subnets if s.name == self.checked.qat_subnet)
+        resolution = subnet.config.resolution
+        batch_size = options.qat_batch_size or self.checked.train_config.global_batch_size
+        steps = options.qat_steps_per_epoch or max(1, data_lib.steps_per_epoch(self.checked.info, batch_size))
+        self.log(f"quantization-aware fine-tuning of {subnet.name}: {options.qat_epochs} epochs of {steps} steps")
+        quantized = qat.finetune(
+            self.models[subnet.name], resolution, self.data.training_batches(batch_size, options.seed),
+            options.qat_epochs, steps, options.qat_learning_rate,
+        )
+        source = os.path.join(self.work, "qat")
+        qat.write_saved_model(quantized, subnet.name, resolution, self.channels, self.size, self.crop, source)
+        content = tflite.convert(source, [subnet.name], "int8", self.representative())
+        self.write_tflite(subnet.name, QAT_KIND, content)
+        accuracy = self.entries[subnet.name]["accuracy"]
+        with_qat = accuracy.get(f"tflite_{QAT_KIND}")
+        if with_qat is None:
+            with_qat = tflite.top1(content, self.validation())
+        without = accuracy.get("tflite_int8")
+        if without is None:
+            plain = tflite.convert(self.fixed_size_source("plain", [subnet]), [subnet.name], "int8", self.representative())
+            without = tflite.top1(plain, self.validation())
+        self.qat_report = {
+            "subnet": subnet.name,
+            "epochs": options.qat_epochs,
+            "steps_per_epoch": steps,
+            "batch_size": batch_size,
+            "learning_rate": options.qat_learning_rate,
+            "int8_top1_without_qat": without,
+            "int8_top1_with_qat": with_qat,
+            "file": self.entries[subnet.name]["tflite"][QAT_KIND]["file"],
+        }
+
+    def manifest(self) -> dict:
+        from pss_tf.export import manifest as manifest_lib
+
+        latency = None
+        if self.options.latency:
+            from pss_tf.latency.measure import device_info, runtime_info
+
+            latency = {
+                "batch": 1,
+                "threads": self.options.latency_threads,
+                "statistic": "median of repeats of the mean invoke time",
+                "device": device_info(),
+                "runtime": runtime_info(),
+            }
+        result = manifest_lib.build(
+            model_name=self.checked.model_name,
+            version=self.checked.version,
+            job_dir=os.path.abspath(self.options.job_dir),
+            train_config=self.checked.train_config,
+            info=self.checked.info,
+            image_size=self.size,
+            crop_fraction=self.crop,
+            metrics=list(self.checked.metrics),
+            subnet_entries=[self.entries[s.name] for s in self.subnets],
+            signatures=self.signatures,
+            saved_model_path=self.relative(self.saved_model_dir),
+            bundles=self.bundle_files,
+            latency=latency,
+            qat=self.qat_report,
+        )
+        atomic_write_json(os.path.join(self.saved_model_dir, "assets.extra", "pss_manifest.json"), result)
+        return result
 
 
 def _write_bytes(path: str, content: bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
         f.write(content)
-
-
-def _write_tflite(content: bytes, path: str, relative, options: ExportOptions) -> dict:
-    from pss_tf.export import tflite
-
-    _write_bytes(path, content)
-    entry = {"file": relative(path), "bytes": len(content)}
-    if options.latency:
-        entry["latency_ms"] = tflite.latency_ms(content, options.latency_threads)
-    return entry
-
-
-def _quantization_aware(options, checked, models, data, representative, tflite_dir, work, entries, relative, log) -> dict:
-    """Fine-tunes one subnet with QAT, converts it to int8 and compares it with plain int8."""
-    from pss_tf.export import qat, tflite
-
-    config = checked.train_config
-    subnet = next(s for s in checked.subnets if s.name == checked.qat_subnet)
-    resolution = subnet.config.resolution
-    batch_size = options.qat_batch_size or config.global_batch_size
-    steps = options.qat_steps_per_epoch or max(1, data_lib.steps_per_epoch(checked.info, batch_size))
-    log(f"quantization-aware fine-tuning of {subnet.name}: {options.qat_epochs} epochs of {steps} steps")
-    quantized = qat.finetune(
-        models[subnet.name], resolution, data.training_batches(batch_size, options.seed),
-        options.qat_epochs, steps, options.qat_learning_rate,
-    )
-    source = os.path.join(work, "qat")
-    qat.write_saved_model(quantized, subnet.name, resolution, checked.info.channels, data.image_size, options.crop_fraction, source)
-    content = tflite.convert(source, [subnet.name], "int8", representative)
-    entries[subnet.name]["tflite"][QAT_KIND] = _write_tflite(
-        content, os.path.join(tflite_dir, f"{subnet.name}_{QAT_KIND}.tflite"), relative, options
-    )
-    evaluation = lambda: data.client_batches("val", 256, options.eval_examples)  # noqa: E731
-    with_qat = tflite.top1(content, evaluation())
-    entries[subnet.name]["accuracy"][f"tflite_{QAT_KIND}"] = with_qat
-    without = entries[subnet.name]["accuracy"].get("tflite_int8")
-    if without is None:
-        plain = _fixed_size_saved_model(
-            os.path.join(work, "plain"), [subnet], models, checked.info.channels, data.image_size, options.crop_fraction
-        )
-        without = tflite.top1(tflite.convert(plain, [subnet.name], "int8", representative), evaluation())
-    return {
-        "subnet": subnet.name,
-        "epochs": options.qat_epochs,
-        "steps_per_epoch": steps,
-        "batch_size": batch_size,
-        "learning_rate": options.qat_learning_rate,
-        "int8_top1_without_qat": without,
-        "int8_top1_with_qat": with_qat,
-        "file": entries[subnet.name]["tflite"][QAT_KIND]["file"],
-    }

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import itertools
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -47,15 +47,17 @@ class JobData:
 
     # --- network inputs (as the trainer's evaluator) -------------------------
 
-    def calibration_batches(self, num_batches: int) -> list:
-        """The first `num_batches` augmented training batches the evaluator calibrates on."""
+    def calibration_batches(self, num_batches: int):
+        """A function giving the first `num_batches` augmented training batches the
+        evaluator calibrates on: the same batches at every call, read afresh (a
+        large dataset's batches need not all sit in memory)."""
         config = self.config
         dataset = data_lib.load(
             config.dataset, self.data_dir, "train", self.image_size,
             min(config.global_batch_size, config.eval_batch_size), training=True, seed=config.seed + 1,
             **self._kwargs(),
         )
-        return list(itertools.islice(iter(dataset), num_batches))
+        return lambda: itertools.islice(iter(dataset), num_batches)
 
     def validation_batches(self, limit: int = 0) -> tf.data.Dataset:
         """(images, labels) of the validation split, the first `limit` examples (0: all)."""
@@ -76,15 +78,22 @@ class JobData:
 
     # --- client inputs (uint8 at the fixed TFLite size) ----------------------
 
-    def _raw(self, split: str) -> tf.data.Dataset:
-        """(uint8 image, label) of a split, unprocessed, in order."""
+    def _raw(self, split: str, sample: int = 0, seed: int = 0) -> tf.data.Dataset:
+        """(uint8 image, label) of a split, unprocessed: in order, or `sample` at random."""
         _, raw = sources.open_split(
             self.config.dataset, self.data_dir, split, self.image_size,
             channels=self.info.channels, synthetic=self._synthetic,
         )
         if isinstance(raw, sources.IndexedSplit):
-            return tf.data.Dataset.range(raw.num_examples).map(raw.make_fetch(), num_parallel_calls=tf.data.AUTOTUNE)
+            if sample:
+                indices = np.random.default_rng(seed).permutation(raw.num_examples)[:sample]
+                positions = tf.data.Dataset.from_tensor_slices(indices.astype(np.int64))
+            else:
+                positions = tf.data.Dataset.range(raw.num_examples)
+            return positions.map(raw.make_fetch(), num_parallel_calls=tf.data.AUTOTUNE)
         records = tf.data.TFRecordDataset(list(raw.files))
+        if sample:  # Shuffle the encoded records: a small buffer of them is cheap.
+            records = records.shuffle(min(max(sample * 5, 1000), 10_000), seed=seed).take(sample)
         return records.map(raw.parse, num_parallel_calls=tf.data.AUTOTUNE)
 
     def _to_client_size(self, image, label):
@@ -112,8 +121,7 @@ class JobData:
 
     def representative_images(self, count: int, seed: int = 0) -> np.ndarray:
         """`count` training images at client size, drawn at random (int8 calibration)."""
-        dataset = self._raw("train").shuffle(max(count * 20, 1000), seed=seed, reshuffle_each_iteration=False)
-        dataset = dataset.take(count).map(self._to_client_size)
+        dataset = self._raw("train", sample=count, seed=seed).map(self._to_client_size)
         images = [image for image, _ in dataset.as_numpy_iterator()]
         if not images:
             raise ValueError("representative data: the training split is empty")

@@ -46,7 +46,7 @@ def prepare_images(
         raise ValueError(f"crop_fraction: must lie in (0, 1], got {crop_fraction}")
     images = tf.convert_to_tensor(images)
     _check(images, channels)
-    resize_to = int(round(image_size / crop_fraction))
+    resize_to = round(image_size / crop_fraction)
     height, width = images.shape[1], images.shape[2]
     x = tf.cast(images, tf.float32)
     if height is not None and width is not None:

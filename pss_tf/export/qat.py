@@ -7,7 +7,8 @@ resize layer (tfmot cannot quantize `Resizing`): it takes images at the
 subnet's own resolution, and the serving function resizes before it as the
 extracted model does. `quantize_model` then inserts fake-quantization, a few
 epochs of training on the run's augmented training stream adapt the weights
-to it, and the converter turns the result into an int8 model.
+to it (BN layers frozen, so the subnet's calibrated statistics stay), and the
+converter turns the result into an int8 model.
 
 Importing tfmot sets TF_USE_LEGACY_KERAS=1 in the process environment; the
 import here puts the variable back, so the rest of the process keeps Keras 3.
@@ -106,7 +107,13 @@ def finetune(model: keras.Model, resolution: int, batches, epochs: int, steps_pe
     tfmot, tf_keras = import_tfmot()
     if epochs < 1 or steps_per_epoch < 1:
         raise ValueError(f"qat: epochs and steps per epoch must be positive, got {epochs}, {steps_per_epoch}")
-    quantized = tfmot.quantization.keras.quantize_model(to_tf_keras(model, resolution))
+    rebuilt = to_tf_keras(model, resolution)
+    for layer in rebuilt.layers:
+        # A frozen tf_keras BN layer runs in inference mode: the subnet's calibrated
+        # statistics stay in place instead of drifting towards a few small batches'.
+        if isinstance(layer, tf_keras.layers.BatchNormalization):
+            layer.trainable = False
+    quantized = tfmot.quantization.keras.quantize_model(rebuilt)
     quantized.compile(
         optimizer=tf_keras.optimizers.SGD(learning_rate, momentum=0.9),
         loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -121,9 +128,14 @@ def finetune(model: keras.Model, resolution: int, batches, epochs: int, steps_pe
 
 
 def write_saved_model(quantized, name: str, resolution: int, channels: int, image_size: int, crop_fraction: float, path: str):
-    """A one-signature SavedModel of the fine-tuned model, interface as `tflite.py`'s."""
+    """A one-signature SavedModel of the fine-tuned model, interface as `tflite.py`'s.
+
+    The module tracks the model's variables only: saving the tf_keras model
+    itself would also trace and save every layer's call, which costs more than
+    the conversion.
+    """
     module = tf.Module()
-    module.model = quantized
+    module.weights = list(quantized.variables)
 
     @tf.function(input_signature=[images_spec(channels, image_size)])
     def serve(images):
@@ -131,5 +143,4 @@ def write_saved_model(quantized, name: str, resolution: int, channels: int, imag
         x = tf.image.resize(x, [resolution, resolution], method="bilinear")
         return classify(quantized(x, training=False))
 
-    module.serve = serve
     tf.saved_model.save(module, path, signatures={name: serve.get_concrete_function()})

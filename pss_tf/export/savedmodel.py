@@ -25,6 +25,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from pss_tf.export import subnets as subnets_lib
 from pss_tf.export.preprocessing import prepare_images
 
 SERVING_DEFAULT = "serving_default"
@@ -115,8 +116,6 @@ def signatures(
             None writes the per-subnet signatures only.
         fixed_size: take `image_size` x `image_size` images (for TFLite).
     """
-    from pss_tf.export import subnets as subnets_lib
-
     spec = images_spec(channels, image_size if fixed_size else None)
     functions, described = {}, {}
 
@@ -136,7 +135,7 @@ def signatures(
     default = subnets_lib.largest(subnets, metrics[0])
     alias(SERVING_DEFAULT, default.name, {"subnet": default.name, "inputs": [IMAGES], "outputs": list(OUTPUTS)})
     budget_spec = tf.TensorSpec(None, tf.float32, name=BUDGET)
-    for i, metric in enumerate(metrics):
+    for metric in metrics:
         chosen = subnets_lib.candidates(subnets, metric)
         if not chosen:
             continue
@@ -151,7 +150,7 @@ def signatures(
             "choices": [{"subnet": s.name, "value": s.values[metric]} for s in chosen],
         }
         add(adaptive_name(metric), fn, [spec, budget_spec], entry)
-        if i == 0:
+        if ADAPTIVE not in functions:
             alias(ADAPTIVE, adaptive_name(metric), entry)
     return functions, described
 

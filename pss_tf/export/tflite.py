@@ -21,7 +21,7 @@ LiteRT interpreter (`ai_edge_litert`).
 from __future__ import annotations
 
 import warnings
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import tensorflow as tf
