@@ -33,6 +33,8 @@ flags.DEFINE_float("min_width", _DEFAULTS.min_width, "Smallest width multiplier.
 flags.DEFINE_float("max_width", _DEFAULTS.max_width, "Largest width multiplier.")
 flags.DEFINE_list("metrics", list(_DEFAULTS.metrics), f"Resource metrics with pools: {', '.join(METRIC_NAMES)}.")
 flags.DEFINE_list("flops_targets", [], "FLOPs target grid in M MACs: start,stop,step (empty: about 10 targets).")
+flags.DEFINE_list("latency_cpu_targets", [], "CPU latency target grid in ms: start,stop,step (empty: about 10).")
+flags.DEFINE_string("latency_cpu_lut", None, "Latency lookup table of latency_cpu (tools/build_lut.py).")
 flags.DEFINE_enum("sampler", _DEFAULTS.sampler, ["pss", "uniform"], "pss, or the uniform sandwich baseline.")
 flags.DEFINE_integer("pool_capacity", _DEFAULTS.pool_capacity, "Subnets per pool (K).")
 flags.DEFINE_float("score_momentum", _DEFAULTS.score_momentum, "EMA momentum of pool scores.")

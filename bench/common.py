@@ -1,0 +1,27 @@
+"""What every benchmark records about the machine it ran on.
+
+Speed figures are only comparable when nothing else competes for the cores,
+so each benchmark's JSON says how busy the machine was when it started.
+"""
+
+import os
+import subprocess
+
+# Other heavy jobs of this project that would skew timings.
+HEAVY = r"tools/(train|export)\.py|pytest"
+
+
+def machine_state() -> dict:
+    """Cores, load average and the other heavy processes running right now."""
+    try:
+        found = subprocess.run(["pgrep", "-f", HEAVY], capture_output=True, text=True).stdout.split()
+    except OSError:
+        found = []
+    others = [pid for pid in found if int(pid) != os.getpid()]
+    return {
+        "cores": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "other_heavy_processes": len(others),
+        # Training and test runs use every core they can get.
+        "cores_in_use_by_others": os.cpu_count() if others else 0,
+    }
