@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import random
-import statistics
 import sys
 import time
 
@@ -57,7 +56,12 @@ def main():
     parser.add_argument("--lut", required=True)
     parser.add_argument("--model", default="mobilenet_v1", choices=["mobilenet_v1", "mobilenet_v2"])
     parser.add_argument("--space", default="", help="tools/build_lut.py --space text (default: ImageNet space)")
-    parser.add_argument("--n", type=int, default=60)
+    parser.add_argument("--n", type=int, default=60, help="random subnets the predictor is judged on")
+    parser.add_argument("--calibration_n", type=int, default=30,
+                        help="other random subnets to fit `measured = scale * predicted + offset` on")
+    parser.add_argument("--write_calibration", action="store_true",
+                        help="store that fit in the table; LatencyMetric then applies it")
+    parser.add_argument("--passes", type=int, default=3, help="timings per subnet, minutes apart; fastest kept")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--min_repeat_s", type=float, default=0.05)
@@ -86,53 +90,71 @@ def main():
     space = spec.space
     rng = random.Random(args.seed)
     configs = [space.min_config(), space.max_config()] + [space.random_config(rng) for _ in range(args.n)]
-    predicted = [metric.value(c) for c in configs]  # Fails early if the table lacks a block.
+    rng = random.Random(args.seed + 1)
+    calibration = [space.random_config(rng) for _ in range(args.calibration_n)]
+    raw = metric.with_calibration(None)
+    predicted = np.array([raw.value(c) for c in configs + calibration])  # Fails early on a missing block.
 
     from pss_tf import build_supernet
 
     supernet = build_supernet(
         args.model, num_classes=spec.num_classes, small_input=spec.small_input, in_channels=spec.in_channels
     )
+    started = time.perf_counter()
+    contents = [
+        measure.to_tflite(measure.fixed_input_model(supernet.extract(c), c.resolution), direct=False)
+        for c in configs + calibration
+    ]
     protocol = measure.Protocol(warmup_s=0.2, repeats=args.repeats, min_repeat_s=args.min_repeat_s)
     timer = measure.Timer(table.threads, protocol)
-    rows, started = [], time.perf_counter()
-    for i, (config, prediction) in enumerate(zip(configs, predicted)):
-        content = measure.to_tflite(measure.fixed_input_model(supernet.extract(config), config.resolution), direct=False)
-        while True:
-            wait_until_quiet(busy)
-            timing = timer.time(content)
-            if busy is None or not busy():
-                break
-        rows.append({
-            "config": config.to_dict(), "predicted_ms": round(prediction, 4),
-            "measured_ms": round(timing.median_ms, 4), "spread_ms": round(timing.spread_ms, 4),
-        })
-        print(f"[{i + 1}/{len(configs)}] {config}: predicted {prediction:.3f} ms, measured {timing.median_ms:.3f} ms",
-              file=sys.stderr, flush=True)
-    measured = np.array([r["measured_ms"] for r in rows])
-    predicted = np.array(predicted)
-    # Fit `measured = a * predicted + b` on half the subnets, judge it on the other half.
-    half = len(rows) // 2
-    a, b = np.polyfit(predicted[:half], measured[:half], 1)
+    timings = [[] for _ in contents]
+    for p in range(args.passes):
+        for i, content in enumerate(contents):
+            while True:
+                wait_until_quiet(busy)
+                timing = timer.time(content)
+                if busy is None or not busy():
+                    break
+            timings[i].append(timing.median_ms)
+        print(f"pass {p + 1}/{args.passes} done", file=sys.stderr, flush=True)
+    measured = np.array([min(t) for t in timings])
+    spread = np.array([(max(t) - min(t)) / min(t) * 100 for t in timings])
+    n = len(configs)
+    scale, offset = np.polyfit(predicted[n:], measured[n:], 1) if calibration else (1.0, 0.0)
+    rows = [
+        {"config": c.to_dict(), "set": "judged" if i < n else "calibration", "predicted_ms": round(float(p), 4),
+         "measured_ms": round(float(m), 4), "passes_ms": [round(x, 4) for x in t]}
+        for i, (c, p, m, t) in enumerate(zip(configs + calibration, predicted, measured, timings))
+    ]
     result = {
         "benchmark": "latency_predictor",
         "lut": os.path.abspath(args.lut),
         "model": args.model,
         "space": str(spec),
-        "subnets": len(rows),
+        "subnets_judged": n,
+        "subnets_calibration": len(calibration),
         **machine_state(),
         "threads": table.threads,
         "runtime": table.runtime,
         "device": table.header.get("device"),
         "table_channel_step": table.channel_step,
-        "sum_of_blocks": errors(predicted, measured),
-        "fit_on_first_half": {"scale": round(float(a), 4), "offset_ms": round(float(b), 4)},
-        "fitted_on_second_half": errors(a * predicted[half:] + b, measured[half:]),
-        "raw_on_second_half": errors(predicted[half:], measured[half:]),
-        "measured_ms_range": [round(float(measured.min()), 3), round(float(measured.max()), 3)],
-        "median_spread_pct": round(statistics.median(r["spread_ms"] / r["measured_ms"] * 100 for r in rows), 2),
+        "passes": args.passes,
+        "sum_of_blocks": errors(predicted[:n], measured[:n]),
+        "calibration_fit": {"scale": round(float(scale), 4), "offset_ms": round(float(offset), 4)},
+        "calibrated": errors(scale * predicted[:n] + offset, measured[:n]),
+        "measured_ms_range": [round(float(measured[:n].min()), 3), round(float(measured[:n].max()), 3)],
+        "median_pass_spread_pct": round(float(np.median(spread)), 2),
         "seconds": round(time.perf_counter() - started, 1),
     }
+    if args.write_calibration and calibration:
+        table.header["calibration"] = {
+            "scale": round(float(scale), 6),
+            "offset_ms": round(float(offset), 6),
+            "subnets": len(calibration),
+            "fitted_by": f"bench/latency_predictor.py --calibration_n={len(calibration)} --seed={args.seed}",
+        }
+        table.save(args.lut)
+        result["calibration_written_to"] = args.lut
     if args.out:
         with open(args.out, "w") as f:
             json.dump({**result, "rows": rows}, f, indent=1)

@@ -149,6 +149,21 @@ def test_blocks_timed_while_another_job_started_are_timed_again(tmp_path):
     assert busy_check("no-such-process-[x]yz")() is False
 
 
+def test_passes_are_spread_over_a_chunk_and_the_fastest_is_kept(tmp_path):
+    calls = []
+
+    def measure(v):
+        calls.append(v.key)
+        return _fake_ms(v) * (1 + calls.count(v.key) % 3)  # Passes 1, 2, 3 read 2x, 3x, 1x.
+
+    result = build_table(str(tmp_path / "lut.json"), TINY_SPEC, _setup(), measure, progress=False, passes=3, chunk=4)
+    order = [v.key for v in space_variants(TINY_SPEC.space, True, 3, 4)]
+    assert calls[:12] == order[:4] * 3  # One pass over the chunk, then the next.
+    assert len(calls) == 33 and result.measured_now == 11
+    for v in space_variants(TINY_SPEC.space, True, 3, 4):
+        assert result.table.measured[v.key] == pytest.approx(_fake_ms(v), abs=1e-6)
+
+
 def test_build_refuses_to_mix_set_ups(tmp_path):
     path = str(tmp_path / "lut.json")
     _fake_table(path, TINY_SPEC)

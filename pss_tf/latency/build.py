@@ -122,20 +122,35 @@ def build_table(
     progress: bool = True,
     limit: int = 0,
     busy: Callable[[], bool] | None = None,
+    prepare: Callable[[Variant], object] | None = None,
+    passes: int = 1,
+    chunk: int = 64,
 ) -> BuildResult:
     """Measures what `spec` needs and `path` lacks; returns the saved table.
 
     Args:
         setup: header fields of the table: device, runtime, threads, protocol,
             channel_step. Must match an existing file's.
-        measure: variant -> latency in ms (one standalone model's invoke).
+        measure: prepare(variant) -> latency in ms (one standalone model's
+            invoke); with no `prepare`, it gets the variant itself.
         overhead: () -> ms of invoking a trivial model, measured once per table.
         limit: stop after measuring this many variants (0: no limit), as if
             interrupted; for tests and for spreading a long build over sessions.
         busy: () -> True while other work competes for the cores; measuring
             pauses until it is False, and a block that finds it True once
             measured is measured again (see `busy_check`).
+        prepare: variant -> what `measure` times (e.g. a converted model),
+            made once per variant however many passes time it.
+        passes: timings per variant, spread in time: variants go in chunks
+            of `chunk`, and each pass times the whole chunk once, so the
+            passes of one variant lie seconds apart. The table keeps the
+            fastest pass: on a shared or virtual machine a pass can land in
+            a stretch where a core is taken away, which only ever adds time.
     """
+    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+        raise ValueError(f"--passes: must be a positive int, got {passes!r}")
+    prepare = prepare or (lambda variant: variant)
+    chunk = 1 if passes == 1 else max(1, int(chunk))
     started = time.perf_counter()
     table = open_table(path, setup)
     step = int(setup.get("channel_step", 0))
@@ -159,19 +174,33 @@ def build_table(
         with _StopRequest() as stop:
             if "invoke_overhead_ms" not in table.header:
                 table.header["invoke_overhead_ms"] = round(float(_quietly(overhead, busy)), 6) if overhead else 0.0
-            for variant in todo:
+            start = 0
+            while start < len(todo):
                 if stop.requested or (limit and measured_now >= limit):
                     interrupted = True
                     break
-                ms = _quietly(lambda: measure(variant), busy, stop)
-                if ms is None:
-                    interrupted = True
+                size = min(chunk, limit - measured_now) if limit else chunk
+                group = [(v, prepare(v)) for v in todo[start : start + size]]
+                start += size
+                timings = {v.key: [] for v, _ in group}
+                for _ in range(passes):
+                    for variant, model in group:
+                        ms = _quietly(lambda: measure(model), busy, stop)
+                        if ms is None:
+                            break
+                        timings[variant.key].append(float(ms))
+                    else:
+                        continue
                     break
-                table.measured[variant.key] = round(float(ms), 6)
-                measured_now += 1
+                if any(len(t) < passes for t in timings.values()):
+                    interrupted = True  # Stopped inside the chunk: keep none of it.
+                    break
+                for variant, _ in group:
+                    table.measured[variant.key] = round(min(timings[variant.key]), 6)
+                measured_now += len(group)
                 if bar is not None:
-                    bar.set_postfix_str(variant.key, refresh=False)
-                    bar.update(1)
+                    bar.set_postfix_str(group[-1][0].key, refresh=False)
+                    bar.update(len(group))
                 if time.perf_counter() - last_save >= save_every_s:
                     table.save(path)
                     last_save = time.perf_counter()

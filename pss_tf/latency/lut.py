@@ -12,7 +12,8 @@ set-ups in one file.
      "channel_step": 0,                # 0: every variant measured
      "spaces": ["model=mobilenet_v1,...", ...],   # what builds covered
      "measured": {"separable/14x14/512-512-512/s1": 1.23, ...},
-     "interpolated": {...}}            # filled from `measured` (coarse mode)
+     "interpolated": {...},            # filled from `measured` (coarse mode)
+     "calibration": {"scale": 1.1, "offset_ms": 0.2}}   # optional, see predictor
 
 Measured values are raw per-invoke medians, overhead included; the predictor
 removes the overhead once per block (`pss_tf.latency.predictor`).
@@ -173,6 +174,7 @@ class LatencyTable:
         payload = {
             "setup": {k: self.header.get(k) for k in SETUP_FIELDS},
             "overhead": self.invoke_overhead_ms,
+            "calibration": self.header.get("calibration"),
             "entries": self.entries(),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

@@ -5,6 +5,10 @@ interpreter's fixed per-invoke overhead once; a subnet is invoked once, so
 
     latency = sum over its blocks (stem ... head) of (entry - overhead) + overhead.
 
+A table may also carry a linear calibration against whole-subnet
+measurements (`bench/latency_predictor.py --write_calibration`), which the
+metric then applies: `scale * latency + offset_ms`.
+
 `LatencyMetric` is a `Metric` like FLOPs (targets, conditional sampler, pools,
 winners). Its vectorised `values` turns each block position's (input size,
 cin, cout) into indices of a dense numpy array built once from the table, so
@@ -102,6 +106,9 @@ class LatencyMetric(Metric):
         self.in_channels = int(in_channels)
         self._slots = slots(model, self.small_input, self.in_channels, self.num_classes)
         self._overhead = table.invoke_overhead_ms
+        calibration = table.header.get("calibration") or {}
+        self._scale = float(calibration.get("scale", 1.0))
+        self._offset = float(calibration.get("offset_ms", 0.0))
         entries = {Variant.from_key(k): ms - self._overhead for k, ms in table.entries().items()}
         shared: dict[tuple, _SlotTable] = {}
         self._tables = []
@@ -120,7 +127,7 @@ class LatencyMetric(Metric):
             if ms is None:
                 raise ValueError(self._missing_message(variant))
             total += ms - self._overhead
-        return float(total)
+        return float(self._scale * total + self._offset)
 
     def values(self, resolutions: np.ndarray, widths: np.ndarray) -> np.ndarray:
         resolutions = np.asarray(resolutions, dtype=np.int64)
@@ -139,7 +146,7 @@ class LatencyMetric(Metric):
                 )
                 raise ValueError(self._missing_message(variant))
             total = total + part
-        return total
+        return self._scale * total + self._offset
 
     def with_grid(self, grid: TargetGrid) -> "LatencyMetric":
         """The same metric on another target grid (the table is shared, not copied)."""
@@ -147,6 +154,13 @@ class LatencyMetric(Metric):
             raise ValueError(f"grid: must be a TargetGrid, got {type(grid).__name__}")
         other = copy.copy(self)
         other.grid = grid
+        return other
+
+    def with_calibration(self, calibration: dict | None) -> "LatencyMetric":
+        """The same metric with another calibration (None: the plain sum of blocks)."""
+        other = copy.copy(self)
+        other._scale = float((calibration or {}).get("scale", 1.0))
+        other._offset = float((calibration or {}).get("offset_ms", 0.0))
         return other
 
     def breakdown(self, config: SubnetConfig) -> list[tuple[str, float]]:
@@ -168,6 +182,7 @@ class LatencyMetric(Metric):
             **super().to_dict(),
             "unit": "ms",
             "table": self.table.fingerprint(),
+            "calibration": [self._scale, self._offset],
             "threads": self.table.threads,
             "runtime": self.table.runtime.get("version"),
             "num_classes": self.num_classes,
