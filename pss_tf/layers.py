@@ -117,6 +117,10 @@ class SlimDepthwiseConv2D(keras.layers.Layer):
         return config
 
 
+# The fused kernel silently raises a smaller epsilon to this.
+_FUSED_MIN_EPSILON = 1.001e-5
+
+
 class SlimBatchNormalization(keras.layers.Layer):
     """Batch normalisation over the first channels of its parameters.
 
@@ -165,6 +169,17 @@ class SlimBatchNormalization(keras.layers.Layer):
         width = _input_width(inputs)
         gamma = self.gamma[:width]
         beta = self.beta[:width]
+        if training and calibration_rate is None and self._can_fuse(inputs):
+            # One fused kernel (and one for its gradient) instead of about ten
+            # element-wise ops: BN was half of a training step's op time.
+            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                inputs,
+                ops.cast(gamma, "float32"),
+                ops.cast(beta, "float32"),
+                epsilon=self.epsilon,
+                is_training=True,
+            )
+            return outputs
         if training or calibration_rate is not None:
             # Statistics in at least float32, whatever the compute dtype.
             stats_dtype = "float64" if self.compute_dtype == "float64" else "float32"
@@ -183,6 +198,19 @@ class SlimBatchNormalization(keras.layers.Layer):
             offset=ops.cast(beta, dtype),
             scale=ops.cast(gamma, dtype),
             epsilon=self.epsilon,
+        )
+
+    def _can_fuse(self, inputs) -> bool:
+        """Whether training may use the fused kernel: local statistics of NHWC
+        maps in a dtype it supports (float64 checks keep the exact path)."""
+        if self.synchronized:
+            context = tf.distribute.get_replica_context()
+            if context is not None and context.num_replicas_in_sync > 1:
+                return False
+        return (
+            len(inputs.shape) == 4
+            and inputs.dtype in (tf.float32, tf.float16, tf.bfloat16)
+            and self.epsilon >= _FUSED_MIN_EPSILON
         )
 
     def _batch_moments(self, x):

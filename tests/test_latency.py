@@ -366,6 +366,37 @@ def test_multi_metric_smoke_run_has_winners_of_both_metrics(tmp_path, smoke_tabl
             assert metric.target(config) == entry["target"]
             assert entry["name"] == f"latency_cpu_{entry['target']:g}ms".replace(".", "p")
 
+    # The export serves both metric types: a signature per winner and an adaptive one per metric.
+    out = tmp_path / "export"
+    result = subprocess.run(
+        [
+            sys.executable, os.path.join(ROOT, "tools", "export.py"), f"--job_dir={job}", f"--export_dir={out}",
+            "--tflite_kinds=float32", "--nobundle", "--noevaluate", "--nolatency",
+        ],
+        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    import tensorflow as tf
+
+    manifest = json.load(open(out / "manifest.json"))
+    (version,) = os.listdir(out / "serving" / "pss_mobilenet_v1")
+    loaded = tf.saved_model.load(str(out / "serving" / "pss_mobilenet_v1" / version))
+    names = {w["name"] for w in winners}
+    assert set(loaded.signatures) == names | {"serving_default", "adaptive", "adaptive_flops", "adaptive_latency_cpu"}
+    assert {s["name"] for s in manifest["subnets"]} == names
+    images = tf.constant(np.random.default_rng(0).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8))
+    for name in names:
+        outputs = loaded.signatures[name](images=images)
+        assert outputs["probabilities"].shape == (2, 4)
+        np.testing.assert_allclose(outputs["probabilities"].numpy().sum(-1), 1, rtol=1e-5)
+        assert os.path.isfile(out / "tflite" / version / f"{name}_float32.tflite")
+    # A latency budget picks the largest latency winner that fits it.
+    latency = sorted((w for w in winners if w["metric"] == "latency_cpu"), key=lambda w: w["value"])
+    chosen = loaded.signatures["adaptive_latency_cpu"](images=images, budget=tf.constant(latency[0]["value"] + 1e-4))
+    assert chosen["subnet_name"].numpy()[0].decode() == latency[0]["name"]
+    alone = loaded.signatures[latency[0]["name"]](images=images)
+    np.testing.assert_allclose(chosen["probabilities"], alone["probabilities"], atol=1e-6)
+
 
 @pytest.mark.parametrize(
     "overrides, message",

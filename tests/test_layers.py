@@ -51,6 +51,43 @@ def test_batch_norm_training_uses_batch_statistics_and_keeps_moving_ones():
     np.testing.assert_array_equal(layer.moving_variance.numpy(), np.ones(8))
 
 
+def test_fused_training_batch_norm_equals_the_exact_path_with_gradients():
+    """Training in float32 runs the fused kernel; float64 runs the two-pass path.
+
+    Both must give the same outputs and gradients at a runtime width.
+    """
+    layer = _built(SlimBatchNormalization(8, dtype="float64"))
+    layer.gamma.assign(np.linspace(0.5, 2.0, 8))
+    layer.beta.assign(np.linspace(-1.0, 1.0, 8))
+    fused = _built(SlimBatchNormalization(8))
+    fused.set_weights([w.astype("float32") for w in layer.get_weights()])
+    x = tf.random.stateless_normal([4, 5, 5, 8], seed=[6, 6], mean=1.0, stddev=2.0, dtype=tf.float64)
+    upstream = tf.random.stateless_normal([4, 5, 5, 6], seed=[7, 7], dtype=tf.float64)
+
+    def outputs_and_gradients(bn, inputs):
+        @tf.function
+        def run(inputs, width):
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                y = bn(inputs[..., :width], training=True)
+                loss = tf.reduce_sum(y * tf.cast(upstream, y.dtype))
+            return y, tape.gradient(loss, [inputs, bn.gamma, bn.beta])
+
+        width = tf.constant(6)
+        y, grads = run(inputs, width)
+        graph = run.get_concrete_function(inputs, width).graph.as_graph_def()
+        ops_used = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+        return y.numpy(), [g.numpy() for g in grads], ops_used
+
+    exact_y, exact_grads, exact_ops = outputs_and_gradients(layer, x)
+    fused_y, fused_grads, fused_ops = outputs_and_gradients(fused, tf.cast(x, tf.float32))
+    assert "FusedBatchNormV3" in fused_ops and "FusedBatchNormV3" not in exact_ops
+    np.testing.assert_allclose(fused_y, exact_y, atol=1e-5)
+    for fused_grad, exact_grad in zip(fused_grads, exact_grads):
+        np.testing.assert_allclose(fused_grad, exact_grad, rtol=1e-4, atol=1e-4)
+    assert not fused_grads[1][6:].any() and not fused_grads[2][6:].any()  # Inactive channels get nothing.
+
+
 def test_batch_norm_calibration_is_a_cumulative_average_of_batch_statistics():
     layer = _built(SlimBatchNormalization(8))
     layer.moving_mean.assign(np.full(8, 7.0, "float32"))
