@@ -66,6 +66,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--min_repeat_s", type=float, default=0.05)
     parser.add_argument("--out", default=None, help="also write every subnet's figures here (JSON)")
+    parser.add_argument("--plot", default=None, help="also draw predicted against measured here (PNG)")
     parser.add_argument("--allow_mismatch", action="store_true", help="time even if the table's set-up differs")
     parser.add_argument(
         "--wait_while_running", default="", help="as tools/build_lut.py: pause (and re-time) while such processes run"
@@ -101,22 +102,24 @@ def main():
         args.model, num_classes=spec.num_classes, small_input=spec.small_input, in_channels=spec.in_channels
     )
     started = time.perf_counter()
+    from tqdm import tqdm
+
     contents = [
         measure.to_tflite(measure.fixed_input_model(supernet.extract(c), c.resolution), direct=False)
-        for c in configs + calibration
+        for c in tqdm(configs + calibration, desc="extract + convert", unit="subnet", file=sys.stderr)
     ]
     protocol = measure.Protocol(warmup_s=0.2, repeats=args.repeats, min_repeat_s=args.min_repeat_s)
     timer = measure.Timer(table.threads, protocol)
     timings = [[] for _ in contents]
     for p in range(args.passes):
-        for i, content in enumerate(contents):
+        for i, content in enumerate(tqdm(contents, desc=f"timing, pass {p + 1}/{args.passes}", unit="subnet",
+                                         file=sys.stderr)):
             while True:
                 wait_until_quiet(busy)
                 timing = timer.time(content)
                 if busy is None or not busy():
                     break
             timings[i].append(timing.median_ms)
-        print(f"pass {p + 1}/{args.passes} done", file=sys.stderr, flush=True)
     measured = np.array([min(t) for t in timings])
     spread = np.array([(max(t) - min(t)) / min(t) * 100 for t in timings])
     n = len(configs)
@@ -158,6 +161,10 @@ def main():
     if args.out:
         with open(args.out, "w") as f:
             json.dump({**result, "rows": rows}, f, indent=1)
+    if args.plot:
+        from plot_latency_predictor import plot
+
+        plot({**result, "rows": rows}, args.plot)
     print(json.dumps(result, indent=2))
     return 0
 
