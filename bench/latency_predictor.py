@@ -75,7 +75,7 @@ def main():
 
     from pss_tf.latency import LatencyMetric, LatencyTable, SpaceSpec
     from pss_tf.latency import measure
-    from pss_tf.latency.build import busy_check, wait_until_quiet
+    from pss_tf.latency.build import busy_check, when_quiet
     from pss_tf.targets import TargetGrid
 
     busy = busy_check(args.wait_while_running)
@@ -114,12 +114,7 @@ def main():
     for p in range(args.passes):
         for i, content in enumerate(tqdm(contents, desc=f"timing, pass {p + 1}/{args.passes}", unit="subnet",
                                          file=sys.stderr)):
-            while True:
-                wait_until_quiet(busy)
-                timing = timer.time(content)
-                if busy is None or not busy():
-                    break
-            timings[i].append(timing.median_ms)
+            timings[i].append(when_quiet(lambda: timer.time(content).median_ms, busy))
     measured = np.array([min(t) for t in timings])
     spread = np.array([(max(t) - min(t)) / min(t) * 100 for t in timings])
     n = len(configs)
@@ -159,8 +154,9 @@ def main():
         table.save(args.lut)
         result["calibration_written_to"] = args.lut
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump({**result, "rows": rows}, f, indent=1)
+        from pss_tf.io_utils import atomic_write_json
+
+        atomic_write_json(args.out, {**result, "rows": rows})
     if args.plot:
         from plot_latency_predictor import plot
 

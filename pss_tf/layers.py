@@ -203,19 +203,25 @@ class SlimBatchNormalization(keras.layers.Layer):
     def _can_fuse(self, inputs) -> bool:
         """Whether training may use the fused kernel: local statistics of NHWC
         maps in a dtype it supports (float64 checks keep the exact path)."""
-        if self.synchronized:
-            context = tf.distribute.get_replica_context()
-            if context is not None and context.num_replicas_in_sync > 1:
-                return False
         return (
-            len(inputs.shape) == 4
+            self._cross_replica_context() is None
+            and len(inputs.shape) == 4
             and inputs.dtype in (tf.float32, tf.float16, tf.bfloat16)
             and self.epsilon >= _FUSED_MIN_EPSILON
         )
 
-    def _batch_moments(self, x):
+    def _cross_replica_context(self):
+        """The replica context to sum statistics over, or None for local ones."""
+        if not self.synchronized:
+            return None
         context = tf.distribute.get_replica_context()
-        if not self.synchronized or context is None or context.num_replicas_in_sync == 1:
+        if context is None or context.num_replicas_in_sync == 1:
+            return None
+        return context
+
+    def _batch_moments(self, x):
+        context = self._cross_replica_context()
+        if context is None:
             return tf.nn.moments(x, axes=[0, 1, 2])
         # Two passes (global mean, then squared deviations from it) rather than
         # E[x^2] - E[x]^2, which cancels badly in float32.

@@ -173,7 +173,7 @@ def build_table(
     try:
         with _StopRequest() as stop:
             if "invoke_overhead_ms" not in table.header:
-                table.header["invoke_overhead_ms"] = round(float(_quietly(overhead, busy)), 6) if overhead else 0.0
+                table.header["invoke_overhead_ms"] = round(float(when_quiet(overhead, busy)), 6) if overhead else 0.0
             start = 0
             while start < len(todo):
                 if stop.requested or (limit and measured_now >= limit):
@@ -185,13 +185,12 @@ def build_table(
                 timings = {v.key: [] for v, _ in group}
                 for _ in range(passes):
                     for variant, model in group:
-                        ms = _quietly(lambda: measure(model), busy, stop)
+                        ms = when_quiet(lambda: measure(model), busy, stop)
                         if ms is None:
                             break
                         timings[variant.key].append(float(ms))
-                    else:
-                        continue
-                    break
+                    if stop.requested:
+                        break
                 if any(len(t) < passes for t in timings.values()):
                     interrupted = True  # Stopped inside the chunk: keep none of it.
                     break
@@ -215,7 +214,7 @@ def build_table(
     return BuildResult(table, len(needed), measured_now, interrupted, time.perf_counter() - started)
 
 
-def _quietly(fn, busy, stop=None):
+def when_quiet(fn, busy, stop=None):
     """`fn()` measured while nothing else runs: waits for quiet, and measures
     again if something started meanwhile. None if a stop was requested."""
     while True:

@@ -69,6 +69,12 @@ def _matches(slot: Slot, v: Variant) -> bool:
     return v.hidden == slot.hidden(v.cin)
 
 
+def _calibration_terms(calibration: dict | None) -> tuple[float, float]:
+    """(scale, offset_ms) of a table's calibration; None is the identity."""
+    calibration = calibration or {}
+    return float(calibration.get("scale", 1.0)), float(calibration.get("offset_ms", 0.0))
+
+
 class LatencyMetric(Metric):
     """Predicted latency in ms from a `LatencyTable` (design note section 2).
 
@@ -106,9 +112,7 @@ class LatencyMetric(Metric):
         self.in_channels = int(in_channels)
         self._slots = slots(model, self.small_input, self.in_channels, self.num_classes)
         self._overhead = table.invoke_overhead_ms
-        calibration = table.header.get("calibration") or {}
-        self._scale = float(calibration.get("scale", 1.0))
-        self._offset = float(calibration.get("offset_ms", 0.0))
+        self._scale, self._offset = _calibration_terms(table.header.get("calibration"))
         entries = {Variant.from_key(k): ms - self._overhead for k, ms in table.entries().items()}
         shared: dict[tuple, _SlotTable] = {}
         self._tables = []
@@ -159,8 +163,7 @@ class LatencyMetric(Metric):
     def with_calibration(self, calibration: dict | None) -> "LatencyMetric":
         """The same metric with another calibration (None: the plain sum of blocks)."""
         other = copy.copy(self)
-        other._scale = float((calibration or {}).get("scale", 1.0))
-        other._offset = float((calibration or {}).get("offset_ms", 0.0))
+        other._scale, other._offset = _calibration_terms(calibration)
         return other
 
     def breakdown(self, config: SubnetConfig) -> list[tuple[str, float]]:
