@@ -90,6 +90,9 @@ def main():
     parser.add_argument("--passes", type=int, default=3, help="alternating timing passes per reference pair")
     parser.add_argument("--skip_references", action="store_true")
     args = parser.parse_args()
+    for name in ("passes", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name}: must be at least 1, got {getattr(args, name)}")
 
     import keras
     import tensorflow as tf

@@ -72,6 +72,12 @@ def main():
         "--wait_while_running", default="", help="as tools/build_lut.py: pause (and re-time) while such processes run"
     )
     args = parser.parse_args()
+    for name in ("passes", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name}: must be at least 1, got {getattr(args, name)}")
+    for name in ("n", "calibration_n"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name}: must not be negative, got {getattr(args, name)}")
 
     from pss_tf.latency import LatencyMetric, LatencyTable, SpaceSpec
     from pss_tf.latency import measure
