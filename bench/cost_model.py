@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from pss_tf import SearchSpace, count_flops, count_params
-from pss_tf.cost import count_flops_array
+from pss_tf.space.cost import count_flops_array
 
 
 def _rate(fn, n):

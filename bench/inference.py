@@ -4,8 +4,8 @@
     python bench/inference.py --job_dir=runs/mbv1 --threads=2     # plus every winner of a run
 
 Batch 1, CPU. Each subnet is timed as `Supernet.extract` writes it, on a fixed
-input at its own resolution (its resize layer dropped, see
-`pss_tf.latency.measure.fixed_input_model`), in three forms:
+input at its own resolution (`extract(config, resize=False, batch_size=1)`),
+in three forms:
 
     keras       the Keras model's inference call inside one tf.function
     savedmodel  `model.export` -> `tf.saved_model.load(...).serve`
@@ -98,7 +98,7 @@ def main():
     import tensorflow as tf
 
     from pss_tf import SubnetConfig, build_supernet
-    from pss_tf.latency.measure import fixed_input_model, runtime_info
+    from pss_tf.latency.measure import runtime_info
 
     results = {
         "benchmark": "inference",
@@ -115,7 +115,7 @@ def main():
         rows = []
         for resolution, width in REFERENCES[args.model]:
             config = SubnetConfig.uniform(args.model, resolution, width)
-            extracted = fixed_input_model(supernet.extract(config), resolution)
+            extracted = supernet.extract(config, resize=False, batch_size=1)
             reference = app(
                 input_shape=(resolution, resolution, 3), alpha=width, weights=None, classifier_activation=None
             )
@@ -140,14 +140,13 @@ def main():
             print(json.dumps(row), file=sys.stderr, flush=True)
         results["references"] = rows
     if args.job_dir:
-        from pss_tf.trainer import WINNERS_FILE, load_job
+        from pss_tf.job import Job
 
-        supernet = load_job(args.job_dir)[0]
-        winners = json.load(open(os.path.join(args.job_dir, WINNERS_FILE)))
+        job = Job(args.job_dir)
+        supernet = job.restore_supernet()
         rows = []
-        for entry in winners:
-            subnet = SubnetConfig.from_dict(entry["config"])
-            model = fixed_input_model(supernet.extract(subnet), subnet.resolution)
+        for entry, subnet in job.winners():
+            model = supernet.extract(subnet, resize=False, batch_size=1)
             rows.append({"name": entry["name"], "subnet": str(subnet), "value": entry["value"],
                          **time_forms(model, subnet.resolution, args.threads, args.repeats)})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)

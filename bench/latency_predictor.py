@@ -22,7 +22,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
-
 from common import machine_state
 
 
@@ -79,20 +78,18 @@ def main():
         if getattr(args, name) < 0:
             parser.error(f"--{name}: must not be negative, got {getattr(args, name)}")
 
-    from pss_tf.latency import LatencyMetric, LatencyTable, SpaceSpec
-    from pss_tf.latency import measure
+    from pss_tf.latency import LatencyMetric, LatencyTable, SpaceSpec, measure
     from pss_tf.latency.build import busy_check, when_quiet
-    from pss_tf.targets import TargetGrid
 
     busy = busy_check(args.wait_while_running)
     spec = SpaceSpec.parse(args.space, args.model)
-    table = LatencyTable.load(args.lut, "--lut")
+    table = LatencyTable.load(args.lut, "lut")
     problems = table.compatibility(measure.runtime_info()["version"], table.threads)
     if problems and not args.allow_mismatch:
         print(f"error: --lut: {args.lut} was {'; '.join(problems)}", file=sys.stderr)
         return 2
     metric = LatencyMetric(
-        args.model, TargetGrid(0, 1, 1), table, spec.num_classes, spec.small_input, spec.in_channels, table_path=args.lut
+        args.model, None, table, spec.num_classes, spec.small_input, spec.in_channels, table_path=args.lut
     )
     space = spec.space
     rng = random.Random(args.seed)
@@ -111,7 +108,7 @@ def main():
     from tqdm import tqdm
 
     contents = [
-        measure.to_tflite(measure.fixed_input_model(supernet.extract(c), c.resolution), direct=False)
+        measure.to_tflite(supernet.extract(c, resize=False, batch_size=1), direct=False)
         for c in tqdm(configs + calibration, desc="extract + convert", unit="subnet", file=sys.stderr)
     ]
     protocol = measure.Protocol(warmup_s=0.2, repeats=args.repeats, min_repeat_s=args.min_repeat_s)

@@ -30,22 +30,21 @@ def main():
 
     from pss_tf.latency import LatencyMetric, LatencyTable, SpaceSpec, space_variants
     from pss_tf.latency.grid import grid_variants, interpolate
-    from pss_tf.targets import TargetGrid
 
     spec = SpaceSpec.parse(args.space, args.model)
-    exact = LatencyTable.load(args.lut, "--lut")
+    exact = LatencyTable.load(args.lut, "lut")
     if exact.channel_step:
         print(f"error: --lut: {args.lut} is itself coarse (channel_step {exact.channel_step})", file=sys.stderr)
         return 2
     args_v = (spec.small_input, spec.in_channels, spec.num_classes)
     needed = space_variants(spec.space, *args_v)
-    exact.check_covers(needed, args.lut, spec, "--lut")
+    exact.check_covers(needed, args.lut, spec, "lut")
     kept = {v.key: exact.get(v) for v in grid_variants(spec.space, args.channel_step, *args_v)}
     coarse = LatencyTable({**exact.header, "channel_step": args.channel_step}, kept, interpolate(kept, needed))
 
     filled = [(exact.get(key), ms) for key, ms in coarse.interpolated.items()]
     entry_pct = np.array([abs(c - e) / e * 100 for e, c in filled])
-    metrics = [LatencyMetric(args.model, TargetGrid(0, 1, 1), t, spec.num_classes, spec.small_input, spec.in_channels)
+    metrics = [LatencyMetric(args.model, None, t, spec.num_classes, spec.small_input, spec.in_channels)
                for t in (exact, coarse)]
     rng = random.Random(0)
     configs = [spec.space.random_config(rng) for _ in range(args.n)]

@@ -15,15 +15,15 @@ import platform
 import time
 
 import numpy as np
-
 from common import machine_state
+
 from pss_tf import SearchSpace
-from pss_tf.conditional_sampler import ConditionalSampler
-from pss_tf.metrics import FlopsMetric
-from pss_tf.pools import PoolManager
-from pss_tf.schedules import ExponentialSchedule
-from pss_tf.subnet_sampling import PrioritizedSampler
-from pss_tf.targets import TargetGrid
+from pss_tf.sampling.conditional_sampler import ConditionalSampler
+from pss_tf.sampling.pools import PoolManager
+from pss_tf.sampling.samplers import PrioritizedSampler
+from pss_tf.sampling.schedules import ExponentialSchedule
+from pss_tf.space.metrics import FlopsMetric
+from pss_tf.space.targets import TargetGrid
 
 GRIDS = {"mobilenet_v1": (110, 570, 10), "mobilenet_v2": (60, 300, 10)}
 

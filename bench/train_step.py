@@ -77,10 +77,10 @@ def main():
     import tensorflow as tf
 
     from pss_tf import SearchSpace, SubnetConfig, build_supernet
-    from pss_tf.distribute import create_strategy
-    from pss_tf.optimization import build_optimizer, learning_rate_schedule
-    from pss_tf.supernet import encode
-    from pss_tf.train_step import SandwichStep
+    from pss_tf.models.supernet import encode
+    from pss_tf.training.distribute import create_strategy
+    from pss_tf.training.optimization import build_optimizer, learning_rate_schedule
+    from pss_tf.training.step import SandwichStep
 
     keras.utils.set_random_seed(0)
     space = SearchSpace(args.model, args.min_resolution, args.resolution, 8, args.min_width, 1.0)

@@ -4,12 +4,12 @@ The pure-Python parts (configs, cost model, pools) import without TensorFlow;
 the Keras parts load on first use.
 """
 
-from pss_tf.config import SearchSpace, SubnetConfig, make_divisible
-from pss_tf.cost import count_flops, count_params
+from pss_tf.space.config import SearchSpace, SubnetConfig, make_divisible
+from pss_tf.space.cost import count_flops, count_params
 
 __version__ = "0.1.0"
 
-_LAZY = {"build_supernet": "pss_tf.supernet", "Supernet": "pss_tf.supernet"}
+_LAZY = {"build_supernet": "pss_tf.models.supernet", "Supernet": "pss_tf.models.supernet"}
 
 
 def __getattr__(name):

@@ -1,6 +1,38 @@
-"""Shared test set-up: quiet TensorFlow logs, deterministic seeds."""
+"""Shared test set-up: quiet TensorFlow logs, the helpers module, and one trained smoke job.
+
+The smoke job is trained once per test run through tools/train.py and shared by
+every test that only reads a finished run (outputs, export, search), and by
+both pytest-xdist workers (`support.shared_dir`). Tests must not write into it.
+"""
 
 import os
+import shutil
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import pytest  # noqa: E402
+from support import SMOKE_FLAGS, run_tool, shared_dir  # noqa: E402
+
+# More steps than configs/smoke.flags, so that predictions are decisive enough for
+# the int8-versus-float agreement checks of the export; two pools keep exports short.
+SMOKE_TRAINING = (
+    "--epochs=2", "--steps_per_epoch=20", "--flops_targets=4,12,8", "--eval_winners_per_epoch=0", "--final_top_k=1",
+)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: end-to-end runs of the tools (a minute or more each)")
+
+
+@pytest.fixture(scope="session")
+def smoke_job(tmp_path_factory) -> str:
+    """A finished smoke training run (configs/smoke.flags plus SMOKE_TRAINING); read only."""
+    with shared_dir(tmp_path_factory, "smoke_job") as path:
+        if not (path / "winners.json").exists():
+            shutil.rmtree(path, ignore_errors=True)
+            result = run_tool("train.py", f"--flagfile={SMOKE_FLAGS}", f"--job_dir={path}", "--noprogress", *SMOKE_TRAINING)
+            assert result.returncode == 0, result.stderr[-3000:]
+    return str(path)

@@ -22,6 +22,9 @@ import time
 
 from absl import app, flags
 
+from pss_tf import config_flags
+from pss_tf.errors import ConfigError
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("out", None, "The table (JSON). An existing one is extended / resumed.")
@@ -58,7 +61,7 @@ def _spec():
 
     spec = SpaceSpec.parse(FLAGS.space, FLAGS.model)
     if FLAGS.model and spec.space.model != FLAGS.model:
-        raise ValueError(f"--model: {FLAGS.model} disagrees with model={spec.space.model} in --space")
+        raise ConfigError("model", f"{FLAGS.model} disagrees with model={spec.space.model} in `space`")
     return spec
 
 
@@ -71,7 +74,7 @@ def _dry_run(spec, timer, step) -> dict:
     to_measure = grid_lib.grid_variants(spec.space, step, spec.small_input, spec.in_channels, spec.num_classes)
     done = set()
     if FLAGS.out and os.path.exists(FLAGS.out):
-        done = set(LatencyTable.load(FLAGS.out, "--out").measured)
+        done = set(LatencyTable.load(FLAGS.out, "out").measured)
     todo = [v for v in to_measure if v.key not in done]
     sample = random.Random(0).sample(todo, min(8, len(todo)))
     started = time.perf_counter()
@@ -95,13 +98,13 @@ def main(argv):
     logging.getLogger("pss_tf").setLevel(logging.INFO)
     try:
         if not FLAGS.out and not FLAGS.dry_run:
-            raise ValueError("--out: required")
+            raise ConfigError("out", "required")
         if FLAGS.channel_step < 0 or FLAGS.channel_step % 8:
-            raise ValueError(f"--channel_step: must be 0 or a positive multiple of 8, got {FLAGS.channel_step}")
+            raise ConfigError("channel_step", f"must be 0 or a positive multiple of 8, got {FLAGS.channel_step}")
         if FLAGS.repeats < 1:
-            raise ValueError(f"--repeats: must be positive, got {FLAGS.repeats}")
+            raise ConfigError("repeats", f"must be positive, got {FLAGS.repeats}")
         if FLAGS.passes < 1 or FLAGS.chunk < 1:
-            raise ValueError(f"--passes and --chunk: must be positive, got {FLAGS.passes} and {FLAGS.chunk}")
+            raise ConfigError("passes", f"`passes` and `chunk` must be positive, got {FLAGS.passes} and {FLAGS.chunk}")
         spec = _spec()
         from pss_tf.latency import measure
         from pss_tf.latency.build import build_table, busy_check, open_table
@@ -126,8 +129,8 @@ def main(argv):
             return 0
         open_table(FLAGS.out, setup)  # Refuse a mismatched file before any work.
         busy = busy_check(FLAGS.wait_while_running)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except ConfigError as e:
+        print(f"error: {config_flags.flag_message(e, FLAGS)}", file=sys.stderr)
         return 2
     result = build_table(
         FLAGS.out,

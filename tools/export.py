@@ -17,65 +17,11 @@ import time
 
 from absl import app, flags
 
+from pss_tf import config_flags
+from pss_tf.errors import ConfigError
 from pss_tf.export.exporter import ExportOptions
-from pss_tf.export.tflite import KINDS
 
-FLAGS = flags.FLAGS
-_DEFAULTS = ExportOptions(job_dir="", export_dir="")
-
-flags.DEFINE_string("job_dir", None, "Training run to export (tools/train.py's --job_dir).")
-flags.DEFINE_string("export_dir", None, "Output directory; must be new or empty unless --new_version.")
-flags.DEFINE_string("model_name", None, "TF Serving model name (default: pss_<model>, e.g. pss_mobilenet_v1).")
-flags.DEFINE_bool("new_version", False, "Add the next version to an existing export instead of refusing it.")
-flags.DEFINE_multi_string("config", [], "A SubnetConfig as JSON to export (repeatable); must lie in the run's space.")
-flags.DEFINE_bool("winners", None, "Export the run's winners (default: yes, unless --config is given).")
-flags.DEFINE_list("tflite_kinds", list(KINDS), f"TFLite files per subnet: some of {', '.join(KINDS)} (empty: none).")
-flags.DEFINE_bool("bundle", True, "Also write one multi-signature .tflite per kind holding every subnet.")
-flags.DEFINE_integer("representative_examples", 200, "Training images that calibrate the int8 conversion.")
-flags.DEFINE_integer("calibration_batches", 0, "BN calibration batches per subnet (0: the run's setting).")
-flags.DEFINE_float("crop_fraction", _DEFAULTS.crop_fraction, "Centre-crop fraction of evaluation preprocessing.")
-flags.DEFINE_bool("evaluate", True, "Measure Keras and TFLite top-1 on the validation split.")
-flags.DEFINE_integer("eval_examples", 0, "Validation examples to evaluate on (0: all).")
-flags.DEFINE_bool("latency", True, "Time every .tflite file (batch 1) on this machine.")
-flags.DEFINE_integer("latency_threads", 1, "Interpreter threads for the latency measurements.")
-flags.DEFINE_bool("qat", False, "Quantization-aware fine-tuning of one subnet before an extra int8 conversion.")
-flags.DEFINE_string("qat_subnet", None, "The subnet to fine-tune (default: the largest).")
-flags.DEFINE_integer("qat_epochs", _DEFAULTS.qat_epochs, "QAT epochs.")
-flags.DEFINE_integer("qat_steps_per_epoch", 0, "QAT steps per epoch (0: one pass over the training split).")
-flags.DEFINE_float("qat_learning_rate", _DEFAULTS.qat_learning_rate, "QAT learning rate (SGD, momentum 0.9).")
-flags.DEFINE_integer("qat_batch_size", 0, "QAT batch size (0: the run's --global_batch_size).")
-flags.DEFINE_string("container_dir", _DEFAULTS.container_dir, "Where the server mounts --export_dir (models.config).")
-flags.DEFINE_string("data_dir", None, "The run's data, if it moved since training.")
-flags.DEFINE_integer("seed", 0, "Seed of the representative and QAT data.")
-
-
-def options_from_flags() -> ExportOptions:
-    return ExportOptions(
-        job_dir=FLAGS.job_dir or "",
-        export_dir=FLAGS.export_dir or "",
-        model_name=FLAGS.model_name,
-        new_version=FLAGS.new_version,
-        configs=tuple(FLAGS.config),
-        winners=FLAGS.winners,
-        tflite_kinds=tuple(FLAGS.tflite_kinds),
-        bundle=FLAGS.bundle,
-        representative_examples=FLAGS.representative_examples,
-        calibration_batches=FLAGS.calibration_batches,
-        crop_fraction=FLAGS.crop_fraction,
-        evaluate=FLAGS.evaluate,
-        eval_examples=FLAGS.eval_examples,
-        latency=FLAGS.latency,
-        latency_threads=FLAGS.latency_threads,
-        qat=FLAGS.qat,
-        qat_subnet=FLAGS.qat_subnet,
-        qat_epochs=FLAGS.qat_epochs,
-        qat_steps_per_epoch=FLAGS.qat_steps_per_epoch,
-        qat_learning_rate=FLAGS.qat_learning_rate,
-        qat_batch_size=FLAGS.qat_batch_size,
-        container_dir=FLAGS.container_dir,
-        data_dir=FLAGS.data_dir,
-        seed=FLAGS.seed,
-    )
+config_flags.define_flags(ExportOptions)
 
 
 def _summary(result) -> str:
@@ -109,9 +55,9 @@ def main(argv):
         print(f"[{time.perf_counter() - start:6.1f} s] {message}", flush=True)
 
     try:
-        result = exporter.export(options_from_flags(), log=log)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        result = exporter.export(config_flags.from_flags(ExportOptions), log=log)
+    except ConfigError as e:
+        print(f"error: {config_flags.flag_message(e, flags.FLAGS)}", file=sys.stderr)
         return 2
     print(_summary(result))
     return 0

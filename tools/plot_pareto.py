@@ -6,10 +6,13 @@ Each run is labelled by its sampler (or --labels). `--table` also prints a
 Markdown table of the winners, one row per target, one column per run.
 """
 
-import os
 import sys
 
 from absl import app, flags
+
+from pss_tf import config_flags
+from pss_tf.errors import ConfigError
+from pss_tf.job import JobDir, metric_class
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("job_dirs", None, "Job directories with a winners.json.")
@@ -19,25 +22,21 @@ flags.DEFINE_string("metric", "flops", "Which metric type's winners to plot.")
 flags.DEFINE_bool("table", True, "Print a Markdown table of the winners.")
 flags.DEFINE_string("title", None, "Plot title.")
 
-_AXIS = {"flops": "MACs (M)", "latency_cpu": "predicted CPU latency (ms)", "latency_gpu": "GPU latency (us)"}
-
-
 def _runs():
-    from pss_tf.io_utils import read_json
-
     labels = FLAGS.labels or []
     if labels and len(labels) != len(FLAGS.job_dirs):
-        raise ValueError("--labels: give one label per --job_dirs entry")
+        raise ConfigError("labels", "give one label per `job_dirs` entry")
     runs = []
     for i, job_dir in enumerate(FLAGS.job_dirs):
-        winners_file = os.path.join(job_dir, "winners.json")
-        if not os.path.exists(winners_file):
-            raise ValueError(f"--job_dirs: {job_dir} has no winners.json; train to the end first")
-        winners = [w for w in read_json(winners_file, "winners.json") if w["metric"] == FLAGS.metric]
+        try:
+            entries = JobDir(job_dir).read_winners()
+        except ConfigError as e:
+            raise ConfigError("job_dirs", e.message) from None
+        winners = [entry for entry, _ in entries if entry["metric"] == FLAGS.metric]
         if not winners:
-            raise ValueError(f"--metric: {job_dir} has no {FLAGS.metric} winners")
-        run = read_json(os.path.join(job_dir, "run.json"), "run.json")
-        runs.append((labels[i] if labels else run.get("sampler", job_dir), sorted(winners, key=lambda w: w["value"])))
+            raise ConfigError("metric", f"{job_dir} has no {FLAGS.metric} winners")
+        label = labels[i] if labels else JobDir(job_dir).read_config().sampling.sampler
+        runs.append((label, sorted(winners, key=lambda w: w["value"])))
     return runs
 
 
@@ -52,7 +51,7 @@ def _plot(runs, path):
         ax.plot(
             [w["value"] for w in winners], [100 * w["val_top1"] for w in winners], marker=marker, label=label
         )
-    ax.set_xlabel(_AXIS.get(FLAGS.metric, FLAGS.metric))
+    ax.set_xlabel(f"{FLAGS.metric} ({metric_class(FLAGS.metric).unit})")
     ax.set_ylabel("validation top-1 (%)")
     ax.set_title(FLAGS.title or "Pool winners: accuracy against cost")
     ax.grid(alpha=0.3)
@@ -83,8 +82,8 @@ def main(argv):
         return 2
     try:
         runs = _runs()
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except ConfigError as e:
+        print(f"error: {config_flags.flag_message(e, FLAGS)}", file=sys.stderr)
         return 2
     _plot(runs, FLAGS.out)
     if FLAGS.table:

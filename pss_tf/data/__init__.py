@@ -11,7 +11,12 @@ Datasets, by `--dataset` name:
   other names    a TFDS dataset already prepared in --data_dir (never downloaded)
 """
 
-from pss_tf.data.pipeline import DEFAULT_SHUFFLE_BUFFER, load, make_input_fn, steps_per_epoch
+from pss_tf.data.pipeline import (
+    DEFAULT_SHUFFLE_BUFFER,
+    load,
+    make_input_fn,
+    steps_per_epoch,
+)
 from pss_tf.data.preprocessing import (
     DEFAULT_CROP_FRACTION,
     DEFAULT_CROP_SCALE,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import tensorflow as tf
 
 # The input convention shared by training, evaluation and exported models.
@@ -105,14 +106,16 @@ def sample_crop_window(
     return top, left, crop_h, crop_w
 
 
-def _resize(image: tf.Tensor, size) -> tf.Tensor:
+def _resize(image: tf.Tensor, size, current=None) -> tf.Tensor:
     """Bilinear resize, antialiased when shrinking (as PIL does in the reference pipeline).
 
     Enlarging gives the same result either way, and plain bilinear is much
-    cheaper, which matters for small images such as Fashion-MNIST's.
+    cheaper, which matters for small images such as Fashion-MNIST's. `current`
+    is the image's (height, width) when `image` is a batch.
     """
     size = tf.convert_to_tensor(size, tf.int32)
-    shrinking = tf.reduce_any(size < tf.shape(image)[:2])
+    current = tf.shape(image)[:2] if current is None else current
+    shrinking = tf.reduce_any(size < current)
     return tf.cond(
         shrinking,
         lambda: tf.image.resize(image, size, method="bilinear", antialias=True),
@@ -120,7 +123,8 @@ def _resize(image: tf.Tensor, size) -> tf.Tensor:
     )
 
 
-def _finish(image: tf.Tensor) -> tf.Tensor:
+def normalize_clipped(image: tf.Tensor) -> tf.Tensor:
+    """`normalize`, clipped to the input range the network was trained on."""
     # Bilinear weights are convex, so clipping only removes float round-off.
     return tf.clip_by_value(normalize(image), INPUT_RANGE[0], INPUT_RANGE[1])
 
@@ -145,27 +149,57 @@ def preprocess_for_train(
     image = _resize(image, [image_size, image_size])
     if flip:
         image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-    return _finish(image)
+    return normalize_clipped(image)
+
+
+def _eval_plan(height: int, width: int, image_size: int, resize_to: int) -> tuple[int, int, bool]:
+    """Resized size and antialias choice for static sizes, in the float32 arithmetic of the graph."""
+    scale = np.float32(resize_to) / np.float32(min(height, width))
+    new_h = max(int(np.round(np.float32(height) * scale)), image_size)
+    new_w = max(int(np.round(np.float32(width) * scale)), image_size)
+    return new_h, new_w, new_h < height or new_w < width
+
+
+def eval_resize_and_crop(images: tf.Tensor, image_size: int, crop_fraction: float = DEFAULT_CROP_FRACTION) -> tf.Tensor:
+    """Resizes the shorter side to `image_size / crop_fraction`, centre-crops `image_size`.
+
+    The one evaluation geometry: the evaluation pipeline (one image, (H, W, C))
+    and the serving graphs (a batch, (N, H, W, C)) both call it, so served
+    accuracy equals evaluated accuracy. Returns float32 pixels in [0, 255].
+    When height and width are static (fixed-size TFLite models), every size
+    decision is made here in Python, leaving only a resize and a slice in the
+    graph: no shape arithmetic for the int8 quantizer to trip on.
+    """
+    if not 0.0 < crop_fraction <= 1.0:
+        raise ValueError(f"crop_fraction: must lie in (0, 1], got {crop_fraction}")
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank not in (3, 4):
+        raise ValueError(f"images: expected (H, W, C) or (N, H, W, C), got shape {images.shape}")
+    rows = images.shape.rank - 3  # 1 with a batch dimension
+    resize_to = int(round(image_size / crop_fraction))
+    height, width = images.shape[rows], images.shape[rows + 1]
+    x = tf.cast(images, tf.float32)
+    if height is not None and width is not None:
+        new_h, new_w, shrinking = _eval_plan(height, width, image_size, resize_to)
+        if (new_h, new_w) != (height, width):
+            x = tf.image.resize(x, [new_h, new_w], method="bilinear", antialias=shrinking)
+        top, left = (new_h - image_size) // 2, (new_w - image_size) // 2
+        return x[..., top : top + image_size, left : left + image_size, :]
+    shape = tf.shape(x)
+    h, w = tf.cast(shape[rows], tf.float32), tf.cast(shape[rows + 1], tf.float32)
+    scale = resize_to / tf.minimum(h, w)
+    new_h = tf.maximum(tf.cast(tf.round(h * scale), tf.int32), image_size)
+    new_w = tf.maximum(tf.cast(tf.round(w * scale), tf.int32), image_size)
+    x = _resize(x, tf.stack([new_h, new_w]), shape[rows : rows + 2])
+    top, left = (new_h - image_size) // 2, (new_w - image_size) // 2
+    begin = tf.stack([top, left, 0]) if rows == 0 else tf.stack([0, top, left, 0])
+    size = tf.constant([image_size, image_size, -1]) if rows == 0 else tf.constant([-1, image_size, image_size, -1])
+    x = tf.slice(x, begin, size)
+    return tf.ensure_shape(x, images.shape[:rows].concatenate([image_size, image_size, images.shape[-1]]))
 
 
 def preprocess_for_eval(
     image: tf.Tensor, image_size: int, crop_fraction: float = DEFAULT_CROP_FRACTION
 ) -> tf.Tensor:
-    """Resizes the shorter side to `image_size / crop_fraction`, centre-crops, normalises.
-
-    `crop_fraction=1.0` keeps the whole shorter side (no border is dropped).
-    """
-    if not 0.0 < crop_fraction <= 1.0:
-        raise ValueError(f"crop_fraction: must lie in (0, 1], got {crop_fraction}")
-    resize_to = int(round(image_size / crop_fraction))
-    shape = tf.shape(image)
-    h = tf.cast(shape[0], tf.float32)
-    w = tf.cast(shape[1], tf.float32)
-    scale = resize_to / tf.minimum(h, w)
-    new_h = tf.maximum(tf.cast(tf.round(h * scale), tf.int32), image_size)
-    new_w = tf.maximum(tf.cast(tf.round(w * scale), tf.int32), image_size)
-    image = _resize(image, tf.stack([new_h, new_w]))
-    top = (new_h - image_size) // 2
-    left = (new_w - image_size) // 2
-    image = tf.slice(image, tf.stack([top, left, 0]), tf.stack([image_size, image_size, -1]))
-    return _finish(image)
+    """`eval_resize_and_crop`, then normalise (`crop_fraction=1.0` keeps the whole shorter side)."""
+    return normalize_clipped(eval_resize_and_crop(image, image_size, crop_fraction))

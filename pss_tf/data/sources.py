@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from pss_tf.data import idx, preprocessing
+from pss_tf.errors import ConfigError
 
 SPLITS = ("train", "val")
 BUILTIN_DATASETS = ("synthetic", "fashion_mnist", "imagefolder")
@@ -119,7 +120,7 @@ def check_dataset(
     """
     _check_channels(channels)
     if not name:
-        raise ValueError("--dataset: empty dataset name")
+        raise ConfigError("dataset", "empty dataset name")
     if name == "synthetic":
         return _synthetic_info(synthetic or SyntheticSpec(), channels)
     if name == "fashion_mnist":
@@ -154,9 +155,9 @@ def open_split(
 
 def _require_dir(name: str, data_dir: str | None) -> str:
     if not data_dir:
-        raise ValueError(f"--data_dir: required for --dataset={name}")
+        raise ConfigError("data_dir", f"required for dataset {name}")
     if not os.path.isdir(data_dir):
-        raise ValueError(f"--data_dir: {data_dir} is not a directory")
+        raise ConfigError("data_dir", f"{data_dir} is not a directory")
     return data_dir
 
 
@@ -259,8 +260,9 @@ def _find_idx_file(data_dir: str, stem: str) -> str:
         path = os.path.join(data_dir, candidate)
         if os.path.isfile(path):
             return path
-    raise ValueError(
-        f"--data_dir: Fashion-MNIST file {stem}(.gz) not found in {data_dir} "
+    raise ConfigError(
+        "data_dir",
+        f"Fashion-MNIST file {stem}(.gz) not found in {data_dir} "
         "(install Debian's dataset-fashion-mnist or copy the IDX files there)"
     )
 
@@ -276,10 +278,11 @@ def _fashion_mnist_count(data_dir: str, split: str) -> int:
         images_shape = idx.read_idx_shape(images_path, ndim=3)
         labels_shape = idx.read_idx_shape(labels_path, ndim=1)
     except ValueError as e:
-        raise ValueError(f"--data_dir: {e}") from e
+        raise ConfigError("data_dir", f"{e}") from e
     if images_shape[0] != labels_shape[0]:
-        raise ValueError(
-            f"--data_dir: {images_path} holds {images_shape[0]} images but "
+        raise ConfigError(
+            "data_dir",
+            f"{images_path} holds {images_shape[0]} images but "
             f"{labels_path} holds {labels_shape[0]} labels"
         )
     return images_shape[0]
@@ -287,7 +290,7 @@ def _fashion_mnist_count(data_dir: str, split: str) -> int:
 
 def _fashion_mnist_info(data_dir: str, channels: int | None) -> DatasetInfo:
     if not os.path.isdir(data_dir):
-        raise ValueError(f"--data_dir: Fashion-MNIST directory {data_dir} does not exist")
+        raise ConfigError("data_dir", f"Fashion-MNIST directory {data_dir} does not exist")
     return DatasetInfo(
         "fashion_mnist",
         _FASHION_CLASSES,
@@ -310,15 +313,17 @@ def _read_idx_pair(images_key, labels_key) -> tuple[np.ndarray, np.ndarray]:
         images = idx.read_idx(images_path, ndim=3)
         labels = idx.read_idx(labels_path, ndim=1)
     except ValueError as e:
-        raise ValueError(f"--data_dir: {e}") from e
+        raise ConfigError("data_dir", f"{e}") from e
     if len(images) != len(labels):
-        raise ValueError(
-            f"--data_dir: {images_path} holds {len(images)} images but {labels_path} "
+        raise ConfigError(
+            "data_dir",
+            f"{images_path} holds {len(images)} images but {labels_path} "
             f"holds {len(labels)} labels"
         )
     if labels.size and labels.max() >= _FASHION_CLASSES:
-        raise ValueError(
-            f"--data_dir: {labels_path} has label {labels.max()} >= {_FASHION_CLASSES}"
+        raise ConfigError(
+            "data_dir",
+            f"{labels_path} has label {labels.max()} >= {_FASHION_CLASSES}"
         )
     return images[..., None], labels.astype(np.int32)
 
@@ -357,11 +362,12 @@ def _scan_imagefolder_cached(root: str, stamp) -> tuple[tuple[str, ...], dict]:
     train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
     classes = tuple(_class_dirs(train_dir))
     if not classes:
-        raise ValueError(f"--data_dir: {train_dir} has no class subfolders")
+        raise ConfigError("data_dir", f"{train_dir} has no class subfolders")
     extra = sorted(set(_class_dirs(val_dir)) - set(classes))
     if extra:
-        raise ValueError(
-            f"--data_dir: {val_dir} has classes missing from {train_dir}: {', '.join(extra[:5])}"
+        raise ConfigError(
+            "data_dir",
+            f"{val_dir} has classes missing from {train_dir}: {', '.join(extra[:5])}"
         )
     splits = {}
     for split, split_dir in (("train", train_dir), ("val", val_dir)):
@@ -373,8 +379,9 @@ def _scan_imagefolder_cached(root: str, stamp) -> tuple[tuple[str, ...], dict]:
                 paths.extend(found)
                 labels.extend([label] * len(found))
         if not paths:
-            raise ValueError(
-                f"--data_dir: no images ({'|'.join(IMAGE_EXTENSIONS)}) under {split_dir}/<class>/"
+            raise ConfigError(
+                "data_dir",
+                f"no images ({'|'.join(IMAGE_EXTENSIONS)}) under {split_dir}/<class>/"
             )
         splits[split] = (tuple(paths), np.asarray(labels, np.int32))
     return classes, splits
@@ -384,8 +391,9 @@ def _scan_imagefolder(root: str):
     """Lists `root/{train,val}/<class>/*` once; rescans when a class folder changes."""
     for split in SPLITS:
         if not os.path.isdir(os.path.join(root, split)):
-            raise ValueError(
-                f"--data_dir: {os.path.join(root, split)} is missing "
+            raise ConfigError(
+                "data_dir",
+                f"{os.path.join(root, split)} is missing "
                 "(imagefolder expects data_dir/train/<class>/* and data_dir/val/<class>/*)"
             )
     stamp = []
@@ -436,8 +444,9 @@ def _tfds_builder(name: str, data_dir: str | None):
     try:
         return tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
-        raise ValueError(
-            f"--dataset: unknown dataset {name!r}: not one of {', '.join(BUILTIN_DATASETS)} "
+        raise ConfigError(
+            "dataset",
+            f"unknown dataset {name!r}: not one of {', '.join(BUILTIN_DATASETS)} "
             "nor a TFDS dataset name"
         ) from None
 
@@ -459,7 +468,7 @@ def _tfds_keys(name: str, builder) -> tuple[str, str]:
         or not isinstance(features[keys[0]], tfds.features.Image)
         or not isinstance(features[keys[1]], tfds.features.ClassLabel)
     ):
-        raise ValueError(f"--dataset: TFDS dataset {name!r} is not an image classification dataset")
+        raise ConfigError("dataset", f"TFDS dataset {name!r} is not an image classification dataset")
     return keys
 
 
@@ -468,8 +477,9 @@ def _tfds_val_split(name: str, builder) -> str:
     for candidate in ("validation", "test"):
         if candidate in splits:
             return candidate
-    raise ValueError(
-        f"--dataset: TFDS dataset {name!r} has neither a 'validation' nor a 'test' split"
+    raise ConfigError(
+        "dataset",
+        f"TFDS dataset {name!r} has neither a 'validation' nor a 'test' split"
     )
 
 
@@ -482,7 +492,7 @@ def _tfds_info(name: str, data_dir: str | None, channels: int | None) -> Dataset
     if builder.is_prepared():
         splits = builder.info.splits
         if "train" not in splits:
-            raise ValueError(f"--dataset: TFDS dataset {name!r} has no 'train' split")
+            raise ConfigError("dataset", f"TFDS dataset {name!r} has no 'train' split")
         num_train = splits["train"].num_examples
         num_val = splits[_tfds_val_split(name, builder)].num_examples
         return DatasetInfo(name, num_classes, channels, num_train, num_val)
@@ -492,23 +502,26 @@ def _tfds_info(name: str, data_dir: str | None, channels: int | None) -> Dataset
             f for f in _IMAGENET_MANUAL_FILES if not os.path.isfile(os.path.join(manual_dir, f))
         ]
         if missing:
-            raise ValueError(
-                f"--data_dir: imagenet2012 is not prepared in {builder.data_dir} and its manual "
+            raise ConfigError(
+                "data_dir",
+                f"imagenet2012 is not prepared in {builder.data_dir} and its manual "
                 f"files are missing: put {' and '.join(_IMAGENET_MANUAL_FILES)} in {manual_dir} "
                 f"(missing: {', '.join(missing)}); the first run prepares the dataset from them"
             )
         if importlib.util.find_spec("importlib_resources") is None:
             # TFDS's imagenet2012 builder reads its label files through it.
-            raise ValueError(
-                f"--dataset: preparing imagenet2012 from {manual_dir} needs the Python "
+            raise ConfigError(
+                "dataset",
+                f"preparing imagenet2012 from {manual_dir} needs the Python "
                 "package importlib_resources: pip install importlib_resources"
             )
         return DatasetInfo(name, channels=channels, **_IMAGENET_SIZES)
-    raise ValueError(
-        f"--data_dir: TFDS dataset {name!r} is not prepared in "
+    raise ConfigError(
+        "data_dir",
+        f"TFDS dataset {name!r} is not prepared in "
         f"{data_dir or 'the TFDS default data_dir'} "
         f"(looked for {builder.data_dir}); pss_tf never downloads: prepare it with "
-        f"`tfds build {name} --data_dir DIR` where the network is reachable and pass --data_dir DIR"
+        f"`tfds build {name} --data_dir DIR` where the network is reachable, then give DIR as data_dir"
     )
 
 
@@ -530,8 +543,9 @@ def _tfds_split(name: str, data_dir: str | None, split: str, channels: int) -> R
         _prepare_imagenet(builder)
         builder = _tfds_builder(name, data_dir)
     if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
-        raise ValueError(
-            f"--dataset: TFDS dataset {name!r} is stored as {builder.info.file_format.value}; "
+        raise ConfigError(
+            "dataset",
+            f"TFDS dataset {name!r} is stored as {builder.info.file_format.value}; "
             "only tfrecord is supported"
         )
     image_key, label_key = _tfds_keys(name, builder)

@@ -19,11 +19,15 @@ import shutil
 import tempfile
 from collections.abc import Callable
 
+from pss_tf import config_flags
 from pss_tf import data as data_lib
+from pss_tf.config_flags import group, option
+from pss_tf.errors import ConfigError
 from pss_tf.export import serving
 from pss_tf.export import subnets as subnets_lib
-from pss_tf.export.tflite import KINDS, check_kinds
-from pss_tf.io_utils import atomic_write_json, read_json
+from pss_tf.export.tflite import KINDS
+from pss_tf.io_utils import atomic_write_json
+from pss_tf.job import Job
 
 logger = logging.getLogger(__name__)
 
@@ -31,62 +35,115 @@ _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 QAT_KIND = "int8_qat"
 
 
-@dataclasses.dataclass
-class ExportOptions:
-    """Everything `tools/export.py` is told; see its flags for the meaning of each."""
+@dataclasses.dataclass(frozen=True)
+class SubnetChoice:
+    """Which subnets the export holds, and under what name and version."""
 
-    job_dir: str
-    export_dir: str
-    model_name: str | None = None
-    new_version: bool = False
-    configs: tuple[str, ...] = ()
-    winners: bool | None = None  # None: the winners unless configs are given
-    tflite_kinds: tuple[str, ...] = KINDS
-    bundle: bool = True
-    representative_examples: int = 200
-    calibration_batches: int = 0  # 0: the run's --calibration_batches
-    crop_fraction: float = data_lib.DEFAULT_CROP_FRACTION
-    evaluate: bool = True
-    eval_examples: int = 0  # 0: the whole validation split
-    latency: bool = True
-    latency_threads: int = 1
-    qat: bool = False
-    qat_subnet: str | None = None  # None: the largest subnet
-    qat_epochs: int = 2
-    qat_steps_per_epoch: int = 0  # 0: one pass over the training split
-    qat_learning_rate: float = 1e-3
-    qat_batch_size: int = 0  # 0: the run's --global_batch_size
-    container_dir: str = "/models"
-    data_dir: str | None = None
-    seed: int = 0
+    config: tuple[str, ...] = option(
+        (), help="A SubnetConfig as JSON to export (repeatable); must lie in the run's space.", repeated=True
+    )
+    winners: bool | None = option(None, help="Export the run's winners (default: yes, unless config is given).")
+    model_name: str | None = option(None, help="TF Serving model name (default: pss_<model>, e.g. pss_mobilenet_v1).")
+    new_version: bool = option(False, help="Add the next version to an existing export instead of refusing it.")
+    container_dir: str = option("/models", help="Where the server mounts export_dir (models.config).")
+
+    def validate(self) -> None:
+        if self.model_name is not None and not _MODEL_NAME.match(self.model_name):
+            raise ConfigError("model_name", f"letters, digits, '_', '.' and '-' only, got {self.model_name!r}")
+        if not self.container_dir.startswith("/"):
+            raise ConfigError("container_dir", f"must be an absolute path, got {self.container_dir!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TfliteOptions:
+    """The TFLite files written beside the SavedModel."""
+
+    tflite_kinds: tuple[str, ...] = option(KINDS, help="TFLite files per subnet (empty: none).", choices=KINDS)
+    bundle: bool = option(True, help="Also write one multi-signature .tflite per kind holding every subnet.")
+    representative_examples: int = option(200, help="Training images that calibrate the int8 conversion.")
+
+    def validate(self) -> None:
+        _at_least_one(self, "representative_examples")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckOptions:
+    """How the exported subnets are calibrated, evaluated and timed."""
+
+    calibration_batches: int = option(0, help="BN calibration batches per subnet (0: the run's setting).")
+    crop_fraction: float = option(
+        data_lib.DEFAULT_CROP_FRACTION, help="Centre-crop fraction of evaluation preprocessing."
+    )
+    evaluate: bool = option(True, help="Measure Keras and TFLite top-1 on the validation split.")
+    eval_examples: int = option(0, help="Validation examples to evaluate on (0: all).")
+    latency: bool = option(True, help="Time every .tflite file (batch 1) on this machine.")
+    latency_threads: int = option(1, help="Interpreter threads for the latency measurements.")
+
+    def validate(self) -> None:
+        if not 0.0 < self.crop_fraction <= 1.0:
+            raise ConfigError("crop_fraction", f"must lie in (0, 1], got {self.crop_fraction}")
+        _at_least_one(self, "latency_threads")
+        _not_negative(self, "calibration_batches", "eval_examples")
+
+
+@dataclasses.dataclass(frozen=True)
+class QatOptions:
+    """Quantization-aware fine-tuning of one subnet before an extra int8 conversion."""
+
+    qat: bool = option(False, help="Quantization-aware fine-tuning of one subnet before an extra int8 conversion.")
+    qat_subnet: str | None = option(None, help="The subnet to fine-tune (default: the largest).")
+    qat_epochs: int = option(2, help="QAT epochs.")
+    qat_steps_per_epoch: int = option(0, help="QAT steps per epoch (0: one pass over the training split).")
+    qat_learning_rate: float = option(1e-3, help="QAT learning rate (SGD, momentum 0.9).")
+    qat_batch_size: int = option(0, help="QAT batch size (0: the run's global_batch_size).")
+
+    def validate(self) -> None:
+        _at_least_one(self, "qat_epochs")
+        _not_negative(self, "qat_steps_per_epoch", "qat_batch_size")
+        if not self.qat_learning_rate > 0:
+            raise ConfigError("qat_learning_rate", f"must be positive, got {self.qat_learning_rate}")
+        if self.qat_subnet and not self.qat:
+            raise ConfigError("qat_subnet", "given without `qat`")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    """Everything `tools/export.py` is told (one flag per leaf field)."""
+
+    job_dir: str = option("", help="Training run to export (tools/train.py's job_dir).")
+    export_dir: str = option("", help="Output directory; must be new or empty unless new_version.")
+    data_dir: str | None = option(None, help="The run's data, if it moved since training.")
+    seed: int = option(0, help="Seed of the representative and QAT data.")
+    subnets: SubnetChoice = group(SubnetChoice)
+    tflite: TfliteOptions = group(TfliteOptions)
+    checks: CheckOptions = group(CheckOptions)
+    quantization: QatOptions = group(QatOptions)
+
+    def replace(self, **changes) -> "ExportOptions":
+        return config_flags.replace(self, **changes)
 
     def validate(self) -> None:
         if not self.job_dir:
-            raise ValueError("--job_dir: required")
+            raise ConfigError("job_dir", "required")
         if not self.export_dir:
-            raise ValueError("--export_dir: required")
+            raise ConfigError("export_dir", "required")
         if os.path.abspath(self.export_dir) == os.path.abspath(self.job_dir):
-            raise ValueError("--export_dir: must differ from --job_dir")
-        if self.model_name is not None and not _MODEL_NAME.match(self.model_name):
-            raise ValueError(f"--model_name: letters, digits, '_', '.' and '-' only, got {self.model_name!r}")
-        try:
-            check_kinds(self.tflite_kinds)
-        except ValueError as e:
-            raise ValueError(str(e)) from None
-        if not 0.0 < self.crop_fraction <= 1.0:
-            raise ValueError(f"--crop_fraction: must lie in (0, 1], got {self.crop_fraction}")
-        if not self.container_dir.startswith("/"):
-            raise ValueError(f"--container_dir: must be an absolute path, got {self.container_dir!r}")
-        for name in ("representative_examples", "latency_threads", "qat_epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name}: must be at least 1, got {getattr(self, name)}")
-        for name in ("calibration_batches", "eval_examples", "qat_steps_per_epoch", "qat_batch_size"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name}: must be >= 0, got {getattr(self, name)}")
-        if not self.qat_learning_rate > 0:
-            raise ValueError(f"--qat_learning_rate: must be positive, got {self.qat_learning_rate}")
-        if self.qat_subnet and not self.qat:
-            raise ValueError("--qat_subnet: given without --qat")
+            raise ConfigError("export_dir", "must differ from `job_dir`")
+        config_flags.check_choices(self)
+        for part in (self.subnets, self.tflite, self.checks, self.quantization):
+            part.validate()
+
+
+def _at_least_one(options, *names):
+    for name in names:
+        if getattr(options, name) < 1:
+            raise ConfigError(name, f"must be at least 1, got {getattr(options, name)}")
+
+
+def _not_negative(options, *names):
+    for name in names:
+        if getattr(options, name) < 0:
+            raise ConfigError(name, f"must be >= 0, got {getattr(options, name)}")
 
 
 @dataclasses.dataclass
@@ -101,9 +158,7 @@ class ExportResult:
 class ExportPlan:
     """What `plan` found: the run, its subnets, and the version this export will be."""
 
-    train_config: object
-    info: data_lib.DatasetInfo
-    metrics: dict
+    job: Job
     subnets: list
     model_name: str
     version: int
@@ -112,57 +167,35 @@ class ExportPlan:
 
 
 def plan(options: ExportOptions) -> ExportPlan:
-    """Every check that needs no model: raises ValueError naming the flag to fix."""
-    from pss_tf import trainer
-    from pss_tf.train_config import TrainConfig
-
+    """Every check that needs no model: raises ConfigError naming the field to fix."""
     options.validate()
-    run_file = os.path.join(options.job_dir, trainer.RUN_FILE)
-    if not os.path.exists(run_file):
-        raise ValueError(f"--job_dir: {options.job_dir} holds no training run ({trainer.RUN_FILE} is missing)")
-    train_config = TrainConfig.from_dict(read_json(run_file, trainer.RUN_FILE))
-    info = data_lib.check_dataset(
-        train_config.dataset,
-        options.data_dir or train_config.data_dir,
-        synthetic=data_lib.SyntheticSpec(
-            num_classes=train_config.synthetic_classes,
-            num_train=train_config.synthetic_train_examples,
-            num_val=train_config.synthetic_val_examples,
-        ),
-    )
-    space = train_config.search_space()
-    configs = [subnets_lib.parse_config(text, space) for text in options.configs]
-    include_winners = options.winners if options.winners is not None else not configs
+    job = Job(options.job_dir, options.data_dir)
+    job.info  # Checks the (possibly moved) data before anything is built.
+    choice = options.subnets
+    configs = [subnets_lib.parse_config(text, job.space) for text in choice.config]
+    include_winners = choice.winners if choice.winners is not None else not configs
     winners = None
     if include_winners:
-        path = os.path.join(options.job_dir, trainer.WINNERS_FILE)
-        if not os.path.exists(path):
-            raise ValueError(
-                f"--job_dir: {options.job_dir} has no {trainer.WINNERS_FILE} (the run has not finished); "
-                "train to the end (--resume), or export chosen configs with --config"
-            )
-        winners = trainer.load_winners(options.job_dir)
+        winners = job.winners()
         if not winners:
-            raise ValueError(f"--job_dir: {path} lists no winners (every pool was empty)")
-    metrics = trainer.make_metrics(train_config, info, space)
-    cost_kwargs = dict(num_classes=info.num_classes, small_input=train_config.small_input, in_channels=info.channels)
-    chosen = subnets_lib.select(winners, configs, metrics, cost_kwargs)
+            raise ConfigError("job_dir", f"{job.path} lists no winners (every pool was empty)")
+    chosen = subnets_lib.select(winners, configs, job.metrics, job.cost_kwargs())
     qat_subnet = None
-    if options.qat:
+    if options.quantization.qat:
         names = [s.name for s in chosen]
-        qat_subnet = options.qat_subnet or subnets_lib.largest(chosen, next(iter(metrics))).name
+        qat_subnet = options.quantization.qat_subnet or subnets_lib.largest(chosen, next(iter(job.metrics))).name
         if qat_subnet not in names:
-            raise ValueError(f"--qat_subnet: {qat_subnet!r} is not exported; choose one of {names}")
+            raise ConfigError("qat_subnet", f"{qat_subnet!r} is not exported; choose one of {names}")
         from pss_tf.export.qat import import_tfmot
 
         try:
             import_tfmot()
         except ImportError as e:
-            raise ValueError(str(e)) from None
-    model_name = options.model_name or f"pss_{train_config.model}"
-    version = serving.plan_version(options.export_dir, options.new_version)
+            raise ConfigError("qat", str(e)) from None
+    model_name = choice.model_name or f"pss_{job.config.space.model}"
+    version = serving.plan_version(options.export_dir, choice.new_version)
     fresh = not (os.path.isdir(options.export_dir) and os.listdir(options.export_dir))
-    return ExportPlan(train_config, info, metrics, chosen, model_name, version, fresh, qat_subnet)
+    return ExportPlan(job, chosen, model_name, version, fresh, qat_subnet)
 
 
 def export(options: ExportOptions, log: Callable[[str], None] = logger.info) -> ExportResult:
@@ -173,7 +206,7 @@ def export(options: ExportOptions, log: Callable[[str], None] = logger.info) -> 
         manifest = _build(options, checked, staging, log)
         serving.commit(
             staging, options.export_dir, checked.model_name, checked.version, manifest,
-            options.container_dir, checked.fresh,
+            options.subnets.container_dir, checked.fresh,
         )
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -188,7 +221,7 @@ def _build(options: ExportOptions, checked: ExportPlan, staging: str, log) -> di
         build.extract()
         build.saved_model()
         build.tflite_files()
-        if options.bundle:
+        if options.tflite.bundle:
             build.bundles()
         if checked.qat_subnet:
             build.quantization_aware()
@@ -201,17 +234,18 @@ class _Build:
     """The steps of one export, writing into `staging`; state shared through attributes."""
 
     def __init__(self, options: ExportOptions, checked: ExportPlan, staging: str, log):
-        from pss_tf.export.job_data import JobData
+        from pss_tf.export.client_data import ClientData
 
         self.options, self.checked, self.staging, self.log = options, checked, staging, log
-        self.data = JobData(checked.train_config, checked.info, options.data_dir)
-        self.size, self.crop, self.channels = self.data.image_size, options.crop_fraction, checked.info.channels
+        self.job = checked.job
+        self.client_data = ClientData(self.job.data)
+        self.size, self.crop, self.channels = self.job.data.image_size, options.checks.crop_fraction, self.job.info.channels
         self.subnets = checked.subnets
         self.saved_model_dir = serving.serving_path(staging, checked.model_name, checked.version)
         self.tflite_dir = serving.tflite_path(staging, checked.version)
         self.work = tempfile.mkdtemp(dir=staging, prefix=".work-")
         self.entries = {s.name: {**s.to_dict(), "signature": s.name, "accuracy": {}, "tflite": {}} for s in self.subnets}
-        self.models, self.signatures, self.bundle_files, self.qat_report = {}, {}, {}, None
+        self.models, self.weights, self.signatures, self.bundle_files, self.qat_report = {}, {}, {}, {}, None
         self._representative = None
 
     def relative(self, path: str) -> str:
@@ -219,31 +253,42 @@ class _Build:
 
     def representative(self):
         if self._representative is None:
-            self._representative = self.data.representative_images(self.options.representative_examples, self.options.seed)
+            self._representative = self.client_data.representative_images(
+                self.options.tflite.representative_examples, self.options.seed
+            )
         return self._representative
 
     def validation(self):
         """Client-side validation batches (uint8 at S x S), for TFLite accuracy."""
-        return self.data.client_batches("val", 256, self.options.eval_examples)
+        return self.client_data.batches("val", 256, self.options.checks.eval_examples)
 
     def extract(self):
-        from pss_tf import trainer
-        from pss_tf.export import calibrated
+        """Calibrates each subnet on the batches training evaluated it with, then extracts it."""
+        from pss_tf.training.evaluation import make_evaluator
 
-        supernet, _, _ = trainer.load_job(self.options.job_dir)
-        batches = self.options.calibration_batches or self.checked.train_config.calibration_batches
-        self.log(f"calibrating and extracting {len(self.subnets)} subnets ({batches} BN calibration batches each)")
-        self.models = calibrated.extract_calibrated(supernet, self.subnets, self.data.calibration_batches(batches))
-        if self.options.evaluate:
+        checks = self.options.checks
+        supernet = self.job.restore_supernet()
+        evaluator = make_evaluator(supernet, self.job.config, self.job.data, checks.calibration_batches or None)
+        self.log(
+            f"calibrating and extracting {len(self.subnets)} subnets "
+            f"({evaluator.calibration_batches} BN calibration batches each)"
+        )
+        for s in self.subnets:
+            evaluator.calibrate(s.config)
+            self.weights[s.name] = supernet.subnet_weights(s.config)
+            self.models[s.name] = supernet.extract(s.config, name=s.name, weights=self.weights[s.name])
+        self.supernet = supernet
+        if checks.evaluate:
+            batch_size = self.job.config.evaluation.eval_batch_size
             for s in self.subnets:
-                validation = self.data.validation_batches(self.options.eval_examples)
-                self.entries[s.name]["accuracy"]["keras"] = calibrated.keras_top1(self.models[s.name], validation)
+                validation = self.job.data.validation(batch_size, checks.eval_examples)
+                self.entries[s.name]["accuracy"]["keras"] = keras_top1(self.models[s.name], validation)
 
     def saved_model(self):
         from pss_tf.export import savedmodel
 
         functions, self.signatures = savedmodel.signatures(
-            self.subnets, self.models, self.channels, self.size, self.crop, list(self.checked.metrics)
+            self.subnets, self.models, self.channels, self.size, self.crop, list(self.job.metrics)
         )
         self.log(f"writing the SavedModel ({len(self.signatures)} signatures)")
         savedmodel.save(self.saved_model_dir, self.models.values(), functions)
@@ -263,10 +308,11 @@ class _Build:
         path = os.path.join(self.tflite_dir, f"{name}_{kind}.tflite")
         _write_bytes(path, content)
         entry = {"file": self.relative(path), "bytes": len(content)}
-        if self.options.latency:
-            entry["latency_ms"] = tflite.latency_ms(content, self.options.latency_threads)
+        checks = self.options.checks
+        if checks.latency:
+            entry["latency_ms"] = tflite.latency_ms(content, checks.latency_threads)
         self.entries[name]["tflite"][kind] = entry
-        if self.options.evaluate:
+        if checks.evaluate:
             self.entries[name]["accuracy"][f"tflite_{kind}"] = tflite.top1(content, self.validation())
 
     def tflite_files(self):
@@ -274,7 +320,7 @@ class _Build:
 
         for s in self.subnets:
             source = self.fixed_size_source(s.name, [s])
-            for kind in self.options.tflite_kinds:
+            for kind in self.options.tflite.tflite_kinds:
                 self.log(f"converting {s.name} to TFLite ({kind})")
                 representative = self.representative() if kind == "int8" else None
                 self.write_tflite(s.name, kind, tflite.convert(source, [s.name], kind, representative))
@@ -282,11 +328,12 @@ class _Build:
     def bundles(self):
         from pss_tf.export import tflite
 
-        if not self.options.tflite_kinds:
+        kinds = self.options.tflite.tflite_kinds
+        if not kinds:
             return
         names = [s.name for s in self.subnets]
         source = self.fixed_size_source("bundle", self.subnets)
-        for kind in self.options.tflite_kinds:
+        for kind in kinds:
             self.log(f"converting the {kind} bundle of {len(names)} subnets")
             representative = self.representative() if kind == "int8" else None
             content = tflite.convert(source, names, kind, representative)
@@ -298,17 +345,20 @@ class _Build:
         """Fine-tunes one subnet with QAT, converts it to int8, compares it with plain int8."""
         from pss_tf.export import qat, tflite
 
-        options, subnet = self.options, next(s for s in self.subnets if s.name == self.checked.qat_subnet)
-        resolution = subnet.config.resolution
-        batch_size = options.qat_batch_size or self.checked.train_config.global_batch_size
-        steps = options.qat_steps_per_epoch or max(1, data_lib.steps_per_epoch(self.checked.info, batch_size))
+        options, subnet = self.options.quantization, next(s for s in self.subnets if s.name == self.checked.qat_subnet)
+        config = self.job.config
+        batch_size = options.qat_batch_size or config.optimization.global_batch_size
+        steps = options.qat_steps_per_epoch or max(1, self.job.data.steps_per_epoch(batch_size))
         self.log(f"quantization-aware fine-tuning of {subnet.name}: {options.qat_epochs} epochs of {steps} steps")
+        rebuilt = qat.rebuild(self.supernet, subnet.config, self.weights[subnet.name])
         quantized = qat.finetune(
-            self.models[subnet.name], resolution, self.data.training_batches(batch_size, options.seed),
+            rebuilt, subnet.config.resolution, self.job.data.training(batch_size, self.options.seed),
             options.qat_epochs, steps, options.qat_learning_rate,
         )
         source = os.path.join(self.work, "qat")
-        qat.write_saved_model(quantized, subnet.name, resolution, self.channels, self.size, self.crop, source)
+        qat.write_saved_model(
+            quantized, subnet.name, subnet.config.resolution, self.channels, self.size, self.crop, source
+        )
         content = tflite.convert(source, [subnet.name], "int8", self.representative())
         self.write_tflite(subnet.name, QAT_KIND, content)
         accuracy = self.entries[subnet.name]["accuracy"]
@@ -333,13 +383,14 @@ class _Build:
     def manifest(self) -> dict:
         from pss_tf.export import manifest as manifest_lib
 
+        checks = self.options.checks
         latency = None
-        if self.options.latency:
+        if checks.latency:
             from pss_tf.latency.measure import device_info, runtime_info
 
             latency = {
                 "batch": 1,
-                "threads": self.options.latency_threads,
+                "threads": checks.latency_threads,
                 "statistic": "median of repeats of the mean invoke time",
                 "device": device_info(),
                 "runtime": runtime_info(),
@@ -347,12 +398,9 @@ class _Build:
         result = manifest_lib.build(
             model_name=self.checked.model_name,
             version=self.checked.version,
-            job_dir=os.path.abspath(self.options.job_dir),
-            train_config=self.checked.train_config,
-            info=self.checked.info,
+            job=self.job,
             image_size=self.size,
             crop_fraction=self.crop,
-            metrics=list(self.checked.metrics),
             subnet_entries=[self.entries[s.name] for s in self.subnets],
             signatures=self.signatures,
             saved_model_path=self.relative(self.saved_model_dir),
@@ -362,6 +410,22 @@ class _Build:
         )
         atomic_write_json(os.path.join(self.saved_model_dir, "assets.extra", "pss_manifest.json"), result)
         return result
+
+
+def keras_top1(model, batches) -> float:
+    """Top-1 of a Keras model over (normalised images, labels) batches."""
+    import numpy as np
+    import tensorflow as tf
+
+    predict = tf.function(lambda x: tf.argmax(model(x, training=False), -1), reduce_retracing=True)
+    correct = total = 0
+    for images, labels in batches:
+        predictions = predict(images).numpy()
+        correct += int(np.sum(predictions == labels.numpy()))
+        total += len(predictions)
+    if not total:
+        raise ValueError("evaluation: the validation split is empty")
+    return correct / total
 
 
 def _write_bytes(path: str, content: bytes) -> None:

@@ -11,6 +11,7 @@ docs/RESULTS.md.
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 
 FORMAT_VERSION = 1
@@ -32,12 +33,9 @@ def build(
     *,
     model_name: str,
     version: int,
-    job_dir: str,
-    train_config,
-    info,
+    job,
     image_size: int,
     crop_fraction: float,
-    metrics: list[str],
     subnet_entries: list[dict],
     signatures: dict,
     saved_model_path: str,
@@ -45,16 +43,17 @@ def build(
     latency: dict | None,
     qat: dict | None,
 ) -> dict:
+    info = job.info
     return {
         "format": FORMAT_VERSION,
         "model_name": model_name,
         "version": version,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "job_dir": job_dir,
-        "model": train_config.model,
-        "dataset": train_config.dataset,
+        "job_dir": os.path.abspath(job.path),
+        "model": job.config.space.model,
+        "dataset": job.config.data.dataset,
         "num_classes": info.num_classes,
-        "metrics": {name: _unit(name) for name in metrics},
+        "metrics": {name: metric.unit for name, metric in job.metrics.items()},
         "input": {
             "name": "images",
             "dtype": "uint8",
@@ -81,10 +80,6 @@ def build(
         "subnets": subnet_entries,
         "environment": environment(),
     }
-
-
-def _unit(metric: str) -> str:
-    return {"flops": "M MACs", "latency_cpu": "ms (lookup-table prediction)"}.get(metric, "")
 
 
 def markdown_table(manifest: dict) -> str:

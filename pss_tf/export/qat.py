@@ -1,11 +1,11 @@
 """Quantization-aware fine-tuning of one subnet before its int8 conversion.
 
 tensorflow-model-optimization (tfmot) works on tf_keras (Keras 2) models
-only, so the extracted Keras 3 model is rebuilt layer by layer in tf_keras
-with the same weights (`to_tf_keras`). The rebuilt model starts after the
-resize layer (tfmot cannot quantize `Resizing`): it takes images at the
-subnet's own resolution, and the serving function resizes before it as the
-extracted model does. `quantize_model` then inserts fake-quantization, a few
+only, so the subnet is rebuilt in tf_keras from the same static blocks and
+calibrated weights as its exported Keras model (`rebuild`). The rebuilt model
+starts after the resize layer (tfmot cannot quantize `Resizing`): it takes
+images at the subnet's own resolution, and the serving function resizes
+before it as the extracted model does. `quantize_model` then inserts fake-quantization, a few
 epochs of training on the run's augmented training stream adapt the weights
 to it (BN layers frozen, so the subnet's calibrated statistics stay), and the
 converter turns the result into an int8 model.
@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import os
 
-import keras
 import tensorflow as tf
 
 from pss_tf.export.preprocessing import prepare_images
-from pss_tf.export.savedmodel import IMAGES, classify, images_spec
+from pss_tf.export.savedmodel import classify, images_spec
 
 
 def import_tfmot():
@@ -41,64 +40,19 @@ def import_tfmot():
     return tfmot, tf_keras
 
 
-def _rebuild(layer, tf_keras):
-    """A tf_keras layer with the configuration of a standard Keras 3 layer."""
-    L = tf_keras.layers
-    config = layer.get_config()
-    common = {"name": layer.name}
-    if isinstance(layer, keras.layers.DepthwiseConv2D):  # before Conv2D: a subclass in some versions
-        return L.DepthwiseConv2D(
-            config["kernel_size"], strides=config["strides"], padding=config["padding"],
-            depth_multiplier=config["depth_multiplier"], use_bias=config["use_bias"], **common,
-        )
-    if isinstance(layer, keras.layers.Conv2D):
-        return L.Conv2D(
-            config["filters"], config["kernel_size"], strides=config["strides"], padding=config["padding"],
-            use_bias=config["use_bias"], **common,
-        )
-    if isinstance(layer, keras.layers.BatchNormalization):
-        return L.BatchNormalization(epsilon=config["epsilon"], momentum=config["momentum"], **common)
-    if isinstance(layer, keras.layers.ReLU):
-        return L.ReLU(max_value=config["max_value"], **common)
-    if isinstance(layer, keras.layers.Add):
-        return L.Add(**common)
-    if isinstance(layer, keras.layers.GlobalAveragePooling2D):
-        return L.GlobalAveragePooling2D(**common)
-    if isinstance(layer, keras.layers.Dropout):
-        return L.Dropout(config["rate"], **common)
-    if isinstance(layer, keras.layers.Dense):
-        return L.Dense(config["units"], use_bias=config["use_bias"], **common)
-    raise ValueError(f"qat: cannot rebuild layer {layer.name!r} of type {type(layer).__name__} in tf_keras")
+def rebuild(supernet, config, weights: dict):
+    """The subnet `config` as a tf_keras model with the given (calibrated) weights.
 
-
-def to_tf_keras(model: keras.Model, resolution: int):
-    """The extracted `model` after its resize layer, as a tf_keras model with its weights.
-
-    It takes normalised images of `resolution` x `resolution`.
+    Built by `Supernet.extract` from the same static blocks as the exported
+    Keras model, without the resize layer (tfmot cannot quantize `Resizing`):
+    it takes normalised images at the subnet's own resolution.
     """
     _, tf_keras = import_tfmot()
-    channels = model.inputs[0].shape[-1]
-    inputs = tf_keras.Input((resolution, resolution, channels), name=IMAGES)
-    tensors = {}
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            tensors[id(layer.output)] = inputs
-            continue
-        if isinstance(layer, keras.layers.Resizing):
-            if (layer.height, layer.width) != (resolution, resolution):
-                raise ValueError(f"qat: the model resizes to {layer.height}, not {resolution}")
-            tensors[id(layer.output)] = tensors[id(layer.input)]
-            continue
-        new = _rebuild(layer, tf_keras)
-        args = layer.input
-        x = [tensors[id(a)] for a in args] if isinstance(args, list) else tensors[id(args)]
-        tensors[id(layer.output)] = new(x)
-        new.set_weights(layer.get_weights())
-    return tf_keras.Model(inputs, tensors[id(model.outputs[0])], name=f"{model.name}_tf_keras")
+    return supernet.extract(config, name=f"{config.model}_tf_keras", resize=False, keras_module=tf_keras, weights=weights)
 
 
-def finetune(model: keras.Model, resolution: int, batches, epochs: int, steps_per_epoch: int, learning_rate: float):
-    """A quantization-aware copy of `model`, trained on (images, labels) `batches`.
+def finetune(rebuilt, resolution: int, batches, epochs: int, steps_per_epoch: int, learning_rate: float):
+    """A quantization-aware copy of the tf_keras model `rebuilt`, trained on (images, labels) `batches`.
 
     `batches` yields normalised images at any size (the training stream at
     the largest resolution); they are resized to `resolution` as the
@@ -107,7 +61,6 @@ def finetune(model: keras.Model, resolution: int, batches, epochs: int, steps_pe
     tfmot, tf_keras = import_tfmot()
     if epochs < 1 or steps_per_epoch < 1:
         raise ValueError(f"qat: epochs and steps per epoch must be positive, got {epochs}, {steps_per_epoch}")
-    rebuilt = to_tf_keras(model, resolution)
     for layer in rebuilt.layers:
         # A frozen tf_keras BN layer runs in inference mode: the subnet's calibrated
         # statistics stay in place instead of drifting towards a few small batches'.

@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 
+from pss_tf.errors import ConfigError
 from pss_tf.io_utils import atomic_write_json, atomic_write_text
 
 MODELS_CONFIG = "models.config"
@@ -55,18 +56,20 @@ def is_export(export_dir: str) -> bool:
 def plan_version(export_dir: str, new_version: bool) -> int:
     """The version this export will write, or ValueError if `export_dir` forbids it."""
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
-        raise ValueError(f"--export_dir: {export_dir} is a file")
+        raise ConfigError("export_dir", f"{export_dir} is a file")
     occupied = os.path.isdir(export_dir) and bool(os.listdir(export_dir))
     if not occupied:
         return 1
     if not new_version:
-        raise ValueError(
-            f"--export_dir: {export_dir} already exists and is not empty; nothing was changed. "
-            "Pass --new_version to add a version beside the existing ones, or choose a new directory"
+        raise ConfigError(
+            "export_dir",
+            f"{export_dir} already exists and is not empty; nothing was changed. "
+            "Pass `new_version` to add a version beside the existing ones, or choose a new directory"
         )
     if not is_export(export_dir):
-        raise ValueError(
-            f"--export_dir: {export_dir} is not an export directory (no {MODELS_CONFIG} and {SERVING}/); "
+        raise ConfigError(
+            "export_dir",
+            f"{export_dir} is not an export directory (no {MODELS_CONFIG} and {SERVING}/); "
             "nothing was changed"
         )
     return (existing_versions(export_dir) or [0])[-1] + 1
@@ -124,7 +127,7 @@ def commit(
             try:
                 os.rmdir(export_dir)
             except OSError:
-                raise ValueError(f"--export_dir: {export_dir} was filled while exporting; nothing was changed") from None
+                raise ConfigError("export_dir", f"{export_dir} was filled while exporting; nothing was changed") from None
         os.rename(staging, export_dir)
         return
     moves = [
@@ -133,7 +136,7 @@ def commit(
     ]
     for source, target in moves:
         if os.path.exists(target):
-            raise ValueError(f"--export_dir: {target} appeared while exporting; nothing was changed")
+            raise ConfigError("export_dir", f"{target} appeared while exporting; nothing was changed")
     for source, target in moves:
         if os.path.isdir(source):
             os.makedirs(os.path.dirname(target), exist_ok=True)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from pss_tf.config import SearchSpace, SubnetConfig
-from pss_tf.cost import count_flops, count_params
+from pss_tf.errors import ConfigError
+from pss_tf.space.config import SearchSpace, SubnetConfig
+from pss_tf.space.cost import count_flops, count_params
 
 WINNER = "winner"
 CONFIG = "config"
@@ -58,7 +59,7 @@ class Subnet:
 
 
 def parse_config(text: str, space: SearchSpace) -> SubnetConfig:
-    """A `--config` JSON, checked to lie in the space the supernet was trained on.
+    """A `config` JSON, checked to lie in the space the supernet was trained on.
 
     Outside it the shared weights were never trained (or do not exist, for a
     width above the maximum), so an export would be meaningless.
@@ -66,10 +67,10 @@ def parse_config(text: str, space: SearchSpace) -> SubnetConfig:
     try:
         config = SubnetConfig.from_json(text)
     except ValueError as e:
-        raise ValueError(f"--config: {e}") from None
+        raise ConfigError("config", f"{e}") from None
     problems = space.violations(config)
     if problems:
-        raise ValueError(f"--config: {config} lies outside the run's search space: " + "; ".join(problems))
+        raise ConfigError("config", f"{config} lies outside the run's search space: " + "; ".join(problems))
     return config
 
 
@@ -87,9 +88,9 @@ def select(
     """The subnets to export, sorted by their value under the first metric.
 
     Args:
-        winners: `trainer.load_winners(job_dir)` entries, or None to skip them.
+        winners: `Job.winners()` entries, or None to skip them.
         configs: hand-given configs (already checked by `parse_config`).
-        metrics: the run's metrics by name (`trainer.make_metrics`); the first
+        metrics: the run's metrics by name (`Job.metrics`); the first
             one orders the subnets and drives the default `adaptive` signature.
         cost_kwargs: num_classes, small_input and in_channels, for MACs and
             parameter counts.
@@ -105,11 +106,11 @@ def select(
         macs = count_flops(config, **cost_kwargs)
         subnets.append(_make(config, config_name(config, macs), CONFIG, metrics, cost_kwargs))
     if not subnets:
-        raise ValueError("nothing to export: no winners and no --config")
+        raise ConfigError("config", "nothing to export: no winners and no config")
     names = [s.name for s in subnets]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"two subnets would share the signature name(s) {duplicates}; drop the repeated --config")
+        raise ConfigError("config", f"two subnets would share the signature name(s) {duplicates}; drop the repeated config")
     for name in names:
         if not _NAME.match(name) or name.startswith(("adaptive", "serving_default")):
             raise ValueError(f"subnet name {name!r} cannot name a signature")

@@ -26,6 +26,8 @@ from collections.abc import Iterable
 import numpy as np
 import tensorflow as tf
 
+from pss_tf.errors import ConfigError
+
 KINDS = ("float32", "dynamic_range", "int8")
 IMAGES = "images"
 
@@ -40,7 +42,7 @@ def check_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
     kinds = tuple(kinds)
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
-        raise ValueError(f"--tflite_kinds: unknown kind(s) {unknown}; expected some of {list(KINDS)}")
+        raise ConfigError("tflite_kinds", f"unknown kind(s) {unknown}; expected some of {list(KINDS)}")
     return kinds
 
 

@@ -18,6 +18,7 @@ import subprocess
 import time
 from typing import Callable
 
+from pss_tf.errors import ConfigError
 from pss_tf.latency import grid as grid_lib
 from pss_tf.latency.lut import SETUP_FIELDS, LatencyTable, SpaceSpec
 from pss_tf.latency.variants import Variant, space_variants
@@ -73,7 +74,7 @@ def busy_check(pattern: str) -> Callable[[], bool] | None:
     try:
         re.compile(pattern)
     except re.error as e:
-        raise ValueError(f"--wait_while_running: not a regular expression ({e})") from None
+        raise ConfigError("wait_while_running", f"not a regular expression ({e})") from None
 
     def busy() -> bool:
         found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
@@ -97,17 +98,19 @@ def open_table(path: str, setup: dict) -> LatencyTable:
     """The table at `path` to extend, or a new one; refuses another set-up's file."""
     if not os.path.exists(path):
         return LatencyTable(setup)
-    table = LatencyTable.load(path, "--out")
+    table = LatencyTable.load(path, "out")
     for name in SETUP_FIELDS:
         if table.header.get(name) != setup.get(name):
-            raise ValueError(
-                f"--out: {path} was measured with {name}={table.header.get(name)!r}, this run has "
-                f"{setup.get(name)!r}; latencies of different set-ups must not share a table, choose another --out"
+            raise ConfigError(
+                "out",
+                f"{path} was measured with {name}={table.header.get(name)!r}, this run has "
+                f"{setup.get(name)!r}; latencies of different set-ups must not share a table, choose another `out`"
             )
     if table.channel_step != setup.get("channel_step", 0):
-        raise ValueError(
-            f"--channel_step: {path} was built with --channel_step={table.channel_step}; pass the same value "
-            "or choose another --out"
+        raise ConfigError(
+            "channel_step",
+            f"{path} was built with channel_step={table.channel_step}; pass the same value "
+            "or choose another `out`"
         )
     return table
 
@@ -148,7 +151,7 @@ def build_table(
             a stretch where a core is taken away, which only ever adds time.
     """
     if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
-        raise ValueError(f"--passes: must be a positive int, got {passes!r}")
+        raise ConfigError("passes", f"must be a positive int, got {passes!r}")
     prepare = prepare or (lambda variant: variant)
     chunk = 1 if passes == 1 else max(1, int(chunk))
     started = time.perf_counter()

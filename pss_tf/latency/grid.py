@@ -16,8 +16,8 @@ import collections
 
 import numpy as np
 
-from pss_tf.config import SearchSpace
 from pss_tf.latency.variants import Variant, slot_variants, slots, stage_channels
+from pss_tf.space.config import SearchSpace
 
 
 def grid_channels(values: np.ndarray, step: int) -> set[int]:

@@ -27,9 +27,10 @@ import json
 import math
 import os
 
-from pss_tf.config import SearchSpace
+from pss_tf.errors import ConfigError
 from pss_tf.io_utils import atomic_write_json, read_json
 from pss_tf.latency.variants import Variant
+from pss_tf.space.config import SearchSpace
 
 FORMAT = "pss_tf.latency_table"
 VERSION = 1
@@ -63,14 +64,14 @@ class SpaceSpec:
         for item in filter(None, (part.strip() for part in (text or "").split(","))):
             name, sep, value = item.partition("=")
             if not sep:
-                raise ValueError(f"--space: expected key=value, got {item!r}")
+                raise ConfigError("space", f"expected key=value, got {item!r}")
             values[name.strip()] = value.strip()
         unknown = set(values) - set(_SPACE_FIELDS) - {"model", "small_input", "in_channels", "num_classes"}
         if unknown:
-            raise ValueError(f"--space: unknown key(s) {sorted(unknown)}")
+            raise ConfigError("space", f"unknown key(s) {sorted(unknown)}")
         model = values.pop("model", model)
         if model is None:
-            raise ValueError("--space: name the model (model=mobilenet_v1 or --model)")
+            raise ConfigError("space", "name the model (model=mobilenet_v1, or `model`)")
         try:
             space_args = {}
             for name in _SPACE_FIELDS:
@@ -86,9 +87,9 @@ class SpaceSpec:
                 int(values.get("num_classes", 1000)),
             )
         except ValueError as e:
-            raise ValueError(f"--space: {e}") from None
+            raise ConfigError("space", f"{e}") from None
         if spec.in_channels < 1 or spec.num_classes < 1:
-            raise ValueError("--space: in_channels and num_classes must be positive")
+            raise ConfigError("space", "in_channels and num_classes must be positive")
         return spec
 
 
@@ -146,13 +147,14 @@ class LatencyTable:
     def missing(self, variants) -> list[Variant]:
         return [v for v in variants if v not in self]
 
-    def check_covers(self, variants, path: str, spec: SpaceSpec, flag: str = "--latency_cpu_lut") -> None:
-        """Raises ValueError naming the first missing block and how to add it."""
+    def check_covers(self, variants, path: str, spec: SpaceSpec, field: str = "latency_cpu_lut") -> None:
+        """Raises ConfigError naming the first missing block and how to add it."""
         missing = self.missing(variants)
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise ValueError(
-                f"{flag}: the latency table {path} has no entry for block {missing[0].key}{more}, which the "
+            raise ConfigError(
+                field,
+                f"the latency table {path} has no entry for block {missing[0].key}{more}, which the "
                 f"search space needs. Measure the missing blocks with:\n  "
                 + rebuild_command(path, spec, self.threads, self.channel_step)
             )
@@ -194,30 +196,31 @@ class LatencyTable:
         atomic_write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | os.PathLike, flag: str = "latency table") -> "LatencyTable":
-        """Reads and checks a table; ValueError (prefixed by `flag`) if it is not one."""
-        where = f"{flag}: {os.fspath(path)}"
+    def load(cls, path: str | os.PathLike, field: str | None = None) -> "LatencyTable":
+        """Reads and checks a table; ConfigError (naming `field`, the setting that
+        gave the path) if it is not one."""
+        where = os.fspath(path)
         if not os.path.isfile(path):
-            raise ValueError(f"{where}: no such file (build one with tools/build_lut.py)")
-        data = read_json(path, flag)
+            raise ConfigError(field, f"{where}: no such file (build one with tools/build_lut.py)")
+        data = _read(path, field)
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"{where}: not a latency table (format is not {FORMAT!r})")
+            raise ConfigError(field, f"{where}: not a latency table (format is not {FORMAT!r})")
         if data.get("version") != VERSION:
-            raise ValueError(f"{where}: table version {data.get('version')!r}, this pss_tf reads version {VERSION}")
+            raise ConfigError(field, f"{where}: table version {data.get('version')!r}, this pss_tf reads version {VERSION}")
         for name in SETUP_FIELDS:
             if name not in data:
-                raise ValueError(f"{where}: header field {name!r} is missing")
+                raise ConfigError(field, f"{where}: header field {name!r} is missing")
         if isinstance(data["threads"], bool) or not isinstance(data["threads"], int) or data["threads"] < 1:
-            raise ValueError(f"{where}: threads must be a positive int, got {data['threads']!r}")
+            raise ConfigError(field, f"{where}: threads must be a positive int, got {data['threads']!r}")
         tables = {}
         for section in ("measured", "interpolated"):
             entries = data.get(section, {})
             if not isinstance(entries, dict):
-                raise ValueError(f"{where}: {section!r} must map block keys to milliseconds")
+                raise ConfigError(field, f"{where}: {section!r} must map block keys to milliseconds")
             for key, value in entries.items():
                 Variant.from_key(key)  # Raises on a malformed key.
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                    raise ValueError(f"{where}: {section} entry {key} is not a latency in ms: {value!r}")
+                    raise ConfigError(field, f"{where}: {section} entry {key} is not a latency in ms: {value!r}")
             tables[section] = {k: float(v) for k, v in entries.items()}
         header = {k: v for k, v in data.items() if k not in ("measured", "interpolated")}
         return cls(header, tables["measured"], tables["interpolated"])
@@ -227,3 +230,10 @@ class LatencyTable:
             f"LatencyTable({len(self.measured)} measured, {len(self.interpolated)} interpolated, "
             f"{self.threads} threads, {self.runtime.get('name')} {self.runtime.get('version')})"
         )
+
+
+def _read(path, field):
+    try:
+        return read_json(path, "latency table")
+    except ValueError as e:
+        raise ConfigError(field, str(e)) from None

@@ -20,10 +20,8 @@ import time
 
 import numpy as np
 
-from pss_tf import architectures
-from pss_tf.latency.variants import HEAD, Variant
-
-BN_EPSILON = 1e-3  # As pss_tf.blocks; the converter folds BN either way.
+from pss_tf.errors import ConfigError
+from pss_tf.latency.variants import Variant
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,49 +85,19 @@ def _interpreter_class():
 # --- models ---------------------------------------------------------------------
 
 
-def _conv_bn_relu(x, filters, kernel, stride, name, relu=True):
-    import keras
-
-    x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
-    return keras.layers.ReLU(max_value=6.0, name=f"{name}_relu")(x) if relu else x
-
-
-def _depthwise_bn_relu(x, stride, name):
-    import keras
-
-    x = keras.layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
-    x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_dw_bn")(x)
-    return keras.layers.ReLU(max_value=6.0, name=f"{name}_dw_relu")(x)
-
-
 def block_model(variant: Variant):
-    """A standalone Keras model running exactly `variant`'s ops."""
+    """A standalone Keras model running exactly `variant`'s ops: the static block
+    that extraction writes (`pss_tf.models.blocks.static_block`), at batch 1."""
     import keras
+
+    from pss_tf.models.blocks import static_block
 
     inputs = keras.Input((variant.size, variant.size, variant.cin), batch_size=1, name="x")
-    x = inputs
-    kind = variant.kind
-    if kind == architectures.STEM:
-        x = _conv_bn_relu(x, variant.cout, 3, variant.stride, "stem")
-    elif kind == architectures.POINTWISE:
-        x = _conv_bn_relu(x, variant.cout, 1, 1, "pointwise")
-    elif kind == architectures.SEPARABLE:
-        x = _depthwise_bn_relu(x, variant.stride, "block")
-        x = _conv_bn_relu(x, variant.cout, 1, 1, "block_pw")
-    elif kind == architectures.INVERTED_RESIDUAL:
-        if variant.hidden != variant.cin:
-            x = _conv_bn_relu(x, variant.hidden, 1, 1, "block_expand")
-        x = _depthwise_bn_relu(x, variant.stride, "block")
-        x = _conv_bn_relu(x, variant.cout, 1, 1, "block_project", relu=False)
-        if variant.residual:
-            x = keras.layers.Add(name="block_add")([inputs, x])
-    elif kind == HEAD:
-        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-        x = keras.layers.Dense(variant.cout, name="classifier")(x)
-    else:
-        raise ValueError(f"kind: cannot build block kind {kind!r}")
-    return keras.Model(inputs, x, name=kind)
+    outputs = static_block(
+        inputs, variant.kind, variant.cout, stride=variant.stride, hidden=variant.hidden,
+        residual=variant.residual, name="block",
+    )
+    return keras.Model(inputs, outputs, name=variant.kind)
 
 
 def trivial_model(channels: int = 8):
@@ -155,7 +123,9 @@ def to_tflite(model, direct: bool = True) -> bytes:
         try:
             if not direct:
                 return tf.lite.TFLiteConverter.from_keras_model(model).convert()
-            from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+            from tensorflow.python.framework.convert_to_constants import (
+                convert_variables_to_constants_v2,
+            )
 
             specs = [tf.TensorSpec(t.shape, t.dtype) for t in model.inputs]
             function = tf.function(lambda *x: model(list(x) if len(x) > 1 else x[0], training=False))
@@ -215,7 +185,7 @@ class Timer:
 
     def __init__(self, threads: int, protocol: Protocol = Protocol()):
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"--threads: must be a positive int, got {threads!r}")
+            raise ConfigError("threads", f"must be a positive int, got {threads!r}")
         self.threads = threads
         self.protocol = protocol
         self._interpreter = _interpreter_class()
@@ -251,22 +221,3 @@ class Timer:
 
     def invoke_overhead_ms(self) -> float:
         return self.time_keras(trivial_model()).median_ms
-
-
-def fixed_input_model(model, resolution: int):
-    """`model` (a `Supernet.extract` model) on a fixed batch-1 input at its own
-    resolution, without its resize layer: the network that latency tables model."""
-    import keras
-
-    layers = [layer for layer in model.layers if not isinstance(layer, (keras.layers.InputLayer, keras.layers.Resizing))]
-    channels = model.inputs[0].shape[-1]
-    inputs = keras.Input((resolution, resolution, channels), batch_size=1, name="images")
-    tensors = {id(model.layers[0].output): inputs}
-    resize = [layer for layer in model.layers if isinstance(layer, keras.layers.Resizing)]
-    for layer in resize:
-        tensors[id(layer.output)] = inputs
-    for layer in layers:
-        args = layer.input if isinstance(layer.input, list) else [layer.input]
-        values = [tensors[id(t)] for t in args]
-        tensors[id(layer.output)] = layer(values if isinstance(layer.input, list) else values[0])
-    return keras.Model(inputs, tensors[id(model.outputs[0])], name=f"{model.name}_fixed")

@@ -23,12 +23,18 @@ import numbers
 
 import numpy as np
 
-from pss_tf import architectures
-from pss_tf.config import SearchSpace, SubnetConfig, make_divisible_array
 from pss_tf.latency.lut import LatencyTable, SpaceSpec
-from pss_tf.latency.variants import Slot, Variant, slots, space_variants, subnet_variants
-from pss_tf.metrics import Metric
-from pss_tf.targets import TargetGrid
+from pss_tf.latency.variants import (
+    Slot,
+    Variant,
+    slots,
+    space_variants,
+    subnet_variants,
+)
+from pss_tf.space import architectures
+from pss_tf.space.config import SearchSpace, SubnetConfig, make_divisible_array
+from pss_tf.space.metrics import Metric
+from pss_tf.space.targets import TargetGrid
 
 logger = logging.getLogger(__name__)
 
@@ -88,10 +94,13 @@ class LatencyMetric(Metric):
         table_path: only for error messages.
     """
 
+    unit = "ms"
+    label_suffix = "ms"
+
     def __init__(
         self,
         model: str,
-        grid: TargetGrid,
+        grid: TargetGrid | None,
         table: LatencyTable,
         num_classes: int = 1000,
         small_input: bool = False,
@@ -152,14 +161,6 @@ class LatencyMetric(Metric):
             total = total + part
         return self._scale * total + self._offset
 
-    def with_grid(self, grid: TargetGrid) -> "LatencyMetric":
-        """The same metric on another target grid (the table is shared, not copied)."""
-        if not isinstance(grid, TargetGrid):
-            raise ValueError(f"grid: must be a TargetGrid, got {type(grid).__name__}")
-        other = copy.copy(self)
-        other.grid = grid
-        return other
-
     def with_calibration(self, calibration: dict | None) -> "LatencyMetric":
         """The same metric with another calibration (None: the plain sum of blocks)."""
         other = copy.copy(self)
@@ -183,7 +184,6 @@ class LatencyMetric(Metric):
     def to_dict(self) -> dict:
         return {
             **super().to_dict(),
-            "unit": "ms",
             "table": self.table.fingerprint(),
             "calibration": [self._scale, self._offset],
             "threads": self.table.threads,
@@ -197,7 +197,6 @@ class LatencyMetric(Metric):
 def load_latency_metric(
     path: str,
     model: str,
-    grid: TargetGrid,
     space: SearchSpace,
     name: str = "latency_cpu",
     num_classes: int = 1000,
@@ -206,17 +205,17 @@ def load_latency_metric(
 ) -> LatencyMetric:
     """A `LatencyMetric` from the table at `path`, checked to cover `space`.
 
-    Errors name the flag `--{name}_lut` and, for a table that lacks blocks, the
+    Errors name the field `{name}_lut` and, for a table that lacks blocks, the
     command that measures them. A table measured with another LiteRT version
     than the one installed here is flagged with a warning: its numbers describe
     the machine and runtime it was measured on.
     """
-    flag = f"--{name}_lut"
-    table = LatencyTable.load(path, flag)
+    field = f"{name}_lut"
+    table = LatencyTable.load(path, field)
     spec = SpaceSpec(space, small_input, in_channels, num_classes)
-    table.check_covers(space_variants(space, small_input, in_channels, num_classes), path, spec, flag)
+    table.check_covers(space_variants(space, small_input, in_channels, num_classes), path, spec, field)
     from pss_tf.latency.measure import runtime_info
 
     for problem in table.compatibility(runtime_version=runtime_info()["version"]):
-        logger.warning("%s: %s is %s; its latencies describe that set-up.", flag, path, problem)
-    return LatencyMetric(model, grid, table, num_classes, small_input, in_channels, name=name, table_path=path)
+        logger.warning("%s: %s is %s; its latencies describe that set-up.", field, path, problem)
+    return LatencyMetric(model, None, table, num_classes, small_input, in_channels, name=name, table_path=path)

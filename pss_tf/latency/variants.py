@@ -19,10 +19,10 @@ import math
 
 import numpy as np
 
-from pss_tf import architectures
-from pss_tf.config import SearchSpace, SubnetConfig, make_divisible_array
+from pss_tf.space import architectures
+from pss_tf.space.config import SearchSpace, SubnetConfig, make_divisible_array
 
-HEAD = "head"  # Global average pool and the fully connected classifier.
+HEAD = architectures.HEAD
 KINDS = (
     architectures.STEM,
     architectures.SEPARABLE,

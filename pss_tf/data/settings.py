@@ -1,0 +1,83 @@
+"""One object for every data setting of a run.
+
+Training, evaluation, BN calibration, export and the serving signatures must
+all read the same dataset with the same preprocessing, or served accuracy
+drifts from evaluated accuracy. `DataSettings` is derived once from a run's
+configuration (`TrainConfig.data_settings()`) and hands out every pipeline the
+run needs; a moved dataset is one `with_data_dir` away.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import tensorflow as tf
+
+from pss_tf.data import pipeline, preprocessing, sources
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+    """Which dataset, where, at what size, and how images are preprocessed.
+
+    `image_size` is the search space's largest resolution: every pipeline
+    yields images of that size and the network resizes them per subnet.
+    """
+
+    dataset: str
+    data_dir: str | None
+    image_size: int
+    synthetic: sources.SyntheticSpec = sources.SyntheticSpec()
+    crop_scale: tuple[float, float] = preprocessing.DEFAULT_CROP_SCALE
+    flip: bool = True
+    crop_fraction: float = preprocessing.DEFAULT_CROP_FRACTION
+
+    def with_data_dir(self, data_dir: str | None) -> "DataSettings":
+        """The same settings reading the data from `data_dir` (None: unchanged)."""
+        return self if data_dir is None else dataclasses.replace(self, data_dir=data_dir)
+
+    @functools.cached_property
+    def info(self) -> sources.DatasetInfo:
+        """The dataset's description; checks the data is there (ConfigError otherwise)."""
+        return sources.check_dataset(self.dataset, self.data_dir, synthetic=self.synthetic)
+
+    def steps_per_epoch(self, global_batch_size: int) -> int:
+        return pipeline.steps_per_epoch(self.info, global_batch_size)
+
+    def _options(self) -> dict:
+        return dict(
+            channels=self.info.channels,
+            synthetic=self.synthetic,
+            crop_scale=self.crop_scale,
+            flip=self.flip,
+            crop_fraction=self.crop_fraction,
+        )
+
+    def input_fn(self, global_batch_size: int, seed: int, start_step: int = 0):
+        """The endless augmented training stream, for `distribute_datasets_from_function`."""
+        return pipeline.make_input_fn(
+            self.dataset, self.data_dir, "train", self.image_size, global_batch_size,
+            training=True, seed=seed, start_step=start_step, **self._options(),
+        )
+
+    def training(self, batch_size: int, seed: int) -> tf.data.Dataset:
+        """The endless augmented training stream on one device."""
+        return pipeline.load(
+            self.dataset, self.data_dir, "train", self.image_size, batch_size, training=True, seed=seed,
+            **self._options(),
+        )
+
+    def validation(self, batch_size: int, limit: int = 0) -> tf.data.Dataset:
+        """One ordered pass over the validation split (the first `limit` examples; 0: all)."""
+        dataset = pipeline.load(
+            self.dataset, self.data_dir, "val", self.image_size, batch_size, training=False, **self._options()
+        )
+        return dataset.unbatch().take(limit).batch(batch_size) if limit else dataset
+
+    def raw_split(self, split: str):
+        """The undecoded-to-network split: uint8 images as the dataset stores them."""
+        _, raw = sources.open_split(
+            self.dataset, self.data_dir, split, self.image_size, channels=self.info.channels, synthetic=self.synthetic
+        )
+        return raw

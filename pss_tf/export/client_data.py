@@ -1,0 +1,74 @@
+"""What a client hands an exported model: uint8 images at the export's fixed size.
+
+The SavedModel signatures take images of any size, but a TFLite model takes
+one size, S x S (the search space's largest resolution), so an app resizes
+its photos to S x S first. These images feed the int8 converter's
+representative dataset (drawn from the training split) and the TFLite
+accuracy checks. Network inputs (normalised floats) come from the run's
+`DataSettings` itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from pss_tf.data import sources
+from pss_tf.data.settings import DataSettings
+
+
+class ClientData:
+    """Client-side images of one run's dataset."""
+
+    def __init__(self, data: DataSettings):
+        self.data = data
+        self.image_size = data.image_size
+        self.channels = data.info.channels
+
+    def _raw(self, split: str, sample: int = 0, seed: int = 0) -> tf.data.Dataset:
+        """(uint8 image, label) of a split, unprocessed: in order, or `sample` at random."""
+        raw = self.data.raw_split(split)
+        if isinstance(raw, sources.IndexedSplit):
+            if sample:
+                indices = np.random.default_rng(seed).permutation(raw.num_examples)[:sample]
+                positions = tf.data.Dataset.from_tensor_slices(indices.astype(np.int64))
+            else:
+                positions = tf.data.Dataset.range(raw.num_examples)
+            return positions.map(raw.make_fetch(), num_parallel_calls=tf.data.AUTOTUNE)
+        records = tf.data.TFRecordDataset(list(raw.files))
+        if sample:  # Shuffle the encoded records: a small buffer of them is cheap.
+            records = records.shuffle(min(max(sample * 5, 1000), 10_000), seed=seed).take(sample)
+        return records.map(raw.parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def _to_client_size(self, image, label):
+        """What a client does to a photo of another size: resize it to S x S."""
+        size = self.image_size
+        shape = tf.shape(image)[:2]
+        resized = tf.case(
+            [
+                (tf.reduce_all(shape == size), lambda: tf.cast(image, tf.float32)),
+                (tf.reduce_any(shape > size), lambda: tf.image.resize(image, [size, size], antialias=True)),
+            ],
+            default=lambda: tf.image.resize(image, [size, size]),
+        )
+        image = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+        return tf.ensure_shape(image, [size, size, self.channels]), label
+
+    def batches(self, split: str, batch_size: int, limit: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """uint8 (B, S, S, C) images and int labels of `split`, the first `limit` (0: all)."""
+        dataset = self._raw(split)
+        if limit:
+            dataset = dataset.take(limit)
+        dataset = dataset.map(self._to_client_size, num_parallel_calls=tf.data.AUTOTUNE)
+        for images, labels in dataset.batch(batch_size).prefetch(2).as_numpy_iterator():
+            yield images, labels.astype(np.int64)
+
+    def representative_images(self, count: int, seed: int = 0) -> np.ndarray:
+        """`count` training images at client size, drawn at random (int8 calibration)."""
+        dataset = self._raw("train", sample=count, seed=seed).map(self._to_client_size)
+        images = [image for image, _ in dataset.as_numpy_iterator()]
+        if not images:
+            raise ValueError("representative data: the training split is empty")
+        return np.stack(images)

@@ -1,0 +1,233 @@
+"""The job directory: the one reader and writer of what a training run leaves.
+
+    run.json              the run's TrainConfig (written once the run has started)
+    sampler_<metric>.npz  the conditional samplers' caches
+    checkpoints/          model, optimizer, step, pools and every random state
+    pools.json            the pools, rewritten atomically at every checkpoint
+    evaluations.json      per-epoch validation results
+    winners.json          one entry per pool winner, written at the end
+    tensorboard/          scalars
+
+Training writes through `JobDir`; export, search and the tools open a finished
+(or stopped) run with `Job`, which also rebuilds its metrics, its data settings
+(optionally from a moved data directory) and its trained supernet.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+
+from pss_tf.errors import ConfigError
+from pss_tf.io_utils import atomic_write_json, read_json
+from pss_tf.space.config import SubnetConfig
+from pss_tf.space.metrics import FlopsMetric, Metric
+from pss_tf.space.targets import TargetGrid
+from pss_tf.training.config import METRIC_NAMES, TrainConfig
+
+logger = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+POOLS_FILE = "pools.json"
+WINNERS_FILE = "winners.json"
+EVALUATIONS_FILE = "evaluations.json"
+CHECKPOINTS_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"
+
+
+class JobDir:
+    """Paths and files of one job directory."""
+
+    def __init__(self, path: str):
+        if not path:
+            raise ConfigError("job_dir", "required")
+        self.path = os.fspath(path)
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    @property
+    def run_file(self) -> str:
+        return self.file(RUN_FILE)
+
+    @property
+    def checkpoints_dir(self) -> str:
+        return self.file(CHECKPOINTS_DIR)
+
+    @property
+    def tensorboard_dir(self) -> str:
+        return self.file(TENSORBOARD_DIR)
+
+    @property
+    def pools_file(self) -> str:
+        return self.file(POOLS_FILE)
+
+    def sampler_cache(self, metric: str) -> str:
+        return self.file(f"sampler_{metric}.npz")
+
+    def holds_run(self) -> bool:
+        return os.path.exists(self.run_file)
+
+    # --- run.json ---------------------------------------------------------------
+
+    def read_config(self) -> TrainConfig:
+        if not self.holds_run():
+            raise ConfigError("job_dir", f"{self.path} holds no training run ({RUN_FILE} is missing)")
+        return TrainConfig.from_dict(read_json(self.run_file, RUN_FILE))
+
+    def write_config(self, config: TrainConfig) -> None:
+        atomic_write_json(self.run_file, config.to_dict())
+
+    def check_start(self, config: TrainConfig) -> None:
+        """Refuses to mix two runs in one directory; checks a resumed run matches.
+
+        Leaves the directory untouched either way.
+        """
+        if self.holds_run():
+            if not config.runtime.resume:
+                raise ConfigError(
+                    "job_dir",
+                    f"{self.path} holds another run ({RUN_FILE}); continue it with `resume` or choose a new directory",
+                )
+            previous = self.read_config()
+            changed = config.differences(previous)
+            if changed:
+                old, new = previous.leaf_values(), config.leaf_values()
+                raise ConfigError(
+                    "resume",
+                    f"settings differ from the run in {self.path}: "
+                    + ", ".join(f"{k} (was {old[k]!r}, now {new[k]!r})" for k in changed),
+                )
+        elif config.runtime.resume:
+            raise ConfigError("resume", f"{self.path} holds no run to resume ({RUN_FILE} is missing)")
+        elif os.path.isdir(self.path) and os.listdir(self.path):
+            raise ConfigError("job_dir", f"{self.path} exists and is not empty; choose a new directory")
+
+    # --- results ----------------------------------------------------------------
+
+    def write_evaluations(self, evaluations: list) -> None:
+        atomic_write_json(self.file(EVALUATIONS_FILE), evaluations)
+
+    def write_winners(self, entries: list) -> None:
+        atomic_write_json(self.file(WINNERS_FILE), entries)
+
+    def read_winners(self) -> list[tuple[dict, SubnetConfig]]:
+        """The entries of winners.json with their configs parsed."""
+        path = self.file(WINNERS_FILE)
+        if not os.path.exists(path):
+            raise ConfigError(
+                "job_dir", f"{self.path} has no {WINNERS_FILE} (the run has not finished); train it to the end first"
+            )
+        return [(e, SubnetConfig.from_dict(e["config"])) for e in read_json(path, WINNERS_FILE)]
+
+    def latest_checkpoint(self) -> str | None:
+        import tensorflow as tf
+
+        return tf.train.latest_checkpoint(self.checkpoints_dir)
+
+
+# --- metrics ----------------------------------------------------------------------
+
+
+def build_metrics(config: TrainConfig, num_classes: int, in_channels: int) -> dict[str, Metric]:
+    """The run's metrics by name, each on its configured (or an automatic) grid."""
+    space = config.search_space()
+    common = dict(num_classes=num_classes, small_input=config.space.small_input, in_channels=in_channels)
+    metrics = {}
+    for name in config.targets.metrics:
+        if name == "flops":
+            metric = FlopsMetric(config.space.model, **common)
+        elif name == "latency_cpu":
+            from pss_tf.latency.predictor import load_latency_metric
+
+            metric = load_latency_metric(config.targets.latency_cpu_lut, config.space.model, space, name=name, **common)
+        else:
+            raise ConfigError("metrics", f"unknown metric {name!r}; expected one of {list(METRIC_NAMES)}")
+        grid = config.targets.grid(name)
+        metrics[name] = metric.with_grid(TargetGrid(*grid) if grid else metric.auto_grid(space))
+    return metrics
+
+
+def metric_class(name: str) -> type[Metric]:
+    """The class of a metric named in a run's configuration (for its unit and labels)."""
+    if name == "flops":
+        return FlopsMetric
+    if name == "latency_cpu":
+        from pss_tf.latency.predictor import LatencyMetric
+
+        return LatencyMetric
+    raise ConfigError("metric", f"unknown metric {name!r}; expected one of {list(METRIC_NAMES)}")
+
+
+def build_supernet(config: TrainConfig, info, synchronized_bn: bool = False):
+    """The supernet a run trains: its model and space, its dataset's classes and channels."""
+    from pss_tf.models.supernet import build_supernet as build
+
+    return build(
+        config.space.model,
+        num_classes=info.num_classes,
+        small_input=config.space.small_input,
+        in_channels=info.channels,
+        dropout_rate=config.optimization.dropout_rate,
+        synchronized_bn=synchronized_bn,
+    )
+
+
+# --- an opened run ----------------------------------------------------------------
+
+
+class Job:
+    """A training run opened for export, search or inspection.
+
+    Args:
+        path: the job directory.
+        data_dir: where the run's data lives now, if it moved since training;
+            every pipeline of the opened run reads from there.
+    """
+
+    def __init__(self, path: str, data_dir: str | None = None):
+        self.dir = JobDir(path)
+        self.config = self.dir.read_config()
+        self.data = self.config.data_settings().with_data_dir(data_dir)
+
+    @property
+    def path(self) -> str:
+        return self.dir.path
+
+    @functools.cached_property
+    def info(self):
+        """The dataset's description; checks that the data is readable."""
+        return self.data.info
+
+    @functools.cached_property
+    def space(self):
+        return self.config.search_space()
+
+    @functools.cached_property
+    def metrics(self) -> dict[str, Metric]:
+        return build_metrics(self.config, self.info.num_classes, self.info.channels)
+
+    def cost_kwargs(self) -> dict:
+        """What MACs and parameter counts of this run's subnets depend on besides the config."""
+        return dict(
+            num_classes=self.info.num_classes, small_input=self.config.space.small_input, in_channels=self.info.channels
+        )
+
+    def winners(self) -> list[tuple[dict, SubnetConfig]]:
+        return self.dir.read_winners()
+
+    def restore_supernet(self):
+        """The trained supernet, weights from the latest checkpoint.
+
+        The BN statistics are whatever the last calibration left: calibrate each
+        subnet before evaluating or exporting it.
+        """
+        import tensorflow as tf
+
+        latest = self.dir.latest_checkpoint()
+        if latest is None:
+            raise ConfigError("job_dir", f"{self.path} has no checkpoint")
+        supernet = build_supernet(self.config, self.info)
+        tf.train.Checkpoint(model=supernet).restore(latest).expect_partial().assert_existing_objects_matched()
+        return supernet

@@ -1,0 +1,322 @@
+"""The supernets' building blocks: a slimmable block and its static counterpart.
+
+Each block class has two faces:
+
+* the slimmable layer (`call`): shared weights, output channel count chosen
+  at call time, used for training and BN calibration;
+* its static counterpart (`static`): the same computation written with
+  standard Keras layers at fixed channel counts. Extraction (`Supernet.extract`),
+  the latency tables (`pss_tf.latency.measure`) and the quantization-aware
+  rebuild in tf_keras (`pss_tf.export.qat`) all build blocks through it, so a
+  latency table times exactly the blocks that ship.
+
+`static(x, ...)` applies the layers to a Keras tensor and names them
+`{name}_{part}`; `sliced_weights` returns `{part: [arrays]}` for the same
+parts, so extraction copies weights by name. `keras_module` is `keras` or
+`tf_keras`, whose layers take the same arguments.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pss_tf.models.layers import (
+    SlimBatchNormalization,
+    SlimConv2D,
+    SlimDense,
+    SlimDepthwiseConv2D,
+    input_channels,
+)
+from pss_tf.space import architectures
+
+BN_EPSILON = 1e-3
+DEPTHWISE_KERNEL = architectures.DEPTHWISE_KERNEL
+STEM_KERNEL = architectures.STEM_KERNEL
+
+
+def _conv(K, x, filters, kernel_size, stride, name):
+    return K.layers.Conv2D(filters, kernel_size, strides=stride, padding="same", use_bias=False, name=name)(x)
+
+
+def _depthwise(K, x, stride, name):
+    return K.layers.DepthwiseConv2D(
+        DEPTHWISE_KERNEL, strides=stride, padding="same", use_bias=False, name=name
+    )(x)
+
+
+def _bn(K, x, epsilon, name):
+    return K.layers.BatchNormalization(epsilon=epsilon, name=name)(x)
+
+
+def _relu6(K, x, name):
+    return K.layers.ReLU(max_value=6.0, name=name)(x)
+
+
+class SlimBlock(keras.layers.Layer):
+    """Base of the blocks: its slim sublayers are built and walked together."""
+
+    kind: str = ""
+
+    def slim_layers(self) -> list[keras.layers.Layer]:
+        """The block's slimmable layers, in the order they run."""
+        raise NotImplementedError
+
+    def build(self, input_shape=None):
+        for layer in self.slim_layers():
+            layer.build()
+
+
+@keras.saving.register_keras_serializable(package="pss_tf")
+class ConvBNReLU(SlimBlock):
+    """Conv, batch norm, ReLU6: the stem (3x3) and MobileNetV2's last 1x1 conv."""
+
+    def __init__(self, filters, kernel_size, strides, in_channels, bn_epsilon=BN_EPSILON, synchronized_bn=False, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.strides = int(strides)
+        self.in_channels = int(in_channels)
+        self.bn_epsilon = float(bn_epsilon)
+        self.synchronized_bn = bool(synchronized_bn)
+        self.conv = SlimConv2D(filters, kernel_size, strides, in_channels, name="conv")
+        self.bn = SlimBatchNormalization(filters, bn_epsilon, synchronized_bn, name="bn")
+
+    def slim_layers(self):
+        return [self.conv, self.bn]
+
+    def call(self, inputs, out_channels, training=None, calibration_rate=None):
+        x = self.conv(inputs, out_channels=out_channels)
+        return tf.nn.relu6(self.bn(x, training=training, calibration_rate=calibration_rate))
+
+    def sliced_weights(self, in_channels: int, out_channels: int) -> dict[str, list[np.ndarray]]:
+        return {"conv": self.conv.sliced_weights(in_channels, out_channels), "bn": self.bn.sliced_weights(out_channels)}
+
+    @staticmethod
+    def static(x, out_channels, *, kernel_size, stride, name, bn_epsilon=BN_EPSILON, keras_module=keras):
+        K = keras_module
+        x = _conv(K, x, out_channels, kernel_size, stride, f"{name}_conv")
+        return _relu6(K, _bn(K, x, bn_epsilon, f"{name}_bn"), f"{name}_relu")
+
+    def apply_static(self, x, out_channels, name, keras_module=keras):
+        return self.static(
+            x, out_channels, kernel_size=self.kernel_size, stride=self.strides, name=name,
+            bn_epsilon=self.bn_epsilon, keras_module=keras_module,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            in_channels=self.in_channels,
+            bn_epsilon=self.bn_epsilon,
+            synchronized_bn=self.synchronized_bn,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="pss_tf")
+class SeparableBlock(SlimBlock):
+    """MobileNetV1 block: 3x3 depthwise on the input channels, then 1x1 pointwise."""
+
+    kind = architectures.SEPARABLE
+
+    def __init__(self, in_channels, filters, strides, bn_epsilon=BN_EPSILON, synchronized_bn=False, **kwargs):
+        super().__init__(**kwargs)
+        self.in_channels = int(in_channels)
+        self.filters = int(filters)
+        self.strides = int(strides)
+        self.bn_epsilon = float(bn_epsilon)
+        self.synchronized_bn = bool(synchronized_bn)
+        self.depthwise = SlimDepthwiseConv2D(DEPTHWISE_KERNEL, strides, in_channels, name="dw")
+        self.depthwise_bn = SlimBatchNormalization(in_channels, bn_epsilon, synchronized_bn, name="dw_bn")
+        self.pointwise = SlimConv2D(filters, 1, 1, in_channels, name="pw")
+        self.pointwise_bn = SlimBatchNormalization(filters, bn_epsilon, synchronized_bn, name="pw_bn")
+
+    def slim_layers(self):
+        return [self.depthwise, self.depthwise_bn, self.pointwise, self.pointwise_bn]
+
+    def call(self, inputs, out_channels, training=None, calibration_rate=None):
+        bn_args = dict(training=training, calibration_rate=calibration_rate)
+        x = tf.nn.relu6(self.depthwise_bn(self.depthwise(inputs), **bn_args))
+        x = self.pointwise(x, out_channels=out_channels)
+        return tf.nn.relu6(self.pointwise_bn(x, **bn_args))
+
+    def sliced_weights(self, in_channels: int, out_channels: int) -> dict[str, list[np.ndarray]]:
+        return {
+            "dw": self.depthwise.sliced_weights(in_channels),
+            "dw_bn": self.depthwise_bn.sliced_weights(in_channels),
+            "pw": self.pointwise.sliced_weights(in_channels, out_channels),
+            "pw_bn": self.pointwise_bn.sliced_weights(out_channels),
+        }
+
+    @staticmethod
+    def static(x, out_channels, *, stride, name, bn_epsilon=BN_EPSILON, keras_module=keras):
+        K = keras_module
+        x = _relu6(K, _bn(K, _depthwise(K, x, stride, f"{name}_dw"), bn_epsilon, f"{name}_dw_bn"), f"{name}_dw_relu")
+        x = _conv(K, x, out_channels, 1, 1, f"{name}_pw")
+        return _relu6(K, _bn(K, x, bn_epsilon, f"{name}_pw_bn"), f"{name}_pw_relu")
+
+    def apply_static(self, x, out_channels, name, keras_module=keras):
+        return self.static(
+            x, out_channels, stride=self.strides, name=name, bn_epsilon=self.bn_epsilon, keras_module=keras_module
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            in_channels=self.in_channels,
+            filters=self.filters,
+            strides=self.strides,
+            bn_epsilon=self.bn_epsilon,
+            synchronized_bn=self.synchronized_bn,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="pss_tf")
+class InvertedResidualBlock(SlimBlock):
+    """MobileNetV2 block: 1x1 expand to `expansion` x the active input channels,
+    3x3 depthwise, linear 1x1 projection, and a residual add where the
+    architecture has one."""
+
+    kind = architectures.INVERTED_RESIDUAL
+
+    def __init__(
+        self, in_channels, filters, strides, expansion, residual, bn_epsilon=BN_EPSILON, synchronized_bn=False, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.in_channels = int(in_channels)
+        self.filters = int(filters)
+        self.strides = int(strides)
+        self.expansion = int(expansion)
+        self.residual = bool(residual)
+        self.bn_epsilon = float(bn_epsilon)
+        self.synchronized_bn = bool(synchronized_bn)
+        hidden = self.in_channels * self.expansion
+        if self.expansion != 1:
+            self.expand = SlimConv2D(hidden, 1, 1, in_channels, name="expand")
+            self.expand_bn = SlimBatchNormalization(hidden, bn_epsilon, synchronized_bn, name="expand_bn")
+        self.depthwise = SlimDepthwiseConv2D(DEPTHWISE_KERNEL, strides, hidden, name="dw")
+        self.depthwise_bn = SlimBatchNormalization(hidden, bn_epsilon, synchronized_bn, name="dw_bn")
+        self.project = SlimConv2D(filters, 1, 1, hidden, name="project")
+        self.project_bn = SlimBatchNormalization(filters, bn_epsilon, synchronized_bn, name="project_bn")
+
+    def slim_layers(self):
+        layers = [self.depthwise, self.depthwise_bn, self.project, self.project_bn]
+        return [self.expand, self.expand_bn] + layers if self.expansion != 1 else layers
+
+    def call(self, inputs, out_channels, training=None, calibration_rate=None):
+        bn_args = dict(training=training, calibration_rate=calibration_rate)
+        x = inputs
+        if self.expansion != 1:
+            x = self.expand(x, out_channels=input_channels(inputs) * self.expansion)
+            x = tf.nn.relu6(self.expand_bn(x, **bn_args))
+        x = tf.nn.relu6(self.depthwise_bn(self.depthwise(x), **bn_args))
+        x = self.project_bn(self.project(x, out_channels=out_channels), **bn_args)
+        return x + inputs if self.residual else x
+
+    def sliced_weights(self, in_channels: int, out_channels: int) -> dict[str, list[np.ndarray]]:
+        hidden = in_channels * self.expansion
+        weights = {}
+        if self.expansion != 1:
+            weights["expand"] = self.expand.sliced_weights(in_channels, hidden)
+            weights["expand_bn"] = self.expand_bn.sliced_weights(hidden)
+        weights["dw"] = self.depthwise.sliced_weights(hidden)
+        weights["dw_bn"] = self.depthwise_bn.sliced_weights(hidden)
+        weights["project"] = self.project.sliced_weights(hidden, out_channels)
+        weights["project_bn"] = self.project_bn.sliced_weights(out_channels)
+        return weights
+
+    @staticmethod
+    def static(x, out_channels, *, stride, expansion, residual, name, bn_epsilon=BN_EPSILON, keras_module=keras):
+        K = keras_module
+        inputs = x
+        if expansion != 1:
+            x = _conv(K, x, x.shape[-1] * expansion, 1, 1, f"{name}_expand")
+            x = _relu6(K, _bn(K, x, bn_epsilon, f"{name}_expand_bn"), f"{name}_expand_relu")
+        x = _relu6(K, _bn(K, _depthwise(K, x, stride, f"{name}_dw"), bn_epsilon, f"{name}_dw_bn"), f"{name}_dw_relu")
+        x = _bn(K, _conv(K, x, out_channels, 1, 1, f"{name}_project"), bn_epsilon, f"{name}_project_bn")
+        return K.layers.Add(name=f"{name}_add")([inputs, x]) if residual else x
+
+    def apply_static(self, x, out_channels, name, keras_module=keras):
+        return self.static(
+            x, out_channels, stride=self.strides, expansion=self.expansion, residual=self.residual, name=name,
+            bn_epsilon=self.bn_epsilon, keras_module=keras_module,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            in_channels=self.in_channels,
+            filters=self.filters,
+            strides=self.strides,
+            expansion=self.expansion,
+            residual=self.residual,
+            bn_epsilon=self.bn_epsilon,
+            synchronized_bn=self.synchronized_bn,
+        )
+        return config
+
+
+def static_head(x, num_classes: int, name: str = "", keras_module=keras):
+    """Global average pool and the classifier: the static form of every subnet's end."""
+    prefix = f"{name}_" if name else ""
+    x = keras_module.layers.GlobalAveragePooling2D(name=f"{prefix}pool")(x)
+    return keras_module.layers.Dense(num_classes, name=f"{prefix}classifier")(x)
+
+
+def head_weights(classifier: SlimDense, in_features: int) -> dict[str, list[np.ndarray]]:
+    return {"classifier": classifier.sliced_weights(in_features)}
+
+
+def make_block(
+    spec: architectures.BlockSpec,
+    base_channels,
+    image_channels: int,
+    name: str,
+    bn_epsilon: float = BN_EPSILON,
+    synchronized_bn: bool = False,
+) -> SlimBlock:
+    """The slimmable block for one row of an architecture table."""
+    filters = base_channels[spec.out_stage]
+    common = dict(bn_epsilon=bn_epsilon, synchronized_bn=synchronized_bn, name=name)
+    if spec.kind == architectures.STEM:
+        return ConvBNReLU(filters, STEM_KERNEL, spec.stride, image_channels, **common)
+    in_channels = base_channels[spec.in_stage]
+    if spec.kind == architectures.POINTWISE:
+        return ConvBNReLU(filters, 1, 1, in_channels, **common)
+    if spec.kind == architectures.SEPARABLE:
+        return SeparableBlock(in_channels, filters, spec.stride, **common)
+    if spec.kind == architectures.INVERTED_RESIDUAL:
+        return InvertedResidualBlock(in_channels, filters, spec.stride, spec.expansion, spec.residual, **common)
+    raise ValueError(f"unknown block kind {spec.kind!r}")
+
+
+def static_block(x, kind: str, out_channels: int, *, stride: int, hidden: int, residual: bool, name: str,
+                 keras_module=keras):
+    """The static block of `kind` from its shape alone (what a latency table entry times).
+
+    `hidden` is the expanded width of an inverted residual block (its input
+    channels times the expansion); HEAD takes `out_channels` classes.
+    """
+    if kind == architectures.STEM:
+        return ConvBNReLU.static(x, out_channels, kernel_size=STEM_KERNEL, stride=stride, name=name, keras_module=keras_module)
+    if kind == architectures.POINTWISE:
+        return ConvBNReLU.static(x, out_channels, kernel_size=1, stride=1, name=name, keras_module=keras_module)
+    if kind == architectures.SEPARABLE:
+        return SeparableBlock.static(x, out_channels, stride=stride, name=name, keras_module=keras_module)
+    if kind == architectures.INVERTED_RESIDUAL:
+        cin = x.shape[-1]
+        if hidden % cin:
+            raise ValueError(f"hidden: {hidden} is not a multiple of the {cin} input channels")
+        return InvertedResidualBlock.static(
+            x, out_channels, stride=stride, expansion=hidden // cin, residual=residual, name=name,
+            keras_module=keras_module,
+        )
+    if kind == architectures.HEAD:
+        return static_head(x, out_channels, name, keras_module)
+    raise ValueError(f"kind: cannot build block kind {kind!r}")

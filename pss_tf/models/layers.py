@@ -1,0 +1,315 @@
+"""Slimmable Keras layers: shared weights, active channel count chosen at call time.
+
+Each layer owns the weights of its widest version. `call` takes the number of
+output channels to compute (`out_channels`, a Python int or a scalar tensor)
+and uses only the first channels of every weight, so one set of variables
+serves every subnet and one traced `tf.function` serves every width. Input
+channel counts are read off the input tensor. (Channel counts are what a
+config's width multipliers turn into: `SubnetConfig.channels`.)
+
+`sliced_weights` gives the weights of one width as numpy arrays, in the order
+the equivalent standard Keras layer takes them, for extraction.
+
+These layers need the TensorFlow backend: slicing with tensor bounds and convs
+with dynamic channel counts are plain TF ops.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+_PACKAGE = "pss_tf"
+
+
+def conv_initializer():
+    """He initialisation on fan-out, as the release: N(0, sqrt(2 / (k * k * out_channels)))."""
+    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="truncated_normal")
+
+
+def _all_sum(context, value):
+    """A cross-replica sum whose gradient is the cross-replica sum of gradients.
+
+    Spelled out because the collective all-reduce some strategies use has no
+    gradient, which would silently drop the global-statistics terms of BN.
+    """
+
+    @tf.custom_gradient
+    def all_sum(x):
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, x), lambda dy: context.all_reduce(
+            tf.distribute.ReduceOp.SUM, dy
+        )
+
+    return all_sum(value)
+
+
+def input_channels(inputs):
+    """Static channel count if known, else a scalar tensor."""
+    channels = inputs.shape[-1]
+    return channels if channels is not None else tf.shape(inputs)[-1]
+
+
+def _numpy(variable, *index) -> np.ndarray:
+    return np.asarray(ops.convert_to_numpy(variable))[index]
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SlimConv2D(keras.layers.Layer):
+    """A 2D convolution (no bias, 'same' padding) over the first channels of its kernel.
+
+    Args:
+        filters: the widest output channel count.
+        kernel_size: square kernel side.
+        strides: square stride.
+        in_channels: the widest input channel count (the kernel's third dimension).
+        kernel_initializer: initializer of the full kernel.
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, in_channels=None, kernel_initializer=None, **kwargs):
+        super().__init__(**kwargs)
+        if in_channels is None:
+            raise ValueError("in_channels: SlimConv2D needs the widest input channel count")
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.strides = int(strides)
+        self.in_channels = int(in_channels)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer or conv_initializer())
+
+    def build(self, input_shape=None):
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(self.kernel_size, self.kernel_size, self.in_channels, self.filters),
+            initializer=self.kernel_initializer,
+        )
+
+    def call(self, inputs, out_channels=None):
+        out_channels = self.filters if out_channels is None else out_channels
+        kernel = self.kernel[:, :, : input_channels(inputs), :out_channels]
+        kernel = ops.cast(kernel, self.compute_dtype)
+        return tf.nn.conv2d(inputs, kernel, strides=self.strides, padding="SAME")
+
+    def sliced_weights(self, in_channels: int, out_channels: int) -> list[np.ndarray]:
+        return [_numpy(self.kernel, slice(None), slice(None), slice(in_channels), slice(out_channels))]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            in_channels=self.in_channels,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SlimDepthwiseConv2D(keras.layers.Layer):
+    """A depthwise convolution that keeps its input's channel count ('same' padding, no bias).
+
+    Args:
+        kernel_size: square kernel side.
+        strides: square stride.
+        channels: the widest channel count.
+        kernel_initializer: initializer of the full (k, k, channels, 1) kernel.
+    """
+
+    def __init__(self, kernel_size, strides=1, channels=None, kernel_initializer=None, **kwargs):
+        super().__init__(**kwargs)
+        if channels is None:
+            raise ValueError("channels: SlimDepthwiseConv2D needs the widest channel count")
+        self.kernel_size = int(kernel_size)
+        self.strides = int(strides)
+        self.channels = int(channels)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer or conv_initializer())
+
+    def build(self, input_shape=None):
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(self.kernel_size, self.kernel_size, self.channels, 1),
+            initializer=self.kernel_initializer,
+        )
+
+    def call(self, inputs):
+        kernel = ops.cast(self.kernel[:, :, : input_channels(inputs), :], self.compute_dtype)
+        strides = (1, self.strides, self.strides, 1)
+        return tf.nn.depthwise_conv2d(inputs, kernel, strides=strides, padding="SAME")
+
+    def sliced_weights(self, channels: int) -> list[np.ndarray]:
+        return [_numpy(self.kernel, slice(None), slice(None), slice(channels))]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            channels=self.channels,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+# The fused kernel silently raises a smaller epsilon to this.
+_FUSED_MIN_EPSILON = 1.001e-5
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SlimBatchNormalization(keras.layers.Layer):
+    """Batch normalisation over the first channels of its parameters.
+
+    Training uses batch statistics and leaves the moving statistics alone: they
+    would mix every subnet's statistics and fit none. Before a subnet is
+    evaluated or exported its statistics are re-estimated: `reset_statistics()`,
+    then calls with `calibration_rate=1/(t+1)` for batch t, which normalise with
+    the batch statistics and fold them into a cumulative average of the first
+    channels of the moving statistics.
+
+    With `synchronized=True`, batch statistics are taken over the global batch
+    (all replicas of a tf.distribute strategy), so training on N replicas
+    computes what one device computes on the whole batch.
+    """
+
+    def __init__(self, channels, epsilon=1e-3, synchronized=False, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = int(channels)
+        self.epsilon = float(epsilon)
+        self.synchronized = bool(synchronized)
+
+    def build(self, input_shape=None):
+        shape = (self.channels,)
+        self.gamma = self.add_weight(name="gamma", shape=shape, initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=shape, initializer="zeros")
+        self.moving_mean = self.add_weight(
+            name="moving_mean", shape=shape, initializer="zeros", trainable=False, aggregation="mean"
+        )
+        self.moving_variance = self.add_weight(
+            name="moving_variance", shape=shape, initializer="ones", trainable=False, aggregation="mean"
+        )
+
+    def reset_statistics(self):
+        self.moving_mean.assign(ops.zeros_like(self.moving_mean))
+        self.moving_variance.assign(ops.ones_like(self.moving_variance))
+
+    def call(self, inputs, training=None, calibration_rate=None):
+        channels = input_channels(inputs)
+        gamma = self.gamma[:channels]
+        beta = self.beta[:channels]
+        if training and calibration_rate is None and self._can_fuse(inputs):
+            # One fused kernel (and one for its gradient) instead of about ten
+            # element-wise ops: BN was half of a training step's op time.
+            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                inputs, ops.cast(gamma, "float32"), ops.cast(beta, "float32"), epsilon=self.epsilon, is_training=True
+            )
+            return outputs
+        if training or calibration_rate is not None:
+            # Statistics in at least float32, whatever the compute dtype.
+            stats_dtype = "float64" if self.compute_dtype == "float64" else "float32"
+            mean, variance = self._batch_moments(ops.cast(inputs, stats_dtype))
+            if calibration_rate is not None:
+                self._fold_into_statistics(mean, variance, channels, calibration_rate)
+        else:
+            mean = self.moving_mean[:channels]
+            variance = self.moving_variance[:channels]
+        dtype = self.compute_dtype
+        return ops.batch_normalization(
+            inputs,
+            ops.cast(mean, dtype),
+            ops.cast(variance, dtype),
+            axis=-1,
+            offset=ops.cast(beta, dtype),
+            scale=ops.cast(gamma, dtype),
+            epsilon=self.epsilon,
+        )
+
+    def _can_fuse(self, inputs) -> bool:
+        """Whether training may use the fused kernel: local statistics of NHWC
+        maps in a dtype it supports (float64 checks keep the exact path)."""
+        return (
+            self._cross_replica_context() is None
+            and len(inputs.shape) == 4
+            and inputs.dtype in (tf.float32, tf.float16, tf.bfloat16)
+            and self.epsilon >= _FUSED_MIN_EPSILON
+        )
+
+    def _cross_replica_context(self):
+        """The replica context to sum statistics over, or None for local ones."""
+        if not self.synchronized:
+            return None
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return None
+        return context
+
+    def _batch_moments(self, x):
+        context = self._cross_replica_context()
+        if context is None:
+            return tf.nn.moments(x, axes=[0, 1, 2])
+        # Two passes (global mean, then squared deviations from it) rather than
+        # E[x^2] - E[x]^2, which cancels badly in float32.
+        count = _all_sum(context, tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype))
+        mean = _all_sum(context, tf.reduce_sum(x, [0, 1, 2])) / count
+        variance = _all_sum(context, tf.reduce_sum(tf.square(x - mean), [0, 1, 2])) / count
+        return mean, variance
+
+    def _fold_into_statistics(self, mean, variance, channels, rate):
+        for variable, batch_value in ((self.moving_mean, mean), (self.moving_variance, variance)):
+            full = ops.convert_to_tensor(variable)
+            old = full[:channels]
+            updated = old + (batch_value - old) * ops.cast(rate, old.dtype)
+            variable.assign(tf.concat([updated, full[channels:]], axis=0))
+
+    def sliced_weights(self, channels: int) -> list[np.ndarray]:
+        """gamma, beta, moving mean and variance of the first `channels` (Keras' order)."""
+        return [_numpy(v, slice(channels)) for v in (self.gamma, self.beta, self.moving_mean, self.moving_variance)]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(channels=self.channels, epsilon=self.epsilon, synchronized=self.synchronized)
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SlimDense(keras.layers.Layer):
+    """A fully connected layer over the first input features and output units.
+
+    Args:
+        units: output units.
+        in_features: the widest input feature count.
+        kernel_initializer: initializer of the full kernel (the release: N(0, 0.01)).
+    """
+
+    def __init__(self, units, in_features=None, kernel_initializer=None, **kwargs):
+        super().__init__(**kwargs)
+        if in_features is None:
+            raise ValueError("in_features: SlimDense needs the widest input feature count")
+        self.units = int(units)
+        self.in_features = int(in_features)
+        self.kernel_initializer = keras.initializers.get(
+            kernel_initializer or keras.initializers.RandomNormal(stddev=0.01)
+        )
+
+    def build(self, input_shape=None):
+        self.kernel = self.add_weight(
+            name="kernel", shape=(self.in_features, self.units), initializer=self.kernel_initializer
+        )
+        self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+
+    def call(self, inputs, out_units=None):
+        out_units = self.units if out_units is None else out_units
+        kernel = ops.cast(self.kernel[: input_channels(inputs), :out_units], self.compute_dtype)
+        return ops.matmul(inputs, kernel) + ops.cast(self.bias[:out_units], self.compute_dtype)
+
+    def sliced_weights(self, in_features: int, out_units: int | None = None) -> list[np.ndarray]:
+        out_units = self.units if out_units is None else out_units
+        return [_numpy(self.kernel, slice(in_features), slice(out_units)), _numpy(self.bias, slice(out_units))]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            units=self.units,
+            in_features=self.in_features,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config

@@ -1,0 +1,268 @@
+"""The supernet: one Keras model that runs any subnet of its search space.
+
+`supernet(images, config)` resizes the images to the config's resolution and
+runs every block at the config's widths. The config is either a `SubnetConfig`
+(static shapes, handy eagerly) or its encoding as an int32 vector
+`[resolution, channels...]` (see `encode`), so that one traced `tf.function`
+serves every subnet.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from pss_tf.models.blocks import BN_EPSILON, head_weights, make_block, static_head
+from pss_tf.models.layers import SlimBatchNormalization, SlimDense
+from pss_tf.space import architectures
+from pss_tf.space.config import SubnetConfig
+
+__all__ = ["Supernet", "build_supernet", "encode"]
+
+
+def encode(config: SubnetConfig) -> np.ndarray:
+    """A config as the int32 vector `[resolution, channels...]` the supernet takes."""
+    return np.asarray((config.resolution,) + config.channels, dtype=np.int32)
+
+
+@keras.saving.register_keras_serializable(package="pss_tf")
+class Supernet(keras.Model):
+    """A MobileNet supernet whose width and resolution are chosen per call.
+
+    Args:
+        model_name: "mobilenet_v1" or "mobilenet_v2".
+        num_classes: classifier outputs.
+        small_input: stem stride 1 instead of 2, for 28 to 64 pixel images.
+        in_channels: image channels (3 for RGB, 1 for Fashion-MNIST).
+        dropout_rate: dropout before the classifier, in training only.
+        synchronized_bn: batch statistics over all replicas of the strategy
+            (what one device would compute on the global batch).
+        bn_epsilon: the epsilon of every batch norm.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        num_classes: int = 1000,
+        small_input: bool = False,
+        in_channels: int = 3,
+        dropout_rate: float = 0.0,
+        synchronized_bn: bool = False,
+        bn_epsilon: float = BN_EPSILON,
+        **kwargs,
+    ):
+        kwargs.setdefault("name", f"{model_name}_supernet")
+        super().__init__(**kwargs)
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes: must be at least 1, got {num_classes}")
+        if int(in_channels) < 1:
+            raise ValueError(f"in_channels: must be at least 1, got {in_channels}")
+        if not 0.0 <= float(dropout_rate) < 1.0:
+            raise ValueError(f"dropout_rate: must lie in [0, 1), got {dropout_rate}")
+        self.model_name = model_name
+        self.num_classes = int(num_classes)
+        self.small_input = bool(small_input)
+        self.in_channels = int(in_channels)
+        self.dropout_rate = float(dropout_rate)
+        self.synchronized_bn = bool(synchronized_bn)
+        self.bn_epsilon = float(bn_epsilon)
+        self.architecture = architectures.get_architecture(model_name, small_input)
+        base = self.architecture.base_channels
+        # One attribute per block (stem, block1, ...): TF checkpoints track attributes,
+        # not the items of a Python list.
+        self._block_names = [self._block_name(i) for i in range(len(self.architecture.blocks))]
+        for name, spec in zip(self._block_names, self.architecture.blocks):
+            setattr(
+                self,
+                name,
+                make_block(spec, base, self.in_channels, name, self.bn_epsilon, synchronized_bn=self.synchronized_bn),
+            )
+        self.dropout = keras.layers.Dropout(self.dropout_rate) if self.dropout_rate else None
+        last_width = base[self.architecture.blocks[-1].out_stage]
+        self.classifier = SlimDense(self.num_classes, last_width, name="classifier")
+        self._calibration_step = None
+        self.build()
+
+    @property
+    def feature_blocks(self) -> list:
+        return [getattr(self, name) for name in self._block_names]
+
+    @staticmethod
+    def _block_name(index: int) -> str:
+        return "stem" if index == 0 else f"block{index}"
+
+    def build(self, input_shape=None):
+        for block in self.feature_blocks:
+            block.build()
+        self.classifier.build()
+        self.built = True
+
+    def encode(self, config: SubnetConfig) -> np.ndarray:
+        self._check_model(config)
+        return encode(config)
+
+    def _check_model(self, config: SubnetConfig):
+        if config.model != self.model_name:
+            raise ValueError(f"config: a {config.model} config given to a {self.model_name} supernet")
+
+    def _unpack(self, config):
+        if isinstance(config, SubnetConfig):
+            self._check_model(config)
+            return config.resolution, config.channels
+        vector = tf.convert_to_tensor(config, dtype=tf.int32)
+        stages = self.architecture.num_stages
+        return vector[0], [vector[i + 1] for i in range(stages)]
+
+    def __call__(self, images, config, **kwargs):
+        # Keras only takes tensors positionally; the config may be a SubnetConfig.
+        return super().__call__(images, config=config, **kwargs)
+
+    def call(self, images, config, training=None, calibration_rate=None):
+        """Logits (float32 under mixed precision) of `config` on `images` of any size."""
+        resolution, channels = self._unpack(config)
+        x = tf.image.resize(images, tf.stack([resolution, resolution]), method="bilinear")
+        x = ops.cast(x, self.compute_dtype)
+        for spec, block in zip(self.architecture.blocks, self.feature_blocks):
+            x = block(
+                x, out_channels=channels[spec.out_stage], training=training, calibration_rate=calibration_rate
+            )
+        x = ops.mean(x, axis=[1, 2])
+        if self.dropout is not None:
+            x = self.dropout(x, training=training)
+        logits = self.classifier(x)
+        # Mixed precision computes in 16 bits; losses and softmax want float32.
+        return ops.cast(logits, "float32") if self.compute_dtype in ("float16", "bfloat16") else logits
+
+    # --- BN calibration -------------------------------------------------------
+
+    def slim_layers(self) -> list[keras.layers.Layer]:
+        """Every slimmable layer, blocks first, the classifier last."""
+        return [layer for block in self.feature_blocks for layer in block.slim_layers()] + [self.classifier]
+
+    def batch_norm_layers(self) -> list[SlimBatchNormalization]:
+        return [layer for layer in self.slim_layers() if isinstance(layer, SlimBatchNormalization)]
+
+    def reset_bn_statistics(self):
+        for layer in self.batch_norm_layers():
+            layer.reset_statistics()
+
+    def calibrate_bn(self, batches: Iterable, config: SubnetConfig, num_batches: int | None = None) -> int:
+        """Re-estimates the BN statistics of `config` from training batches.
+
+        Resets every moving statistic, then averages the batch statistics of
+        `num_batches` batches (all of `batches` if None) cumulatively. Elements
+        of `batches` are images or (images, labels). Returns the batches used.
+        """
+        if self._calibration_step is None:
+            self._calibration_step = tf.function(
+                lambda images, vector, rate: self(images, vector, training=False, calibration_rate=rate),
+                reduce_retracing=True,
+            )
+        self.reset_bn_statistics()
+        vector = tf.constant(self.encode(config))
+        used = 0
+        for batch in batches:
+            if num_batches is not None and used >= num_batches:
+                break
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            self._calibration_step(images, vector, tf.constant(1.0 / (used + 1), tf.float32))
+            used += 1
+        if used == 0:
+            raise ValueError("calibrate_bn: no calibration batches were given")
+        return used
+
+    # --- extraction -----------------------------------------------------------
+
+    def subnet_weights(self, config: SubnetConfig) -> dict[str, list[np.ndarray]]:
+        """The weights of `config` by the layer names `extract` gives them: sliced
+        kernels and the *current* BN statistics (calibrate them for `config` first)."""
+        self._check_model(config)
+        channels = config.channels
+        weights = {}
+        in_channels = self.in_channels
+        for i, (spec, block) in enumerate(zip(self.architecture.blocks, self.feature_blocks)):
+            out_channels = channels[spec.out_stage]
+            name = self._block_name(i)
+            for part, arrays in block.sliced_weights(in_channels, out_channels).items():
+                weights[f"{name}_{part}"] = arrays
+            in_channels = out_channels
+        weights.update(head_weights(self.classifier, in_channels))
+        return weights
+
+    def extract(
+        self,
+        config: SubnetConfig,
+        name: str | None = None,
+        *,
+        resize: bool = True,
+        batch_size: int | None = None,
+        keras_module=keras,
+        weights: dict | None = None,
+    ):
+        """A standalone model of `config`, built from standard layers only.
+
+        It carries the sliced weights and the current BN statistics (calibrate
+        them for `config` first, or pass `weights` taken by `subnet_weights`
+        right after calibrating) and, in inference mode, computes what
+        `self(images, config)` computes.
+
+        Args:
+            resize: take images of any size and resize them to the config's
+                resolution, as the supernet does; False takes images at that
+                resolution (what latency tables and int8 quantization model).
+            batch_size: a fixed batch size (None: any).
+            keras_module: `keras`, or `tf_keras` for tools that need Keras 2
+                models (quantization-aware training).
+        """
+        self._check_model(config)
+        weights = self.subnet_weights(config) if weights is None else weights
+        K = keras_module
+        size = None if resize else config.resolution
+        inputs = K.Input(shape=(size, size, self.in_channels), batch_size=batch_size, name="images")
+        x = inputs
+        if resize:
+            x = K.layers.Resizing(config.resolution, config.resolution, interpolation="bilinear", name="resize")(x)
+        channels = config.channels
+        for i, (spec, block) in enumerate(zip(self.architecture.blocks, self.feature_blocks)):
+            x = block.apply_static(x, channels[spec.out_stage], self._block_name(i), keras_module=K)
+        outputs = static_head(x, self.num_classes, keras_module=K)
+        model = K.Model(inputs, outputs, name=name or _model_name(config))
+        weighted = [layer for layer in model.layers if layer.weights]
+        missing = sorted({layer.name for layer in weighted} - set(weights))
+        if missing:
+            raise ValueError(f"weights: no weights given for layer(s) {missing}")
+        for layer in weighted:
+            layer.set_weights(weights[layer.name])
+        return model
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            model_name=self.model_name,
+            num_classes=self.num_classes,
+            small_input=self.small_input,
+            in_channels=self.in_channels,
+            dropout_rate=self.dropout_rate,
+            synchronized_bn=self.synchronized_bn,
+            bn_epsilon=self.bn_epsilon,
+        )
+        return config
+
+
+def _model_name(config: SubnetConfig) -> str:
+    return f"{config.model}_{config.resolution}px"
+
+
+def build_supernet(name: str, num_classes: int = 1000, **options) -> Supernet:
+    """Builds the supernet `name` ("mobilenet_v1" or "mobilenet_v2").
+
+    Options: `small_input`, `in_channels`, `dropout_rate`, `synchronized_bn`
+    (see `Supernet`).
+    """
+    if name not in architectures.MODEL_NAMES:
+        raise ValueError(f"model: unknown model {name!r}; expected one of {list(architectures.MODEL_NAMES)}")
+    return Supernet(name, num_classes=num_classes, **options)

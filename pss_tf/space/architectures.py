@@ -1,0 +1,105 @@
+"""Static descriptions of the supernet architectures.
+
+One table per model says which blocks exist, which width multiplier scales each
+block's output and where the strides are. The cost model, the Keras supernets and
+the latency lookup tables all read these tables, so the three can never disagree
+about what a subnet is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+# Block kinds.
+STEM = "stem"  # 3x3 conv from the image channels.
+SEPARABLE = "separable"  # MobileNetV1: 3x3 depthwise on the input width, 1x1 pointwise.
+INVERTED_RESIDUAL = "inverted_residual"  # MobileNetV2: 1x1 expand, 3x3 depthwise, 1x1 project.
+POINTWISE = "pointwise"  # 1x1 conv (MobileNetV2's last conv).
+HEAD = "head"  # Global average pool and the classifier, the end of every subnet.
+
+STEM_KERNEL = 3
+DEPTHWISE_KERNEL = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSpec:
+    """One block of a supernet.
+
+    `in_stage` and `out_stage` index the config's width multipliers; `in_stage` is
+    None for the stem, which reads the image.
+    """
+
+    kind: str
+    stride: int
+    in_stage: int | None
+    out_stage: int
+    expansion: int = 1
+    residual: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """A supernet's shape: base channels per multiplier and its blocks."""
+
+    name: str
+    base_channels: tuple[int, ...]
+    blocks: tuple[BlockSpec, ...]
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.base_channels)
+
+
+def _mobilenet_v1(stem_stride: int) -> Architecture:
+    outputs = (64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
+    strides = (1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1)
+    blocks = [BlockSpec(STEM, stem_stride, None, 0)]
+    for i, stride in enumerate(strides):
+        blocks.append(BlockSpec(SEPARABLE, stride, i, i + 1))
+    return Architecture("mobilenet_v1", (32,) + outputs, tuple(blocks))
+
+
+def _mobilenet_v2(stem_stride: int) -> Architecture:
+    # (expansion, output channels, repeats, first stride) per stage.
+    stages = (
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )
+    blocks = [BlockSpec(STEM, stem_stride, None, 0)]
+    for stage, (expansion, _, repeats, first_stride) in enumerate(stages, start=1):
+        for repeat in range(repeats):
+            if repeat == 0:
+                blocks.append(
+                    BlockSpec(INVERTED_RESIDUAL, first_stride, stage - 1, stage, expansion)
+                )
+            else:
+                # Later blocks of a stage read and write the stage's own width, so
+                # their shapes always match and the residual is always active.
+                blocks.append(
+                    BlockSpec(INVERTED_RESIDUAL, 1, stage, stage, expansion, residual=True)
+                )
+    blocks.append(BlockSpec(POINTWISE, 1, 7, 8))
+    base = (32,) + tuple(s[1] for s in stages) + (1280,)
+    return Architecture("mobilenet_v2", base, tuple(blocks))
+
+
+_BUILDERS = {"mobilenet_v1": _mobilenet_v1, "mobilenet_v2": _mobilenet_v2}
+MODEL_NAMES = tuple(sorted(_BUILDERS))
+
+
+@functools.lru_cache(maxsize=None)
+def get_architecture(name: str, small_input: bool = False) -> Architecture:
+    """Returns the architecture table of `name`.
+
+    `small_input` makes the stem stride 1 instead of 2, so that 28 to 64 pixel
+    images (Fashion-MNIST, CIFAR) still have a few pixels left in the last stage.
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"model: unknown model {name!r}; expected one of {list(MODEL_NAMES)}")
+    return _BUILDERS[name](1 if small_input else 2)

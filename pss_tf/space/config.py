@@ -1,0 +1,219 @@
+"""Subnet configurations and the search space they are drawn from.
+
+A subnet is a resolution plus one width multiplier per stage. `SubnetConfig` is
+immutable and hashable because the pools key on it; `SearchSpace` knows the
+ranges a supernet was trained for and draws configs from them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import numbers
+import random as _random
+
+import numpy as np
+
+from pss_tf.space import architectures
+
+CHANNEL_DIVISOR = 8
+
+
+def make_divisible(value: float, divisor: int = CHANNEL_DIVISOR, min_value: int | None = None) -> int:
+    """Rounds a channel count to the nearest multiple of `divisor` (half up).
+
+    The result is at least `min_value` (default `divisor`); if rounding lost more
+    than 10% of `value`, one more `divisor` is added.
+    """
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return int(rounded)
+
+
+def make_divisible_array(values: np.ndarray, divisor: int = CHANNEL_DIVISOR) -> np.ndarray:
+    """`make_divisible` over a numpy array (same float64 arithmetic, same results)."""
+    values = np.asarray(values, dtype=np.float64)
+    rounded = np.maximum(divisor, np.floor((values + divisor / 2) / divisor) * divisor)
+    rounded = np.where(rounded < 0.9 * values, rounded + divisor, rounded)
+    return rounded.astype(np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class SubnetConfig:
+    """One subnet: model name, input resolution and per-stage width multipliers."""
+
+    model: str
+    resolution: int
+    widths: tuple[float, ...]
+
+    def __post_init__(self):
+        if self.model not in architectures.MODEL_NAMES:
+            raise ValueError(
+                f"model: unknown model {self.model!r}; expected one of {list(architectures.MODEL_NAMES)}"
+            )
+        if (
+            isinstance(self.resolution, bool)
+            or not isinstance(self.resolution, numbers.Integral)
+            or self.resolution <= 0
+        ):
+            raise ValueError(f"resolution: must be a positive int, got {self.resolution!r}")
+        object.__setattr__(self, "resolution", int(self.resolution))
+        try:
+            widths = tuple(float(w) for w in self.widths)
+        except (TypeError, ValueError):
+            raise ValueError(f"widths: must be a sequence of numbers, got {self.widths!r}") from None
+        expected = architectures.get_architecture(self.model).num_stages
+        if len(widths) != expected:
+            raise ValueError(
+                f"widths: {self.model} takes {expected} width multipliers, got {len(widths)}"
+            )
+        for i, w in enumerate(widths):
+            if not (0.0 < w <= 1.0) or math.isnan(w):
+                raise ValueError(f"widths[{i}]: multiplier must lie in (0, 1], got {w}")
+        object.__setattr__(self, "widths", widths)
+
+    @classmethod
+    def uniform(cls, model: str, resolution: int, width: float) -> "SubnetConfig":
+        """The config with the same multiplier in every stage."""
+        stages = architectures.get_architecture(model).num_stages
+        return cls(model, resolution, (width,) * stages)
+
+    @functools.cached_property
+    def channels(self) -> tuple[int, ...]:
+        """The active channel count of each stage."""
+        base = architectures.get_architecture(self.model).base_channels
+        return tuple(make_divisible(c * w) for c, w in zip(base, self.widths))
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "resolution": self.resolution, "widths": list(self.widths)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SubnetConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"config: expected a JSON object, got {type(data).__name__}")
+        missing = {"model", "resolution", "widths"} - set(data)
+        if missing:
+            raise ValueError(f"config: missing field(s) {sorted(missing)}")
+        extra = set(data) - {"model", "resolution", "widths"}
+        if extra:
+            raise ValueError(f"config: unknown field(s) {sorted(extra)}")
+        return cls(data["model"], data["resolution"], tuple(data["widths"]))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SubnetConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"config: not valid JSON ({e})") from None
+        return cls.from_dict(data)
+
+    def __str__(self) -> str:
+        widths = ",".join(f"{w:g}" for w in self.widths)
+        return f"{self.model}@{self.resolution}[{widths}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """The resolutions and widths a supernet is trained for.
+
+    Resolutions are `min_resolution, min_resolution + resolution_step, ...,
+    max_resolution`; each stage's multiplier is uniform in `[min_width, max_width]`,
+    rounded to `decimals` places.
+    """
+
+    model: str
+    min_resolution: int = 128
+    max_resolution: int = 224
+    resolution_step: int = 8
+    min_width: float = 0.75
+    max_width: float = 1.0
+    decimals: int = 3
+
+    def __post_init__(self):
+        if self.model not in architectures.MODEL_NAMES:
+            raise ValueError(
+                f"model: unknown model {self.model!r}; expected one of {list(architectures.MODEL_NAMES)}"
+            )
+        for name in ("min_resolution", "max_resolution", "resolution_step"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+                raise ValueError(f"{name}: must be a positive int, got {value!r}")
+        if self.min_resolution > self.max_resolution:
+            raise ValueError(
+                f"min_resolution: {self.min_resolution} is larger than max_resolution {self.max_resolution}"
+            )
+        if (self.max_resolution - self.min_resolution) % self.resolution_step:
+            raise ValueError(
+                f"resolution_step: {self.resolution_step} does not divide "
+                f"max_resolution - min_resolution = {self.max_resolution - self.min_resolution}"
+            )
+        for name in ("min_width", "max_width"):
+            value = getattr(self, name)
+            if not (0.0 < value <= 1.0):
+                raise ValueError(f"{name}: must lie in (0, 1], got {value}")
+        if self.min_width > self.max_width:
+            raise ValueError(f"min_width: {self.min_width} is larger than max_width {self.max_width}")
+
+    @property
+    def num_stages(self) -> int:
+        return architectures.get_architecture(self.model).num_stages
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        return tuple(range(self.min_resolution, self.max_resolution + 1, self.resolution_step))
+
+    def max_config(self) -> SubnetConfig:
+        return SubnetConfig.uniform(self.model, self.max_resolution, self.max_width)
+
+    def min_config(self) -> SubnetConfig:
+        return SubnetConfig.uniform(self.model, self.min_resolution, self.min_width)
+
+    def random_config(self, rng: _random.Random | None = None) -> SubnetConfig:
+        """One uniformly drawn config (Python's `random`, for reproducible runs)."""
+        rng = rng or _random.Random()
+        widths = tuple(
+            round(rng.uniform(self.min_width, self.max_width), self.decimals)
+            for _ in range(self.num_stages)
+        )
+        return SubnetConfig(self.model, rng.choice(self.resolutions), widths)
+
+    def sample_arrays(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """`n` random configs as arrays: resolutions (n,) and widths (n, stages)."""
+        resolutions = rng.choice(np.asarray(self.resolutions), size=n)
+        widths = np.round(
+            rng.uniform(self.min_width, self.max_width, size=(n, self.num_stages)), self.decimals
+        )
+        return resolutions, widths
+
+    def contains(self, config: SubnetConfig) -> bool:
+        return not self.violations(config)
+
+    def violations(self, config: SubnetConfig) -> list[str]:
+        """Why `config` lies outside this space (empty when it lies inside)."""
+        problems = []
+        if config.model != self.model:
+            problems.append(f"model: {config.model!r} is not {self.model!r}")
+            return problems
+        if config.resolution not in self.resolutions:
+            problems.append(
+                f"resolution: {config.resolution} is not one of {self.min_resolution}.."
+                f"{self.max_resolution} step {self.resolution_step}"
+            )
+        for i, w in enumerate(config.widths):
+            if not (self.min_width - 1e-9 <= w <= self.max_width + 1e-9):
+                problems.append(f"widths[{i}]: {w} is outside [{self.min_width}, {self.max_width}]")
+        return problems
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SearchSpace":
+        return cls(**data)

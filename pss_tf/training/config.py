@@ -1,0 +1,304 @@
+"""Everything a training run is told, in groups, validated before any heavy work.
+
+`TrainConfig` is what `tools/train.py` builds from its flags (one flag per leaf
+field, `pss_tf.config_flags`) and what a job directory's `run.json` records, so
+a resumed run can check it continues the same experiment. Validation raises
+`ConfigError` naming the field to fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+
+from pss_tf import config_flags
+from pss_tf.config_flags import group, option
+from pss_tf.errors import ConfigError
+from pss_tf.space import architectures
+from pss_tf.space.config import SearchSpace
+
+METRIC_NAMES = ("flops", "latency_cpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class SpaceConfig:
+    """The supernet and the subnets it is trained for."""
+
+    model: str = option("mobilenet_v1", help="Supernet.", choices=architectures.MODEL_NAMES)
+    small_input: bool = option(False, help="Stem stride 1, for 28 to 64 pixel images.")
+    min_resolution: int = option(128, help="Smallest subnet resolution.")
+    max_resolution: int = option(224, help="Largest subnet resolution (images load at it).")
+    resolution_step: int = option(8, help="Resolution grid step.")
+    min_width: float = option(0.75, help="Smallest width multiplier.")
+    max_width: float = option(1.0, help="Largest width multiplier.")
+
+    def search_space(self) -> SearchSpace:
+        return SearchSpace(
+            self.model, self.min_resolution, self.max_resolution, self.resolution_step, self.min_width, self.max_width
+        )
+
+    def validate(self) -> None:
+        try:
+            self.search_space()
+        except ValueError as e:
+            field, _, message = str(e).partition(": ")
+            raise ConfigError(field, message) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetsConfig:
+    """The resource metrics that have pools, and their target grids."""
+
+    metrics: tuple[str, ...] = option(("flops",), help="Resource metrics with pools.", choices=METRIC_NAMES)
+    flops_targets: tuple[float, ...] = option(
+        (), help="FLOPs target grid in M MACs: start,stop,step (empty: about 10 targets)."
+    )
+    latency_cpu_targets: tuple[float, ...] = option(
+        (), help="CPU latency target grid in ms: start,stop,step (empty: about 10 targets)."
+    )
+    latency_cpu_lut: str | None = option(None, help="Latency lookup table of latency_cpu (tools/build_lut.py).")
+
+    def grid(self, metric: str) -> tuple[float, ...]:
+        """The `start, stop, step` given for `metric`, or () to choose one."""
+        return getattr(self, f"{metric}_targets")
+
+    def validate(self) -> None:
+        if not self.metrics:
+            raise ConfigError("metrics", "name at least one metric")
+        if len(set(self.metrics)) != len(self.metrics):
+            raise ConfigError("metrics", f"a metric is named twice in {list(self.metrics)}")
+        for name in METRIC_NAMES:
+            grid = self.grid(name)
+            if grid and name not in self.metrics:
+                raise ConfigError(f"{name}_targets", f"metric {name!r} is not in `metrics`")
+            if grid:
+                _check_grid(f"{name}_targets", grid)
+        if "latency_cpu" in self.metrics and not self.latency_cpu_lut:
+            raise ConfigError(
+                "latency_cpu_lut", "required with the latency_cpu metric in `metrics` (build one with tools/build_lut.py)"
+            )
+        if self.latency_cpu_lut and "latency_cpu" not in self.metrics:
+            raise ConfigError("latency_cpu_lut", "given but latency_cpu is not in `metrics`")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """How the subnet trained beside the max and min nets is chosen (PSS)."""
+
+    sampler: str = option("pss", help="pss, or the uniform sandwich baseline.", choices=("pss", "uniform"))
+    pool_capacity: int = option(50, help="Subnets per pool (K).")
+    score_momentum: float = option(0.9, help="EMA momentum of pool scores.")
+    p_fresh_start: float = option(1.0, help="Fresh-sampling probability at epoch 0.")
+    p_fresh_end: float = option(0.01, help="Fresh-sampling probability at the last epoch.")
+    temperature_start: float = option(1.0, help="Pool softmax temperature at epoch 0.")
+    temperature_end: float = option(0.01, help="Pool softmax temperature at the last epoch.")
+    sampler_samples: int = option(100_000, help="Random subnets the conditional sampler bins.")
+
+    def validate(self) -> None:
+        _positive_int(self, "pool_capacity", "sampler_samples")
+        if not 0.0 <= self.score_momentum < 1.0:
+            raise ConfigError("score_momentum", f"must lie in [0, 1), got {self.score_momentum}")
+        for name in ("p_fresh_start", "p_fresh_end"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ConfigError(name, f"a probability in (0, 1], got {getattr(self, name)}")
+        for name in ("temperature_start", "temperature_end"):
+            if not getattr(self, name) > 0.0:
+                raise ConfigError(name, f"must be positive, got {getattr(self, name)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizationConfig:
+    """SGD, the learning-rate schedule and what the step computes in."""
+
+    epochs: int = option(250, help="Training epochs.")
+    global_batch_size: int = option(1024, help="Batch over all replicas.")
+    steps_per_epoch: int = option(0, help="Steps per epoch (0: one pass over the training split).")
+    learning_rate: float = option(0.4, help="Peak learning rate (cosine decay to zero).")
+    warmup_epochs: float = option(0.0, help="Linear warm-up length in epochs.")
+    momentum: float = option(0.9, help="Nesterov momentum.")
+    weight_decay: float = option(1e-4, help="L2 decay of conv and classifier kernels.")
+    dropout_rate: float = option(0.0, help="Dropout before the classifier.")
+    synchronized_bn: bool = option(False, help="BN statistics over all replicas (global-batch semantics).")
+    mixed_precision: str = option("none", help="Compute dtype.", choices=("none", "float16", "bfloat16"))
+
+    def validate(self) -> None:
+        _positive_int(self, "epochs", "global_batch_size")
+        if self.steps_per_epoch < 0:
+            raise ConfigError("steps_per_epoch", f"must be >= 0, got {self.steps_per_epoch}")
+        if not self.learning_rate > 0.0:
+            raise ConfigError("learning_rate", f"must be positive, got {self.learning_rate}")
+        if not 0.0 <= self.warmup_epochs < self.epochs:
+            raise ConfigError("warmup_epochs", f"must lie in [0, `epochs`), got {self.warmup_epochs}")
+        if self.weight_decay < 0:
+            raise ConfigError("weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError("momentum", f"must lie in [0, 1), got {self.momentum}")
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ConfigError("dropout_rate", f"must lie in [0, 1), got {self.dropout_rate}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, where, and the training augmentation."""
+
+    dataset: str = option(
+        "synthetic", help="synthetic, fashion_mnist, imagefolder, or a TFDS name (e.g. imagenet2012)."
+    )
+    data_dir: str | None = option(
+        None, help="Data location (fashion_mnist defaults to /usr/share/datasets/fashion-mnist)."
+    )
+    crop_scale_min: float = option(0.08, help="Smallest area fraction of the random resized crop.")
+    flip: bool = option(True, help="Random horizontal flips in training.")
+    synthetic_train_examples: int = option(1024, help="Size of synthetic train.")
+    synthetic_val_examples: int = option(256, help="Size of synthetic val.")
+    synthetic_classes: int = option(10, help="Classes of the synthetic dataset.")
+
+    def validate(self) -> None:
+        if not 0.0 < self.crop_scale_min <= 1.0:
+            raise ConfigError("crop_scale_min", f"must lie in (0, 1], got {self.crop_scale_min}")
+        _positive_int(self, "synthetic_train_examples", "synthetic_val_examples", "synthetic_classes")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """BN calibration and validation during and at the end of training."""
+
+    calibration_batches: int = option(8, help="Batches for BN re-estimation.")
+    eval_batch_size: int = option(256, help="Evaluation batch size.")
+    eval_every_epochs: int = option(1, help="Evaluate every N epochs.")
+    eval_winners_per_epoch: int = option(3, help="Pool winners evaluated per epoch.")
+    final_top_k: int = option(1, help="Members per pool validated at the end; best kept.")
+
+    def validate(self) -> None:
+        _positive_int(self, "calibration_batches", "eval_batch_size", "eval_every_epochs", "final_top_k")
+        if self.eval_winners_per_epoch < 0:
+            raise ConfigError("eval_winners_per_epoch", f"must be >= 0, got {self.eval_winners_per_epoch}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    """How the run executes; most of it may change when a run is resumed."""
+
+    strategy: str = option(
+        "mirrored", help="tf.distribute strategy.", choices=("mirrored", "multi_worker", "one_device"), resumable=True
+    )
+    seed: int = option(0, help="Seed of every random choice.")
+    deterministic: bool = option(False, help="TensorFlow's deterministic ops (slower).", resumable=True)
+    resume: bool = option(False, help="Continue the run in job_dir.", resumable=True)
+    max_steps: int = option(0, help="Stop after this many steps in total, resumably (0: no).", resumable=True)
+    checkpoint_every_steps: int = option(0, help="Extra checkpoints (0: epochs).", resumable=True)
+    keep_checkpoints: int = option(3, help="Checkpoints kept.")
+    log_every_steps: int = option(10, help="TensorBoard scalars every N steps.", resumable=True)
+    progress: bool = option(True, help="Progress bars and per-epoch summaries on stdout.", resumable=True)
+
+    def validate(self) -> None:
+        _positive_int(self, "keep_checkpoints", "log_every_steps")
+        for name in ("max_steps", "checkpoint_every_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    job_dir: str = option("", help="Directory for checkpoints, pools, winners and TensorBoard events.")
+    space: SpaceConfig = group(SpaceConfig)
+    targets: TargetsConfig = group(TargetsConfig)
+    sampling: SamplingConfig = group(SamplingConfig)
+    optimization: OptimizationConfig = group(OptimizationConfig)
+    data: DataConfig = group(DataConfig)
+    evaluation: EvaluationConfig = group(EvaluationConfig)
+    runtime: RuntimeConfig = group(RuntimeConfig)
+
+    def search_space(self) -> SearchSpace:
+        return self.space.search_space()
+
+    def data_settings(self):
+        """The run's `DataSettings`: every pipeline of training, evaluation and export."""
+        from pss_tf.data.settings import DataSettings
+        from pss_tf.data.sources import SyntheticSpec
+
+        data = self.data
+        return DataSettings(
+            dataset=data.dataset,
+            data_dir=data.data_dir,
+            image_size=self.space.max_resolution,
+            synthetic=SyntheticSpec(
+                num_classes=data.synthetic_classes,
+                num_train=data.synthetic_train_examples,
+                num_val=data.synthetic_val_examples,
+            ),
+            crop_scale=(data.crop_scale_min, 1.0),
+            flip=data.flip,
+        )
+
+    def leaf_values(self) -> dict:
+        """`{field name: value}` over every group."""
+        return config_flags.leaf_values(self)
+
+    def validate(self) -> None:
+        """Raises ConfigError naming the first bad field."""
+        if not self.job_dir:
+            raise ConfigError("job_dir", "required")
+        config_flags.check_choices(self)
+        for part in (self.space, self.targets, self.sampling, self.optimization, self.data, self.evaluation, self.runtime):
+            part.validate()
+
+    def to_dict(self) -> dict:
+        return config_flags.to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        """Reads the nested form, or the flat one `run.json` had before the groups."""
+        if isinstance(data, dict) and "space" not in data:
+            data = _from_flat(data)
+        return config_flags.from_dict(cls, data, "run.json")
+
+    def replace(self, **changes) -> "TrainConfig":
+        """A copy with leaf fields changed by name: `config.replace(epochs=2)`."""
+        return config_flags.replace(self, **changes)
+
+    def differences(self, other: "TrainConfig") -> list[str]:
+        """Leaf fields whose values differ, ignoring those a resumed run may change."""
+        mine, theirs = config_flags.leaf_values(self), config_flags.leaf_values(other)
+        resumable = {leaf.name for leaf in config_flags.leaves(TrainConfig) if leaf.resumable}
+        return sorted(k for k in mine if k not in resumable and mine[k] != theirs[k])
+
+
+def _from_flat(data: dict) -> dict:
+    """The nested form of a run.json written before configs had groups."""
+    data = dict(data)
+    targets = data.pop("targets", {}) or {}
+    for metric, grid in targets.items():
+        data[f"{metric}_targets"] = grid
+    paths = {leaf.name: leaf.path for leaf in config_flags.leaves(TrainConfig)}
+    unknown = sorted(set(data) - set(paths))
+    if unknown:
+        raise ConfigError(None, f"run.json: unknown field(s) {unknown}")
+    nested: dict = {}
+    for name, value in data.items():
+        *groups, leaf = paths[name]
+        node = nested
+        for part in groups:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def _positive_int(config, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ConfigError(name, f"must be a positive int, got {value!r}")
+
+
+def _check_grid(field: str, grid) -> None:
+    if len(grid) != 3:
+        raise ConfigError(field, f"expected start,stop,step, got {list(grid)}")
+    start, stop, step = (float(v) for v in grid)
+    if not all(math.isfinite(v) for v in (start, stop, step)):
+        raise ConfigError(field, f"values must be finite, got {list(grid)}")
+    if step <= 0:
+        raise ConfigError(field, f"step must be positive, got {step:g}")
+    if start > stop:
+        raise ConfigError(field, f"empty or inverted range: start {start:g} > stop {stop:g}")

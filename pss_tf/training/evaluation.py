@@ -1,0 +1,85 @@
+"""Evaluating a subnet: BN calibration, then top-1 and top-5 on a split.
+
+Subnets share batch-norm statistics that training never accumulates, so each
+evaluation first re-estimates them for the subnet at hand (design note
+section 6), then counts correct predictions over the validation batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Iterable
+
+import tensorflow as tf
+
+from pss_tf.space.config import SubnetConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Accuracy:
+    top1: float
+    top5: float
+    examples: int
+
+
+def make_evaluator(supernet, config, data, calibration_batches: int | None = None) -> "SubnetEvaluator":
+    """The evaluator of a run (`config`, a TrainConfig; `data`, its DataSettings).
+
+    Training's epoch-end evaluations, its final winners and the export all
+    calibrate on these batches and validate on this split, so the accuracies
+    they report agree. `calibration_batches` overrides the run's number.
+    """
+    evaluation = config.evaluation
+    calibration = data.training(
+        min(config.optimization.global_batch_size, evaluation.eval_batch_size), seed=config.runtime.seed + 1
+    )
+    validation = data.validation(evaluation.eval_batch_size)
+    return SubnetEvaluator(supernet, calibration, validation, calibration_batches or evaluation.calibration_batches)
+
+
+class SubnetEvaluator:
+    """Calibrates and evaluates subnets of one supernet on fixed data.
+
+    Args:
+        supernet: the `Supernet`.
+        calibration_data: an iterable of training batches (images, labels),
+            re-iterated for every subnet; the first `calibration_batches` are used.
+        validation_data: an iterable of (images, labels) batches.
+    """
+
+    def __init__(self, supernet, calibration_data: Iterable, validation_data: Iterable, calibration_batches: int = 8):
+        if calibration_batches < 1:
+            raise ValueError(f"calibration_batches: must be at least 1, got {calibration_batches}")
+        self.supernet = supernet
+        self.calibration_data = calibration_data
+        self.validation_data = validation_data
+        self.calibration_batches = int(calibration_batches)
+        top_k = min(5, supernet.num_classes)
+
+        def correct(images, labels, vector):
+            logits = supernet(images, vector, training=False)
+            labels = tf.cast(labels, tf.int32)
+            top1 = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.int64))
+            top5 = tf.reduce_sum(tf.cast(tf.nn.in_top_k(labels, logits, top_k), tf.int64))
+            return top1, top5
+
+        self._correct = tf.function(correct, reduce_retracing=True)
+
+    def calibrate(self, config: SubnetConfig):
+        batches = itertools.islice(iter(self.calibration_data), self.calibration_batches)
+        self.supernet.calibrate_bn(batches, config)
+
+    def evaluate(self, config: SubnetConfig, calibrate: bool = True) -> Accuracy:
+        if calibrate:
+            self.calibrate(config)
+        vector = tf.constant(self.supernet.encode(config))
+        top1 = top5 = examples = 0
+        for images, labels in self.validation_data:
+            a, b = self._correct(images, labels, vector)
+            top1 += int(a)
+            top5 += int(b)
+            examples += int(tf.shape(labels)[0])
+        if examples == 0:
+            raise ValueError("validation data: no examples to evaluate on")
+        return Accuracy(top1 / examples, top5 / examples, examples)

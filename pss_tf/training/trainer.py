@@ -1,0 +1,374 @@
+"""The PSS training run: a thin loop over library pieces.
+
+`Trainer(config)` checks everything cheap first (settings, job directory,
+data), then builds the pure-Python sampling side (metrics, conditional
+samplers, pools) and the TensorFlow side (supernet, optimizer, step,
+checkpoint) under the strategy. `run()` records the run in its job directory
+(`pss_tf.job`), draws a subnet per step, runs the traced sandwich step, feeds
+the returned score to the pools, evaluates at epoch ends and writes the
+winners at the end. Process-wide settings (precision, determinism, seeds) are
+the driver's: `pss_tf.training.runtime`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+
+import tensorflow as tf
+
+from pss_tf.errors import ConfigError
+from pss_tf.job import JobDir, build_metrics, build_supernet
+from pss_tf.sampling.conditional_sampler import ConditionalSampler
+from pss_tf.sampling.pools import PoolManager
+from pss_tf.sampling.samplers import PrioritizedSampler, UniformSampler
+from pss_tf.sampling.schedules import ExponentialSchedule
+from pss_tf.training import distribute
+from pss_tf.training.config import TrainConfig
+from pss_tf.training.evaluation import make_evaluator
+from pss_tf.training.optimization import build_optimizer, learning_rate_schedule
+from pss_tf.training.step import SandwichStep
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    job_dir: str
+    steps: int
+    finished: bool
+    winners: list
+
+
+class _StopRequest:
+    """Turns SIGTERM into a clean stop at the next step (a checkpoint is saved)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        logger.warning("SIGTERM: stopping after this step and saving a checkpoint.")
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class _HostState(tf.train.experimental.PythonState):
+    """The host side of a run (pools, the sampler's random state, evaluations),
+    saved and restored inside each TF checkpoint with the weights."""
+
+    def __init__(self, trainer: "Trainer"):
+        self._trainer = trainer
+
+    def serialize(self) -> str:
+        trainer = self._trainer
+        return json.dumps(
+            {"pools": trainer.pools.to_dict(), "sampler": trainer.sampler.get_state(), "evaluations": trainer.evaluations}
+        )
+
+    def deserialize(self, string) -> None:
+        state = json.loads(string.numpy() if hasattr(string, "numpy") else string)
+        trainer = self._trainer
+        trainer.pools = PoolManager.from_dict(state["pools"])
+        trainer.sampler.pools = trainer.pools
+        trainer.sampler.set_state(state["sampler"])
+        trainer.evaluations = state["evaluations"]
+
+
+class Trainer:
+    """Holds the state of one run; `run()` trains until done or interrupted."""
+
+    def __init__(self, config: TrainConfig, strategy=None):
+        config.validate()
+        self.config = config
+        self.job = JobDir(config.job_dir)
+        if config.runtime.strategy != "multi_worker" or distribute.is_chief_task():
+            self.job.check_start(config)
+        self.data = config.data_settings()
+        self.info = self.data.info
+        self.space = config.search_space()
+        self.strategy = strategy or distribute.create_strategy(config.runtime.strategy)
+        self.is_chief = distribute.is_chief(self.strategy)
+        self.replicas = self.strategy.num_replicas_in_sync
+        batch = config.optimization.global_batch_size
+        if batch % self.replicas:
+            raise ConfigError("global_batch_size", f"{batch} does not split over {self.replicas} replicas")
+        self.steps_per_epoch = config.optimization.steps_per_epoch or self.data.steps_per_epoch(batch)
+        if self.steps_per_epoch < 1:
+            raise ConfigError("global_batch_size", f"{batch} is larger than the training split ({self.info.num_train} examples)")
+        self.total_steps = self.steps_per_epoch * config.optimization.epochs
+        self.evaluations = []
+        self._build_sampling()
+        self._build_model()
+        self._build_checkpoint()
+
+    # Pure-Python side: metrics, conditional samplers, pools, subnet sampler.
+
+    def _build_sampling(self):
+        config = self.config
+        self.metrics = build_metrics(config, self.info.num_classes, self.info.channels)
+        self.pools = PoolManager(config.sampling.pool_capacity, config.sampling.score_momentum)
+        sampling, epochs = config.sampling, config.optimization.epochs
+        if sampling.sampler == "pss":
+            self.conditional_samplers = {}
+            for name, metric in self.metrics.items():
+                cache = self.job.sampler_cache(name)
+                sampler = ConditionalSampler.build_or_load(
+                    cache if os.path.exists(cache) else None,
+                    self.space, metric, sampling.sampler_samples, config.runtime.seed,
+                )
+                if not sampler.targets:
+                    raise ConfigError(f"{name}_targets", f"no subnet of the search space reaches any target of {metric.grid}")
+                self.conditional_samplers[name] = sampler
+            self.sampler = PrioritizedSampler(
+                self.pools,
+                self.conditional_samplers,
+                ExponentialSchedule(sampling.p_fresh_start, sampling.p_fresh_end, epochs),
+                ExponentialSchedule(sampling.temperature_start, sampling.temperature_end, epochs),
+                seed=config.runtime.seed,
+            )
+            self.pool_keys = list(self.sampler.keys)
+        else:
+            self.conditional_samplers = {}
+            self.sampler = UniformSampler(self.space, list(self.metrics.values()), seed=config.runtime.seed)
+            self.pool_keys = [(m.name, t) for m in self.metrics.values() for t in m.grid.targets]
+        self.max_config = self.space.max_config()
+        self.min_config = self.space.min_config()
+
+    # TensorFlow side: supernet, optimizer, step, checkpoint.
+
+    def _build_model(self):
+        config, optimization = self.config, self.config.optimization
+        warmup = int(round(optimization.warmup_epochs * self.steps_per_epoch))
+        with self.strategy.scope():
+            self.supernet = build_supernet(config, self.info, synchronized_bn=optimization.synchronized_bn)
+            self.schedule = learning_rate_schedule(optimization.learning_rate, self.total_steps, warmup)
+            self.optimizer = build_optimizer(
+                self.schedule, optimization.momentum, loss_scale=optimization.mixed_precision == "float16"
+            )
+            self.optimizer.build(self.supernet.trainable_variables)
+        self.step_fn = SandwichStep(
+            self.supernet, self.optimizer, self.strategy, optimization.global_batch_size, optimization.weight_decay
+        )
+
+    def _build_checkpoint(self):
+        runtime = self.config.runtime
+        self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.supernet, optimizer=self.optimizer, step=self.global_step, host=_HostState(self)
+        )
+        directory = self.job.checkpoints_dir
+        if not self.is_chief:  # Other workers write a throwaway copy (all must save).
+            directory = self.job.file(f".worker{distribute.task_id(self.strategy)}_checkpoints")
+        self.checkpoint_manager = tf.train.CheckpointManager(
+            self.checkpoint,
+            directory,
+            max_to_keep=runtime.keep_checkpoints,
+            step_counter=self.global_step,
+            checkpoint_interval=runtime.checkpoint_every_steps or None,
+        )
+        if runtime.resume:
+            latest = self.checkpoint_manager.latest_checkpoint
+            if latest is None:
+                raise ConfigError("resume", f"{self.job.path} has no checkpoint to resume from")
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            logger.info("Resumed %s at step %d.", latest, int(self.global_step.numpy()))
+
+    def _record_start(self):
+        """Writes run.json and the sampler caches: from here on the directory holds a run."""
+        if not self.is_chief:
+            return
+        if not self.job.holds_run():
+            self.job.write_config(self.config)
+        for name, sampler in self.conditional_samplers.items():
+            if not os.path.exists(self.job.sampler_cache(name)):
+                sampler.save(self.job.sampler_cache(name))
+
+    def save_checkpoint(self, force: bool = True):
+        """Saves a checkpoint (unless `force` is False and the interval has not passed)."""
+        step = int(self.global_step.numpy())
+        if self.checkpoint_manager.save(check_interval=not force) is None:
+            return
+        if self.is_chief:
+            self.pools.save(self.job.pools_file)
+        else:
+            shutil.rmtree(self.checkpoint_manager.directory, ignore_errors=True)
+        logger.debug("Checkpoint at step %d.", step)
+
+    # The loop.
+
+    def run(self) -> TrainResult:
+        self._record_start()
+        writer = (
+            tf.summary.create_file_writer(self.job.tensorboard_dir) if self.is_chief else tf.summary.create_noop_writer()
+        )
+        self.evaluator = make_evaluator(self.supernet, self.config, self.data)
+        self._iterator = self._train_iterator(int(self.global_step.numpy()))
+        self._max_vector = tf.constant(self.supernet.encode(self.max_config))
+        self._min_vector = tf.constant(self.supernet.encode(self.min_config))
+        with writer.as_default(), _StopRequest() as stop:
+            while self.step < self.total_steps:
+                epoch = self.step // self.steps_per_epoch
+                if not self.train_epoch(epoch, stop):
+                    self.save_checkpoint()
+                    logger.info("Stopped at step %d of %d; continue with resume.", self.step, self.total_steps)
+                    writer.flush()
+                    return TrainResult(self.job.path, self.step, False, [])
+                if (epoch + 1) % self.config.evaluation.eval_every_epochs == 0 or self.step == self.total_steps:
+                    self.evaluate_epoch(epoch + 1)
+                self.save_checkpoint()
+            winners = self.final_winners()
+            writer.flush()
+        return TrainResult(self.job.path, self.step, True, winners)
+
+    @property
+    def step(self) -> int:
+        return int(self.global_step.numpy())
+
+    def _train_iterator(self, start_step: int):
+        input_fn = self.data.input_fn(
+            self.config.optimization.global_batch_size, self.config.runtime.seed, start_step=start_step
+        )
+        return iter(self.strategy.distribute_datasets_from_function(input_fn))
+
+    def train_epoch(self, epoch: int, stop) -> bool:
+        """Trains to the end of `epoch`; False when stopped (max_steps or a signal) before it."""
+        runtime = self.config.runtime
+        stop_at = runtime.max_steps or self.total_steps
+        end = (epoch + 1) * self.steps_per_epoch
+        bar = self._progress_bar(epoch, self.step % self.steps_per_epoch)
+        window_start, window_images = time.perf_counter(), 0
+        try:
+            while self.step < end:
+                if self.step >= stop_at or stop.requested:
+                    return False
+                losses = self.train_step(epoch)
+                step = self.step
+                window_images += self.config.optimization.global_batch_size
+                rate = window_images / max(time.perf_counter() - window_start, 1e-9)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{losses['loss']:.3f}", img_s=f"{rate:.0f}")
+                    bar.update(1)
+                if step % runtime.log_every_steps == 0:
+                    self._log_step(step, epoch, losses, rate)
+                    window_start, window_images = time.perf_counter(), 0
+                self.save_checkpoint(force=False)
+        finally:
+            if bar is not None:
+                bar.close()
+        return True
+
+    def train_step(self, epoch: int) -> dict:
+        """One sandwich step on the next batch; the chosen subnet's score goes to its pool."""
+        draw = self.sampler.draw(epoch)
+        chosen = tf.constant(self.supernet.encode(draw.config))
+        losses = self.step_fn(next(self._iterator), self._max_vector, chosen, self._min_vector)
+        losses = {k: float(v) for k, v in losses.items()}
+        if draw.key is not None:
+            self.pools.update(draw.key, draw.config, -losses["chosen_ce"])
+        self.global_step.assign_add(1)
+        return losses
+
+    def _progress_bar(self, epoch: int, done: int):
+        if not (self.config.runtime.progress and self.is_chief):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(
+            total=self.steps_per_epoch,
+            initial=done,
+            desc=f"epoch {epoch + 1}/{self.config.optimization.epochs}",
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
+
+    def _log_step(self, step, epoch, losses, images_per_second):
+        for name, value in losses.items():
+            tf.summary.scalar(f"train/{name}", value, step=step)
+        tf.summary.scalar("train/learning_rate", float(self.schedule(step - 1)), step=step)
+        tf.summary.scalar("train/images_per_second", images_per_second, step=step)
+        if isinstance(self.sampler, PrioritizedSampler):
+            tf.summary.scalar("sampling/p_fresh", self.sampler.p_fresh_schedule(epoch), step=step)
+            tf.summary.scalar("sampling/temperature", self.sampler.temperature_schedule(epoch), step=step)
+        fill = self.pools.fill()
+        capacity = self.config.sampling.pool_capacity * len(self.pool_keys)
+        tf.summary.scalar("pools/fill", sum(fill.values()) / capacity, step=step)
+        for (metric, target), (_, score) in self.pools.winners().items():
+            tf.summary.scalar(f"pools/best_score/{self.metrics[metric].label(target)}", score, step=step)
+
+    # Evaluation.
+
+    def _evaluated_keys(self) -> list:
+        """The pools whose winners are evaluated at epoch ends: evenly spread."""
+        keys = [k for k in self.pool_keys if self.pools.size(k)]
+        n = self.config.evaluation.eval_winners_per_epoch
+        if n == 0 or not keys:
+            return []
+        if len(keys) <= n:
+            return keys
+        return [keys[round(i * (len(keys) - 1) / (n - 1))] for i in range(n)] if n > 1 else [keys[-1]]
+
+    def evaluate_epoch(self, epoch: int):
+        step = self.step
+        results = {"epoch": epoch, "step": step}
+        subnets = {"max": self.max_config, "min": self.min_config}
+        for metric, target in self._evaluated_keys():
+            subnets[self.metrics[metric].label(target)] = self.pools.winner((metric, target))[0]
+        for name, config in subnets.items():
+            accuracy = self.evaluator.evaluate(config)
+            results[name] = {"top1": accuracy.top1, "top5": accuracy.top5}
+            tf.summary.scalar(f"val_top1/{name}", accuracy.top1, step=step)
+            tf.summary.scalar(f"val_top5/{name}", accuracy.top5, step=step)
+        self.evaluations.append(results)
+        summary = ", ".join(f"{k} {v['top1']:.4f}" for k, v in results.items() if isinstance(v, dict))
+        logger.info("epoch %d: val top-1 %s", epoch, summary)
+        if self.config.runtime.progress and self.is_chief:
+            print(f"epoch {epoch}: val top-1 {summary}", flush=True)
+        if self.is_chief:
+            self.job.write_evaluations(self.evaluations)
+
+    def final_winners(self) -> list:
+        """Evaluates the top-k of every pool and keeps the best by validation top-1."""
+        entries = []
+        for metric, target in (k for k in self.pool_keys if self.pools.size(k)):
+            best = None
+            for config, score in self.pools.top_k((metric, target), self.config.evaluation.final_top_k):
+                accuracy = self.evaluator.evaluate(config)
+                if best is None or accuracy.top1 > best[2].top1:
+                    best = (config, score, accuracy)
+            config, score, accuracy = best
+            entries.append(
+                {
+                    "metric": metric,
+                    "target": target,
+                    "name": self.metrics[metric].label(target),
+                    "config": config.to_dict(),
+                    "value": self.metrics[metric].value(config),
+                    "score": score,
+                    "val_top1": accuracy.top1,
+                    "val_top5": accuracy.top5,
+                }
+            )
+        if self.is_chief:
+            self.job.write_winners(entries)
+            if self.config.runtime.progress:
+                for e in entries:
+                    value = self.metrics[e["metric"]].format(e["value"])
+                    print(f"winner {e['name']}: {value}, val top-1 {e['val_top1']:.4f}")
+        return entries

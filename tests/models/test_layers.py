@@ -1,0 +1,148 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pss_tf import SubnetConfig, build_supernet
+from pss_tf.models.layers import (
+    SlimBatchNormalization,
+    SlimConv2D,
+    SlimDense,
+    SlimDepthwiseConv2D,
+)
+
+
+def _built(layer):
+    layer.build()
+    return layer
+
+
+def test_slim_conv_uses_the_first_channels_of_its_kernel():
+    layer = _built(SlimConv2D(16, 3, strides=2, in_channels=8))
+    x = tf.random.stateless_normal([2, 9, 9, 5], seed=[1, 1])
+    reference = keras.layers.Conv2D(6, 3, strides=2, padding="same", use_bias=False)
+    reference.build((None, 9, 9, 5))
+    reference.kernel.assign(layer.kernel[:, :, :5, :6])
+    expected = reference(x).numpy()
+    np.testing.assert_allclose(layer(x, out_channels=6).numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(layer(x, out_channels=tf.constant(6)).numpy(), expected, atol=1e-6)
+    assert layer(x).shape == (2, 5, 5, 16)
+
+
+def test_slim_depthwise_keeps_the_input_width():
+    layer = _built(SlimDepthwiseConv2D(3, strides=1, channels=12))
+    x = tf.random.stateless_normal([1, 6, 6, 7], seed=[2, 2])
+    reference = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False)
+    reference.build((None, 6, 6, 7))
+    reference.kernel.assign(layer.kernel[:, :, :7, :])
+    np.testing.assert_allclose(layer(x).numpy(), reference(x).numpy(), atol=1e-6)
+
+
+def test_slim_dense_slices_inputs_and_units():
+    layer = _built(SlimDense(10, in_features=32))
+    layer.bias.assign(np.arange(10, dtype="float32"))
+    x = tf.random.stateless_normal([3, 20], seed=[3, 3])
+    expected = x.numpy() @ layer.kernel.numpy()[:20, :4] + np.arange(4)
+    np.testing.assert_allclose(layer(x, out_units=4).numpy(), expected, atol=1e-5)
+
+
+def test_batch_norm_training_uses_batch_statistics_and_keeps_moving_ones():
+    layer = _built(SlimBatchNormalization(8))
+    x = tf.random.stateless_normal([4, 3, 3, 5], seed=[4, 4], mean=2.0, stddev=3.0)
+    y = layer(x, training=True).numpy()
+    np.testing.assert_allclose(y.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(y.std(axis=(0, 1, 2)), 1.0, atol=1e-3)
+    np.testing.assert_array_equal(layer.moving_mean.numpy(), np.zeros(8))
+    np.testing.assert_array_equal(layer.moving_variance.numpy(), np.ones(8))
+
+
+def test_fused_training_batch_norm_equals_the_exact_path_with_gradients():
+    """Training in float32 runs the fused kernel; float64 runs the two-pass path.
+
+    Both must give the same outputs and gradients at a runtime width.
+    """
+    layer = _built(SlimBatchNormalization(8, dtype="float64"))
+    layer.gamma.assign(np.linspace(0.5, 2.0, 8))
+    layer.beta.assign(np.linspace(-1.0, 1.0, 8))
+    fused = _built(SlimBatchNormalization(8))
+    fused.set_weights([w.astype("float32") for w in layer.get_weights()])
+    x = tf.random.stateless_normal([4, 5, 5, 8], seed=[6, 6], mean=1.0, stddev=2.0, dtype=tf.float64)
+    upstream = tf.random.stateless_normal([4, 5, 5, 6], seed=[7, 7], dtype=tf.float64)
+
+    def outputs_and_gradients(bn, inputs):
+        @tf.function
+        def run(inputs, width):
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                y = bn(inputs[..., :width], training=True)
+                loss = tf.reduce_sum(y * tf.cast(upstream, y.dtype))
+            return y, tape.gradient(loss, [inputs, bn.gamma, bn.beta])
+
+        width = tf.constant(6)
+        y, grads = run(inputs, width)
+        graph = run.get_concrete_function(inputs, width).graph.as_graph_def()
+        ops_used = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+        return y.numpy(), [g.numpy() for g in grads], ops_used
+
+    exact_y, exact_grads, exact_ops = outputs_and_gradients(layer, x)
+    fused_y, fused_grads, fused_ops = outputs_and_gradients(fused, tf.cast(x, tf.float32))
+    assert "FusedBatchNormV3" in fused_ops and "FusedBatchNormV3" not in exact_ops
+    np.testing.assert_allclose(fused_y, exact_y, atol=1e-5)
+    for fused_grad, exact_grad in zip(fused_grads, exact_grads):
+        np.testing.assert_allclose(fused_grad, exact_grad, rtol=1e-4, atol=1e-4)
+    assert not fused_grads[1][6:].any() and not fused_grads[2][6:].any()  # Inactive channels get nothing.
+
+
+def test_batch_norm_calibration_is_a_cumulative_average_of_batch_statistics():
+    layer = _built(SlimBatchNormalization(8))
+    layer.moving_mean.assign(np.full(8, 7.0, "float32"))
+    layer.reset_statistics()
+    batches = [tf.random.stateless_normal([4, 2, 2, 5], seed=[5, i], mean=i, stddev=1 + i) for i in range(3)]
+    for t, batch in enumerate(batches):
+        layer(batch, calibration_rate=1.0 / (t + 1))
+    means = np.mean([b.numpy().mean(axis=(0, 1, 2)) for b in batches], axis=0)
+    variances = np.mean([b.numpy().var(axis=(0, 1, 2)) for b in batches], axis=0)
+    np.testing.assert_allclose(layer.moving_mean.numpy()[:5], means, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.moving_variance.numpy()[:5], variances, rtol=1e-5)
+    # Channels the subnet does not have keep their reset values.
+    np.testing.assert_array_equal(layer.moving_mean.numpy()[5:], np.zeros(3))
+    np.testing.assert_array_equal(layer.moving_variance.numpy()[5:], np.ones(3))
+
+
+def test_supernet_calibration_sets_statistics_of_the_subnet():
+    supernet = build_supernet("mobilenet_v1", num_classes=4, small_input=True, in_channels=1)
+    config = SubnetConfig.uniform("mobilenet_v1", 24, 0.5)
+    batches = [(tf.random.stateless_uniform([8, 32, 32, 1], seed=[6, i], minval=-1, maxval=1), None)
+               for i in range(4)]
+    used = supernet.calibrate_bn(batches, config, num_batches=3)
+    assert used == 3
+    stem_bn = supernet.feature_blocks[0].bn
+    width = config.channels[0]
+    assert np.any(stem_bn.moving_mean.numpy()[:width] != 0)
+    np.testing.assert_array_equal(stem_bn.moving_mean.numpy()[width:], 0)
+    with pytest.raises(ValueError, match="no calibration batches"):
+        supernet.calibrate_bn([], config)
+
+
+def test_calibrating_on_one_batch_makes_inference_equal_batch_statistics():
+    supernet = build_supernet("mobilenet_v2", num_classes=4, small_input=True, in_channels=1)
+    config = SubnetConfig.uniform("mobilenet_v2", 32, 0.6)
+    images = tf.random.stateless_uniform([16, 32, 32, 1], seed=[7, 7], minval=-1, maxval=1)
+    supernet.calibrate_bn([images], config)
+    with_batch_statistics = supernet(images, config, training=True).numpy()
+    calibrated = supernet(images, config, training=False).numpy()
+    np.testing.assert_allclose(calibrated, with_batch_statistics, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        SlimConv2D(16, 3, strides=2, in_channels=8, name="c"),
+        SlimDepthwiseConv2D(3, strides=2, channels=8, name="d"),
+        SlimBatchNormalization(8, epsilon=1e-5, name="b"),
+        SlimDense(10, in_features=8, name="f"),
+    ],
+)
+def test_layer_config_round_trip(layer):
+    clone = type(layer).from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()

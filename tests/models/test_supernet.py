@@ -1,0 +1,166 @@
+import random
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pss_tf import SearchSpace, SubnetConfig, build_supernet
+from pss_tf.models.supernet import encode
+
+STANDARD_LAYERS = (
+    keras.layers.InputLayer,
+    keras.layers.Resizing,
+    keras.layers.Conv2D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.BatchNormalization,
+    keras.layers.ReLU,
+    keras.layers.Add,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.Dense,
+)
+
+
+def _randomise_batch_norm(supernet, seed=0):
+    """Non-trivial BN parameters and statistics, so extraction must slice them right."""
+    rng = np.random.default_rng(seed)
+    for layer in supernet.batch_norm_layers():
+        n = layer.channels
+        layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype("float32"))
+        layer.beta.assign(rng.normal(0, 0.1, n).astype("float32"))
+        layer.moving_mean.assign(rng.normal(0, 0.1, n).astype("float32"))
+        layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype("float32"))
+    supernet.classifier.kernel.assign(rng.normal(0, 0.5, supernet.classifier.kernel.shape).astype("float32"))
+
+
+@pytest.fixture(scope="module")
+def supernets():
+    nets = {}
+    for model in ("mobilenet_v1", "mobilenet_v2"):
+        nets[model] = build_supernet(model, num_classes=1000)
+        _randomise_batch_norm(nets[model])
+    return nets
+
+
+@pytest.mark.parametrize(
+    "model, application",
+    [("mobilenet_v1", keras.applications.MobileNet), ("mobilenet_v2", keras.applications.MobileNetV2)],
+)
+def test_full_width_subnet_has_keras_applications_parameter_count(supernets, model, application):
+    extracted = supernets[model].extract(SubnetConfig.uniform(model, 224, 1.0))
+    reference = application(alpha=1.0, weights=None)
+
+    def trainable(m):
+        return sum(int(np.prod(w.shape)) for w in m.trainable_weights)
+
+    assert trainable(extracted) == trainable(reference)
+    assert extracted.count_params() == reference.count_params()
+
+
+@pytest.mark.parametrize("model", ["mobilenet_v1", "mobilenet_v2"])
+def test_extracted_subnet_equals_supernet(supernets, model):
+    supernet = supernets[model]
+    space = SearchSpace(model, 96, 160, 16, 0.35, 1.0)
+    rng = random.Random(1)
+    images = tf.random.stateless_uniform([2, 160, 160, 3], seed=[1, 2], minval=-1, maxval=1)
+    configs = [space.max_config(), space.min_config()] + [space.random_config(rng) for _ in range(2)]
+    for config in configs:
+        extracted = supernet.extract(config)
+        assert all(isinstance(layer, STANDARD_LAYERS) for layer in extracted.layers), [
+            type(layer).__name__ for layer in extracted.layers if not isinstance(layer, STANDARD_LAYERS)
+        ]
+        expected = supernet(images, config, training=False).numpy()
+        got = extracted(images, training=False).numpy()
+        assert np.abs(expected).max() > 0.1  # the comparison is not between near-zero tensors
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+        from_tensor = supernet(images, tf.constant(encode(config)), training=False).numpy()
+        np.testing.assert_allclose(from_tensor, expected, atol=1e-5, rtol=0)
+
+
+def test_one_trace_serves_every_subnet(supernets):
+    supernet = supernets["mobilenet_v2"]
+    space = SearchSpace("mobilenet_v2", 64, 128, 8, 0.35, 1.0)
+    traces = []
+
+    @tf.function
+    def forward(images, vector):
+        traces.append(1)
+        return supernet(images, vector, training=True)
+
+    images = tf.random.stateless_uniform([2, 128, 128, 3], seed=[3, 4])
+    rng = random.Random(2)
+    configs = {space.random_config(rng) for _ in range(10)}
+    assert len(configs) == 10
+    for config in configs:
+        logits = forward(images, tf.constant(encode(config)))
+        assert logits.shape == (2, 1000)
+    assert len(traces) == 1
+    assert forward.experimental_get_tracing_count() == 1
+
+
+def test_outputs_depend_on_config_and_reuse_shared_weights(supernets):
+    supernet = supernets["mobilenet_v1"]
+    images = tf.random.stateless_uniform([1, 128, 128, 3], seed=[5, 6])
+    a = supernet(images, SubnetConfig.uniform("mobilenet_v1", 128, 1.0))
+    b = supernet(images, SubnetConfig.uniform("mobilenet_v1", 128, 0.5))
+    assert not np.allclose(a, b)
+    # Zeroing channels a half-width subnet never reads leaves its output unchanged.
+    pw = supernet.feature_blocks[13].pointwise.kernel
+    saved = pw.numpy()
+    pw.assign(np.pad(saved[:, :, :512, :512], ((0, 0), (0, 0), (0, 512), (0, 512))))
+    try:
+        np.testing.assert_array_equal(supernet(images, SubnetConfig.uniform("mobilenet_v1", 128, 0.5)), b)
+    finally:
+        pw.assign(saved)
+
+
+def test_small_input_option_runs_28_pixel_images():
+    supernet = build_supernet("mobilenet_v1", num_classes=10, small_input=True, in_channels=1)
+    assert supernet.feature_blocks[0].strides == 1
+    images = tf.zeros([4, 28, 28, 1])
+    logits = supernet(images, SubnetConfig.uniform("mobilenet_v1", 28, 0.5), training=True)
+    assert logits.shape == (4, 10)
+    default = build_supernet("mobilenet_v1", num_classes=10)
+    assert default.feature_blocks[0].strides == 2
+
+
+def test_config_of_another_model_is_rejected(supernets):
+    with pytest.raises(ValueError, match="config"):
+        supernets["mobilenet_v1"](tf.zeros([1, 32, 32, 3]), SubnetConfig.uniform("mobilenet_v2", 32, 1.0))
+    with pytest.raises(ValueError, match="model"):
+        build_supernet("resnet50")
+
+
+def test_weights_round_trip_through_a_weights_file(tmp_path, supernets):
+    supernet = supernets["mobilenet_v2"]
+    path = str(tmp_path / "supernet.weights.h5")
+    supernet.save_weights(path)
+    clone = build_supernet("mobilenet_v2", num_classes=1000)
+    clone.load_weights(path)
+    for a, b in zip(supernet.weights, clone.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    config = SubnetConfig.uniform("mobilenet_v2", 96, 0.6)
+    images = tf.random.stateless_uniform([1, 96, 96, 3], seed=[7, 8])
+    np.testing.assert_array_equal(supernet(images, config), clone(images, config))
+
+
+def test_supernet_config_round_trip():
+    supernet = build_supernet("mobilenet_v2", num_classes=7, small_input=True, in_channels=1, dropout_rate=0.1)
+    clone = supernet.__class__.from_config(supernet.get_config())
+    assert (clone.num_classes, clone.small_input, clone.in_channels, clone.dropout_rate) == (7, True, 1, 0.1)
+    assert [w.shape for w in clone.weights] == [w.shape for w in supernet.weights]
+
+
+def test_tf_checkpoint_of_the_model_alone_restores_every_weight(tmp_path, supernets):
+    """Training checkpoints are TF object graphs: every block must be reachable by
+    attribute, not only through the optimizer's variable list."""
+    supernet = supernets["mobilenet_v1"]
+    path = tf.train.Checkpoint(model=supernet).save(str(tmp_path / "ckpt"))
+    saved = {name for name, _ in tf.train.list_variables(path)}
+    assert "model/stem/conv/kernel/.ATTRIBUTES/VARIABLE_VALUE" in saved
+    assert "model/block13/pointwise_bn/moving_variance/.ATTRIBUTES/VARIABLE_VALUE" in saved
+    clone = build_supernet("mobilenet_v1", num_classes=1000)
+    tf.train.Checkpoint(model=clone).restore(path).assert_existing_objects_matched()
+    assert len(clone.weights) == len(supernet.weights)
+    for a, b in zip(supernet.weights, clone.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

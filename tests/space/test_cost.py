@@ -1,0 +1,86 @@
+import random
+
+import keras
+import numpy as np
+import pytest
+
+from pss_tf import SearchSpace, SubnetConfig, build_supernet, count_flops, count_params
+from pss_tf.space.cost import count_flops_array, count_params_array
+
+
+@pytest.mark.parametrize(
+    "model, resolution, width, expected",
+    [
+        ("mobilenet_v1", 224, 1.0, 568.79),
+        ("mobilenet_v1", 128, 0.75, 106.78),
+        ("mobilenet_v1", 160, 0.5, 76.54),
+        ("mobilenet_v2", 224, 1.0, 300.84),
+        # The release's 69.15M counts the last conv at 1280; we count the 960 that run.
+        ("mobilenet_v2", 128, 0.75, 67.60),
+    ],
+)
+def test_reference_flops(model, resolution, width, expected):
+    assert round(count_flops(SubnetConfig.uniform(model, resolution, width)), 2) == expected
+
+
+def test_release_convention_for_mobilenet_v2_last_conv_gives_69_15():
+    config = SubnetConfig.uniform("mobilenet_v2", 128, 0.75)
+    # Last stage 240 -> 960 at 4x4; the release counts 240 -> 1280, pool and classifier at 1280.
+    extra = (240 * (1280 - 960) * 16 + 16 * (1280 - 960) + (1280 - 960) * 1000) / 1e6
+    assert round(count_flops(config) + extra, 2) == 69.15
+
+
+def test_reference_params_equal_keras_applications_totals():
+    assert count_params(SubnetConfig.uniform("mobilenet_v1", 224, 1.0)) == 4_253_864
+    assert count_params(SubnetConfig.uniform("mobilenet_v2", 224, 1.0)) == 3_538_984
+
+
+@pytest.mark.parametrize("model", ["mobilenet_v1", "mobilenet_v2"])
+def test_vectorised_counts_equal_scalar_counts(model):
+    space = SearchSpace(model, min_width=0.3)
+    rng = random.Random(0)
+    configs = [space.random_config(rng) for _ in range(300)]
+    resolutions = np.array([c.resolution for c in configs])
+    widths = np.array([c.widths for c in configs])
+    flops = count_flops_array(model, resolutions, widths, num_classes=10, small_input=True)
+    params = count_params_array(model, widths, num_classes=10, small_input=True)
+    for i, config in enumerate(configs):
+        assert flops[i] == count_flops(config, 10, small_input=True)
+        assert params[i] == count_params(config, 10, small_input=True)
+
+
+def _count_by_layers(model: keras.Model, resolution: int, in_channels: int) -> tuple[float, int]:
+    """MACs and weights read off an extracted Keras model's layers and real output shapes."""
+    probe = keras.Model(model.input, [layer.output for layer in model.layers[1:]])
+    outputs = probe(np.zeros((1, resolution, resolution, in_channels), np.float32))
+    macs = 0
+    layers = model.layers[1:]
+    for i, (layer, out) in enumerate(zip(layers, outputs)):
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            k = layer.kernel.shape
+            macs += k[0] * k[1] * out.shape[1] * out.shape[2] * out.shape[3]
+        elif isinstance(layer, keras.layers.Conv2D):
+            k = layer.kernel.shape
+            macs += k[0] * k[1] * k[2] * k[3] * out.shape[1] * out.shape[2]
+        elif isinstance(layer, keras.layers.GlobalAveragePooling2D):
+            macs += int(np.prod(outputs[i - 1].shape[1:]))  # one add per input element
+        elif isinstance(layer, keras.layers.Dense):
+            macs += layer.kernel.shape[0] * layer.kernel.shape[1]
+    params = sum(int(np.prod(w.shape)) for w in model.weights)
+    return macs / 1e6, params
+
+
+@pytest.mark.parametrize("model, small_input", [("mobilenet_v1", False), ("mobilenet_v2", True)])
+def test_counts_equal_an_independent_count_over_extracted_layers(model, small_input):
+    in_channels = 1 if small_input else 3
+    supernet = build_supernet(model, num_classes=10, small_input=small_input, in_channels=in_channels)
+    space = (
+        SearchSpace(model, 24, 40, 8, 0.35, 1.0) if small_input else SearchSpace(model, 96, 136, 8, 0.5, 1.0)
+    )
+    rng = random.Random(7)
+    for _ in range(3):
+        config = space.random_config(rng)
+        macs, params = _count_by_layers(supernet.extract(config), config.resolution, in_channels)
+        kwargs = dict(num_classes=10, small_input=small_input, in_channels=in_channels)
+        assert count_flops(config, **kwargs) == pytest.approx(macs, rel=1e-12)
+        assert count_params(config, **kwargs) == params
