@@ -42,6 +42,11 @@ class DataSettings:
         """The dataset's description; checks the data is there (ConfigError otherwise)."""
         return sources.check_dataset(self.dataset, self.data_dir, synthetic=self.synthetic)
 
+    @property
+    def normalization(self) -> str:
+        """How pixels become network inputs, in words (for manifests)."""
+        return preprocessing.NORMALIZATION
+
     def steps_per_epoch(self, global_batch_size: int) -> int:
         return pipeline.steps_per_epoch(self.info, global_batch_size)
 
@@ -74,6 +79,22 @@ class DataSettings:
             self.dataset, self.data_dir, "val", self.image_size, batch_size, training=False, **self._options()
         )
         return dataset.unbatch().take(limit).batch(batch_size) if limit else dataset
+
+    def prepare_batch(self, images: tf.Tensor) -> tf.Tensor:
+        """A client's uint8 batch (N, H, W, C) of any size -> the network input evaluation saw.
+
+        Serving graphs call this, so a served subnet sees what the evaluated
+        one saw: the evaluation geometry (`eval_resize_and_crop`) and the
+        training normalisation.
+        """
+        images = tf.convert_to_tensor(images)
+        if images.shape.rank != 4:
+            raise ValueError(f"images: expected a batch (N, H, W, C), got shape {images.shape}")
+        channels = self.info.channels
+        if images.shape[-1] not in (None, channels):
+            raise ValueError(f"images: expected {channels} channels, got {images.shape[-1]}")
+        x = preprocessing.eval_resize_and_crop(images, self.image_size, self.crop_fraction)
+        return preprocessing.normalize_clipped(x)
 
     def raw_split(self, split: str):
         """The undecoded-to-network split: uint8 images as the dataset stores them."""

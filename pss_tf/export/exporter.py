@@ -20,7 +20,6 @@ import tempfile
 from collections.abc import Callable
 
 from pss_tf import config_flags
-from pss_tf import data as data_lib
 from pss_tf.config_flags import group, option
 from pss_tf.errors import ConfigError
 from pss_tf.export import serving
@@ -71,17 +70,12 @@ class CheckOptions:
     """How the exported subnets are calibrated, evaluated and timed."""
 
     calibration_batches: int = option(0, help="BN calibration batches per subnet (0: the run's setting).")
-    crop_fraction: float = option(
-        data_lib.DEFAULT_CROP_FRACTION, help="Centre-crop fraction of evaluation preprocessing."
-    )
     evaluate: bool = option(True, help="Measure Keras and TFLite top-1 on the validation split.")
     eval_examples: int = option(0, help="Validation examples to evaluate on (0: all).")
     latency: bool = option(True, help="Time every .tflite file (batch 1) on this machine.")
     latency_threads: int = option(1, help="Interpreter threads for the latency measurements.")
 
     def validate(self) -> None:
-        if not 0.0 < self.crop_fraction <= 1.0:
-            raise ConfigError("crop_fraction", f"must lie in (0, 1], got {self.crop_fraction}")
         _at_least_one(self, "latency_threads")
         _not_negative(self, "calibration_batches", "eval_examples")
 
@@ -239,7 +233,6 @@ class _Build:
         self.options, self.checked, self.staging, self.log = options, checked, staging, log
         self.job = checked.job
         self.client_data = ClientData(self.job.data)
-        self.size, self.crop, self.channels = self.job.data.image_size, options.checks.crop_fraction, self.job.info.channels
         self.subnets = checked.subnets
         self.saved_model_dir = serving.serving_path(staging, checked.model_name, checked.version)
         self.tflite_dir = serving.tflite_path(staging, checked.version)
@@ -287,9 +280,7 @@ class _Build:
     def saved_model(self):
         from pss_tf.export import savedmodel
 
-        functions, self.signatures = savedmodel.signatures(
-            self.subnets, self.models, self.channels, self.size, self.crop, list(self.job.metrics)
-        )
+        functions, self.signatures = savedmodel.signatures(self.subnets, self.models, self.job.data, list(self.job.metrics))
         self.log(f"writing the SavedModel ({len(self.signatures)} signatures)")
         savedmodel.save(self.saved_model_dir, self.models.values(), functions)
 
@@ -298,7 +289,7 @@ class _Build:
         from pss_tf.export import savedmodel
 
         path = os.path.join(self.work, name)
-        functions, _ = savedmodel.signatures(subnets, self.models, self.channels, self.size, self.crop, fixed_size=True)
+        functions, _ = savedmodel.signatures(subnets, self.models, self.job.data, fixed_size=True)
         savedmodel.save(path, [self.models[s.name] for s in subnets], functions)
         return path
 
@@ -356,9 +347,7 @@ class _Build:
             options.qat_epochs, steps, options.qat_learning_rate,
         )
         source = os.path.join(self.work, "qat")
-        qat.write_saved_model(
-            quantized, subnet.name, subnet.config.resolution, self.channels, self.size, self.crop, source
-        )
+        qat.write_saved_model(quantized, subnet.name, subnet.config.resolution, self.job.data, source)
         content = tflite.convert(source, [subnet.name], "int8", self.representative())
         self.write_tflite(subnet.name, QAT_KIND, content)
         accuracy = self.entries[subnet.name]["accuracy"]
@@ -399,8 +388,6 @@ class _Build:
             model_name=self.checked.model_name,
             version=self.checked.version,
             job=self.job,
-            image_size=self.size,
-            crop_fraction=self.crop,
             subnet_entries=[self.entries[s.name] for s in self.subnets],
             signatures=self.signatures,
             saved_model_path=self.relative(self.saved_model_dir),

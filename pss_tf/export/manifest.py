@@ -34,8 +34,6 @@ def build(
     model_name: str,
     version: int,
     job,
-    image_size: int,
-    crop_fraction: float,
     subnet_entries: list[dict],
     signatures: dict,
     saved_model_path: str,
@@ -43,7 +41,8 @@ def build(
     latency: dict | None,
     qat: dict | None,
 ) -> dict:
-    info = job.info
+    info, data = job.info, job.data
+    size = data.image_size
     return {
         "format": FORMAT_VERSION,
         "model_name": model_name,
@@ -59,13 +58,13 @@ def build(
             "dtype": "uint8",
             "channels": info.channels,
             "saved_model_shape": [None, None, None, info.channels],
-            "tflite_shape": [None, image_size, image_size, info.channels],
+            "tflite_shape": [None, size, size, info.channels],
             "preprocessing": (
-                f"in the graph: resize the shorter side to {image_size}/{crop_fraction:g}, centre-crop "
-                f"{image_size}x{image_size}, x/127.5-1; each subnet then resizes to its own resolution"
+                f"in the graph: resize the shorter side to {size}/{data.crop_fraction:g}, centre-crop "
+                f"{size}x{size}, {data.normalization}; each subnet then resizes to its own resolution"
             ),
-            "image_size": image_size,
-            "crop_fraction": crop_fraction,
+            "image_size": size,
+            "crop_fraction": data.crop_fraction,
         },
         "outputs": {
             "probabilities": "float32 (N, num_classes), softmax",

@@ -20,7 +20,6 @@ import os
 
 import tensorflow as tf
 
-from pss_tf.export.preprocessing import prepare_images
 from pss_tf.export.savedmodel import classify, images_spec
 
 
@@ -80,7 +79,7 @@ def finetune(rebuilt, resolution: int, batches, epochs: int, steps_per_epoch: in
     return quantized
 
 
-def write_saved_model(quantized, name: str, resolution: int, channels: int, image_size: int, crop_fraction: float, path: str):
+def write_saved_model(quantized, name: str, resolution: int, data, path: str):
     """A one-signature SavedModel of the fine-tuned model, interface as `tflite.py`'s.
 
     The module tracks the model's variables only: saving the tf_keras model
@@ -90,9 +89,9 @@ def write_saved_model(quantized, name: str, resolution: int, channels: int, imag
     module = tf.Module()
     module.weights = list(quantized.variables)
 
-    @tf.function(input_signature=[images_spec(channels, image_size)])
+    @tf.function(input_signature=[images_spec(data.info.channels, data.image_size)])
     def serve(images):
-        x = prepare_images(images, image_size, crop_fraction)
+        x = data.prepare_batch(images)
         x = tf.image.resize(x, [resolution, resolution], method="bilinear")
         return classify(quantized(x, training=False))
 

@@ -1,8 +1,8 @@
 """The serving SavedModel: one signature per subnet, a default, and adaptive ones.
 
 Every signature takes what a client has, a batch of uint8 `images` (any size
-for serving, a fixed size for TFLite), and prepares them in the graph
-(`preprocessing.prepare_images`). Outputs are `probabilities` (softmax) and
+for serving, a fixed size for TFLite), and prepares them in the graph exactly
+as evaluation did (`DataSettings.prepare_batch`). Outputs are `probabilities` (softmax) and
 `classes` (argmax, int64).
 
 `adaptive` signatures take a `budget` beside the images, in the unit of their
@@ -26,7 +26,6 @@ import keras
 import tensorflow as tf
 
 from pss_tf.export import subnets as subnets_lib
-from pss_tf.export.preprocessing import prepare_images
 
 SERVING_DEFAULT = "serving_default"
 ADAPTIVE = "adaptive"
@@ -46,11 +45,12 @@ def images_spec(channels: int, image_size: int | None = None) -> tf.TensorSpec:
     return tf.TensorSpec([None, image_size, image_size, channels], tf.uint8, name=IMAGES)
 
 
-def subnet_function(model: keras.Model, image_size: int, crop_fraction: float):
-    """images -> probabilities and classes of one extracted subnet."""
+def subnet_function(model: keras.Model, prepare):
+    """images -> probabilities and classes of one extracted subnet; `prepare` maps
+    client images to network inputs (`DataSettings.prepare_batch`)."""
 
     def serve(images):
-        return classify(model(prepare_images(images, image_size, crop_fraction), training=False))
+        return classify(model(prepare(images), training=False))
 
     return serve
 
@@ -59,7 +59,7 @@ def adaptive_name(metric: str) -> str:
     return f"{ADAPTIVE}_{metric}"
 
 
-def adaptive_function(models: list[keras.Model], names: list[str], values: list[float], image_size: int, crop_fraction: float):
+def adaptive_function(models: list[keras.Model], names: list[str], values: list[float], prepare):
     """(images, budget) -> the outputs of the largest subnet whose value <= budget.
 
     `models`, `names` and `values` are sorted by value, ascending.
@@ -72,7 +72,7 @@ def adaptive_function(models: list[keras.Model], names: list[str], values: list[
     names_t = tf.constant(names)
 
     def serve(images, budget):
-        x = prepare_images(images, image_size, crop_fraction)
+        x = prepare(images)
         budget = tf.reduce_min(tf.reshape(tf.cast(budget, tf.float32), [-1]))
         fits = tf.reduce_sum(tf.cast(values_t <= budget, tf.int32))
         index = tf.maximum(fits - 1, 0)
@@ -100,9 +100,7 @@ def _weights(models) -> list[tf.Variable]:
 def signatures(
     subnets,
     models: dict,
-    channels: int,
-    image_size: int,
-    crop_fraction: float,
+    data,
     metrics: list[str] | None = None,
     fixed_size: bool = False,
 ) -> tuple[dict, dict]:
@@ -111,12 +109,13 @@ def signatures(
     Args:
         subnets: `subnets.Subnet`s, sorted by the first metric.
         models: their calibrated Keras models, by name.
+        data: the run's `DataSettings`: image size, channels and preprocessing.
         metrics: the run's metric names; the first one's largest subnet is
             `serving_default` and its adaptive signature is also `adaptive`.
             None writes the per-subnet signatures only.
         fixed_size: take `image_size` x `image_size` images (for TFLite).
     """
-    spec = images_spec(channels, image_size if fixed_size else None)
+    spec = images_spec(data.info.channels, data.image_size if fixed_size else None)
     functions, described = {}, {}
 
     def add(name, fn, input_signature, entry):
@@ -128,7 +127,7 @@ def signatures(
         described[name] = entry
 
     for subnet in subnets:
-        fn = subnet_function(models[subnet.name], image_size, crop_fraction)
+        fn = subnet_function(models[subnet.name], data.prepare_batch)
         add(subnet.name, fn, [spec], {"subnet": subnet.name, "inputs": [IMAGES], "outputs": list(OUTPUTS)})
     if not metrics:
         return functions, described
@@ -141,7 +140,7 @@ def signatures(
             continue
         fn = adaptive_function(
             [models[s.name] for s in chosen], [s.name for s in chosen], [s.values[metric] for s in chosen],
-            image_size, crop_fraction,
+            data.prepare_batch,
         )
         entry = {
             "metric": metric,

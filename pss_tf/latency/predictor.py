@@ -167,13 +167,6 @@ class LatencyMetric(Metric):
         other._scale, other._offset = _calibration_terms(calibration)
         return other
 
-    def breakdown(self, config: SubnetConfig) -> list[tuple[str, float]]:
-        """(variant key, predicted ms without overhead) per block, for reports."""
-        return [
-            (v.key, self.table.get(v, np.nan) - self._overhead)
-            for v in subnet_variants(config, self.small_input, self.in_channels, self.num_classes)
-        ]
-
     def _missing_message(self, variant: Variant) -> str:
         where = f" {self.table_path}" if self.table_path else ""
         return (

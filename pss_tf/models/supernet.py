@@ -225,7 +225,11 @@ class Supernet(keras.Model):
         inputs = K.Input(shape=(size, size, self.in_channels), batch_size=batch_size, name="images")
         x = inputs
         if resize:
-            x = K.layers.Resizing(config.resolution, config.resolution, interpolation="bilinear", name="resize")(x)
+            # Keras' image preprocessing layers default to training=True, and the first
+            # layer's default becomes the whole call's: without the explicit False a
+            # plain `model(images)` would run (and update) every BN in training mode.
+            resize = K.layers.Resizing(config.resolution, config.resolution, interpolation="bilinear", name="resize")
+            x = resize(x, training=False)
         channels = config.channels
         for i, (spec, block) in enumerate(zip(self.architecture.blocks, self.feature_blocks)):
             x = block.apply_static(x, channels[spec.out_stage], self._block_name(i), keras_module=K)

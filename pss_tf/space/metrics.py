@@ -50,10 +50,6 @@ class Metric:
             raise ValueError(f"{self.name}: this metric has no target grid; give one with with_grid()")
         return self._grid
 
-    @property
-    def has_grid(self) -> bool:
-        return self._grid is not None
-
     def with_grid(self, grid: TargetGrid) -> "Metric":
         """The same metric on another target grid (tables and caches are shared)."""
         if not isinstance(grid, TargetGrid):

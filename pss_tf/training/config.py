@@ -150,13 +150,17 @@ class DataConfig:
     )
     crop_scale_min: float = option(0.08, help="Smallest area fraction of the random resized crop.")
     flip: bool = option(True, help="Random horizontal flips in training.")
+    crop_fraction: float = option(
+        0.875, help="Evaluation (and serving): resize the shorter side to size/crop_fraction, centre-crop size."
+    )
     synthetic_train_examples: int = option(1024, help="Size of synthetic train.")
     synthetic_val_examples: int = option(256, help="Size of synthetic val.")
     synthetic_classes: int = option(10, help="Classes of the synthetic dataset.")
 
     def validate(self) -> None:
-        if not 0.0 < self.crop_scale_min <= 1.0:
-            raise ConfigError("crop_scale_min", f"must lie in (0, 1], got {self.crop_scale_min}")
+        for name in ("crop_scale_min", "crop_fraction"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ConfigError(name, f"must lie in (0, 1], got {getattr(self, name)}")
         _positive_int(self, "synthetic_train_examples", "synthetic_val_examples", "synthetic_classes")
 
 
@@ -230,6 +234,7 @@ class TrainConfig:
             ),
             crop_scale=(data.crop_scale_min, 1.0),
             flip=data.flip,
+            crop_fraction=data.crop_fraction,
         )
 
     def leaf_values(self) -> dict:

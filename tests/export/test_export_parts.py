@@ -18,11 +18,17 @@ from pss_tf.errors import ConfigError
 from pss_tf.export import client, savedmodel, serving, tflite
 from pss_tf.export import subnets as subnets_lib
 from pss_tf.export.exporter import ExportOptions
-from pss_tf.export.preprocessing import prepare_images
+from pss_tf.data.settings import DataSettings
+from pss_tf.data.sources import SyntheticSpec
 from pss_tf.space.metrics import FlopsMetric
 from pss_tf.space.targets import TargetGrid
 
 # --- preprocessing -----------------------------------------------------------
+
+
+def _data(crop_fraction=0.875, channels=3, image_size=28):
+    """Settings of a synthetic dataset: what a run's serving graphs prepare images with."""
+    return DataSettings("synthetic", None, image_size, SyntheticSpec(channels=channels), crop_fraction=crop_fraction)
 
 
 @pytest.mark.parametrize("height, width", [(28, 28), (20, 36), (64, 48), (101, 100), (31, 29)])
@@ -31,9 +37,10 @@ def test_batched_preprocessing_matches_the_evaluation_pipeline(height, width, cr
     rng = np.random.default_rng(height * width)
     images = rng.integers(0, 256, (3, height, width, 3), dtype=np.uint8)
     expected = np.stack([preprocess_for_eval(tf.constant(im), 28, crop_fraction).numpy() for im in images])
-    static = prepare_images(tf.constant(images), 28, crop_fraction).numpy()
+    data = _data(crop_fraction)
+    static = data.prepare_batch(tf.constant(images)).numpy()
     dynamic_fn = tf.function(
-        lambda x: prepare_images(x, 28, crop_fraction),
+        data.prepare_batch,
         input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)],
     )
     dynamic = dynamic_fn(tf.constant(images)).numpy()
@@ -44,7 +51,7 @@ def test_batched_preprocessing_matches_the_evaluation_pipeline(height, width, cr
 
 def test_preprocessing_refuses_the_wrong_channel_count():
     with pytest.raises(ValueError, match="channels"):
-        prepare_images(tf.zeros([1, 28, 28, 3], tf.uint8), 28, channels=1)
+        _data(channels=1).prepare_batch(tf.zeros([1, 28, 28, 3], tf.uint8))
 
 
 # --- choosing and naming subnets ------------------------------------------------
@@ -102,7 +109,6 @@ def test_the_same_config_twice_is_refused():
         ("job_dir", ""),
         ("model_name", "no spaces"),
         ("tflite_kinds", ("float16",)),
-        ("crop_fraction", 1.5),
         ("container_dir", "models"),
         ("latency_threads", 0),
         ("qat_subnet", "flops_3m"),
@@ -133,7 +139,7 @@ def test_adaptive_signature_runs_the_largest_subnet_within_the_budget():
     values = [2.5, 5.0, 9.0]
     names = ["small", "medium", "large"]
     models = [_constant_model(4, i) for i in range(3)]
-    fn = tf.function(savedmodel.adaptive_function(models, names, values, 28, 0.875))
+    fn = tf.function(savedmodel.adaptive_function(models, names, values, _data(channels=1).prepare_batch))
     images = tf.zeros([2, 30, 40, 1], tf.uint8)
     cases = [(1.0, 0), (2.5, 0), (4.9, 0), (5.0, 1), (8.0, 1), (9.0, 2), (1e9, 2), ([9.0, 5.0], 1), ([[6.0]], 1)]
     for budget, index in cases:
@@ -146,7 +152,7 @@ def test_adaptive_signature_runs_the_largest_subnet_within_the_budget():
 
 def test_adaptive_signature_needs_sorted_values():
     with pytest.raises(ValueError, match="sorted"):
-        savedmodel.adaptive_function([_constant_model(2, 0)] * 2, ["a", "b"], [3.0, 1.0], 28, 0.875)
+        savedmodel.adaptive_function([_constant_model(2, 0)] * 2, ["a", "b"], [3.0, 1.0], _data().prepare_batch)
 
 
 # --- export directory ------------------------------------------------------------
@@ -241,9 +247,10 @@ def test_grayscale_subnet_converts_to_every_tflite_kind(tmp_path):
     config = SubnetConfig.uniform("mobilenet_v1", 24, 0.25)
     model = supernet.extract(config, name="tiny")
     subnet = subnets_lib.Subnet("tiny", config, "config", {"flops": 1.0}, 1.0, 1)
-    _, described = savedmodel.signatures([subnet], {"tiny": model}, 1, 28, 0.875, ["flops"])
+    data = _data(channels=1)
+    _, described = savedmodel.signatures([subnet], {"tiny": model}, data, ["flops"])
     assert set(described) == {"tiny", "serving_default", "adaptive_flops", "adaptive"}
-    fixed, _ = savedmodel.signatures([subnet], {"tiny": model}, 1, 28, 0.875, fixed_size=True)
+    fixed, _ = savedmodel.signatures([subnet], {"tiny": model}, data, fixed_size=True)
     savedmodel.save(str(tmp_path / "fixed"), [model], fixed)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (6, 28, 28, 1), dtype=np.uint8)

@@ -180,6 +180,7 @@ def test_build_refuses_to_mix_set_ups(tmp_path):
         build_table(path, TINY_SPEC, _setup(version="9.9"), _fake_ms, progress=False)
 
 
+@pytest.mark.slow
 def test_build_lut_tool_measures_a_tiny_space_with_litert(tmp_path):
     """The CI build: real conversions and timings, interrupted by --limit, resumed."""
     out = tmp_path / "tiny.json"
@@ -349,6 +350,7 @@ def test_coarse_table_interpolates_between_grid_widths(tmp_path):
 # --- multi-metric training ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_multi_metric_smoke_run_has_winners_of_both_metrics(tmp_path, smoke_table):
     lut = tmp_path / "smoke_lut.json"
     smoke_table.save(lut)

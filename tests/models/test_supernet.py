@@ -164,3 +164,42 @@ def test_tf_checkpoint_of_the_model_alone_restores_every_weight(tmp_path, supern
     assert len(clone.weights) == len(supernet.weights)
     for a, b in zip(supernet.weights, clone.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_supernet_saves_and_reloads_with_keras_saving(tmp_path):
+    """A `.keras` file holds the supernet's config and weights; loading it needs no
+    custom_objects because the classes are registered."""
+    supernet = build_supernet("mobilenet_v2", num_classes=5, small_input=True, in_channels=1, bn_epsilon=1e-5)
+    rng = np.random.default_rng(0)
+    for variable in supernet.weights:
+        variable.assign(rng.normal(size=variable.shape).astype("float32") * 0.1 + (1.0 if "variance" in variable.path else 0.0))
+    path = str(tmp_path / "supernet.keras")
+    supernet.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is type(supernet)
+    assert (loaded.num_classes, loaded.in_channels, loaded.bn_epsilon) == (5, 1, 1e-5)
+    for a, b in zip(supernet.weights, loaded.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    config = SubnetConfig.uniform("mobilenet_v2", 24, 0.6)
+    images = tf.random.stateless_uniform([2, 28, 28, 1], seed=[1, 2])
+    np.testing.assert_array_equal(supernet(images, config).numpy(), loaded(images, config).numpy())
+
+
+def test_extract_options_fixed_resolution_and_batch(supernets):
+    """Without the resize the model takes images at the subnet's resolution (what latency
+    tables time and int8 converters see) and computes what the resizing model computes on them."""
+    supernet = supernets["mobilenet_v1"]
+    config = SubnetConfig.uniform("mobilenet_v1", 128, 0.5)
+    resizing = supernet.extract(config)
+    fixed = supernet.extract(config, resize=False, batch_size=1)
+    assert fixed.inputs[0].shape == (1, 128, 128, 3)
+    assert not any(isinstance(layer, keras.layers.Resizing) for layer in fixed.layers)
+    images = tf.random.stateless_uniform([1, 128, 128, 3], seed=[5, 6], minval=-1, maxval=1)
+    statistics = [w.copy() for w in resizing.get_layer("stem_bn").get_weights()]
+    # A plain call is inference: it must not touch BN statistics (Keras' Resizing
+    # defaults to training=True unless told otherwise).
+    np.testing.assert_allclose(fixed(images).numpy(), resizing(images).numpy(), atol=1e-5)
+    for before, after in zip(statistics, resizing.get_layer("stem_bn").get_weights()):
+        np.testing.assert_array_equal(before, after)
+    np.testing.assert_allclose(resizing(images).numpy(), supernet(images, config, training=False).numpy(), atol=1e-5)
+    assert fixed.count_params() == resizing.count_params()

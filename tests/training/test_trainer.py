@@ -107,6 +107,7 @@ print("MAXDIFF", diff, "LOSS", loss_one, loss_two)
 """
 
 
+@pytest.mark.slow
 def test_two_replicas_give_the_weights_of_one_device(tmp_path):
     """One step on a global batch of 8 over 2 logical CPUs (synchronized BN) equals
     one device on the same 8 images. Run in float64, where the two differ only by
@@ -138,6 +139,7 @@ print("STEPS", result.steps, "FINISHED", result.finished)
 """
 
 
+@pytest.mark.slow
 def test_two_workers_train_together_and_agree(tmp_path):
     """MultiWorkerMirroredStrategy across two processes on localhost: both finish the
     same steps and hold identical weights (gradients are all-reduced)."""
@@ -172,6 +174,7 @@ def _final_weights(job_dir):
     return [v.numpy() for v in Job(str(job_dir)).restore_supernet().weights]
 
 
+@pytest.mark.slow
 def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     """Deterministic ops on the CPU: an interrupted and resumed run ends with the same
     pools (exactly) and weights (to 1e-6) as an uninterrupted one."""
@@ -260,6 +263,7 @@ def test_bad_flag_on_the_command_line_names_it(tmp_path):
     assert not (tmp_path / "j").exists()
 
 
+@pytest.mark.slow
 def test_uniform_baseline_records_scores_in_pools(tmp_path):
     from pss_tf.training.runtime import run
 
