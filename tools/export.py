@@ -19,7 +19,7 @@ from absl import app, flags
 
 from pss_tf import config_flags
 from pss_tf.errors import ConfigError
-from pss_tf.export.exporter import ExportOptions
+from pss_tf.export.options import ExportOptions
 
 config_flags.define_flags(ExportOptions)
 

@@ -1,9 +1,8 @@
 """Deployment of a trained run's subnets: TF Serving and TFLite (LiteRT).
 
-    subnets        which subnets (winners, --config), names, values; no TensorFlow
-    calibrated     calibrate BN and extract each subnet; Keras top-1
-    job_data       calibration, validation and client-side (uint8) data of a run
-    preprocessing  client uint8 images -> network inputs, inside the graph
+    options        `ExportOptions`: what tools/export.py is told, in groups
+    subnets        which subnets (winners, configs), names, values; no TensorFlow
+    client_data    client-side (uint8, fixed-size) images of the run's dataset
     savedmodel     per-subnet, default and adaptive (budget -> subnet) signatures
     serving        versioned TF Serving layout, models.config, staging and commit
     client         REST and gRPC predict requests
@@ -12,9 +11,11 @@
     manifest       manifest.json and its Markdown table
     exporter       `export(ExportOptions)`: all of the above, checked first, committed last
 
-`tools/export.py` is the command line.
+The run itself (its configuration, data, metrics and trained supernet) is read
+through `pss_tf.job.Job`. `tools/export.py` is the command line.
 """
 
-from pss_tf.export.exporter import ExportOptions, ExportPlan, ExportResult, export, plan
+from pss_tf.export.exporter import ExportPlan, ExportResult, export, plan
+from pss_tf.export.options import ExportOptions
 
 __all__ = ["ExportOptions", "ExportPlan", "ExportResult", "export", "plan"]

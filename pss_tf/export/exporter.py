@@ -19,12 +19,10 @@ import shutil
 import tempfile
 from collections.abc import Callable
 
-from pss_tf import config_flags
-from pss_tf.config_flags import group, option
 from pss_tf.errors import ConfigError
 from pss_tf.export import serving
 from pss_tf.export import subnets as subnets_lib
-from pss_tf.export.tflite import KINDS
+from pss_tf.export.options import ExportOptions
 from pss_tf.io_utils import atomic_write_json
 from pss_tf.job import Job
 
@@ -32,112 +30,6 @@ logger = logging.getLogger(__name__)
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 QAT_KIND = "int8_qat"
-
-
-@dataclasses.dataclass(frozen=True)
-class SubnetChoice:
-    """Which subnets the export holds, and under what name and version."""
-
-    config: tuple[str, ...] = option(
-        (), help="A SubnetConfig as JSON to export (repeatable); must lie in the run's space.", repeated=True
-    )
-    winners: bool | None = option(None, help="Export the run's winners (default: yes, unless config is given).")
-    model_name: str | None = option(None, help="TF Serving model name (default: pss_<model>, e.g. pss_mobilenet_v1).")
-    new_version: bool = option(False, help="Add the next version to an existing export instead of refusing it.")
-    container_dir: str = option("/models", help="Where the server mounts export_dir (models.config).")
-
-    def validate(self) -> None:
-        if self.model_name is not None and not _MODEL_NAME.match(self.model_name):
-            raise ConfigError("model_name", f"letters, digits, '_', '.' and '-' only, got {self.model_name!r}")
-        if not self.container_dir.startswith("/"):
-            raise ConfigError("container_dir", f"must be an absolute path, got {self.container_dir!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class TfliteOptions:
-    """The TFLite files written beside the SavedModel."""
-
-    tflite_kinds: tuple[str, ...] = option(KINDS, help="TFLite files per subnet (empty: none).", choices=KINDS)
-    bundle: bool = option(True, help="Also write one multi-signature .tflite per kind holding every subnet.")
-    representative_examples: int = option(200, help="Training images that calibrate the int8 conversion.")
-
-    def validate(self) -> None:
-        _at_least_one(self, "representative_examples")
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckOptions:
-    """How the exported subnets are calibrated, evaluated and timed."""
-
-    calibration_batches: int = option(0, help="BN calibration batches per subnet (0: the run's setting).")
-    evaluate: bool = option(True, help="Measure Keras and TFLite top-1 on the validation split.")
-    eval_examples: int = option(0, help="Validation examples to evaluate on (0: all).")
-    latency: bool = option(True, help="Time every .tflite file (batch 1) on this machine.")
-    latency_threads: int = option(1, help="Interpreter threads for the latency measurements.")
-
-    def validate(self) -> None:
-        _at_least_one(self, "latency_threads")
-        _not_negative(self, "calibration_batches", "eval_examples")
-
-
-@dataclasses.dataclass(frozen=True)
-class QatOptions:
-    """Quantization-aware fine-tuning of one subnet before an extra int8 conversion."""
-
-    qat: bool = option(False, help="Quantization-aware fine-tuning of one subnet before an extra int8 conversion.")
-    qat_subnet: str | None = option(None, help="The subnet to fine-tune (default: the largest).")
-    qat_epochs: int = option(2, help="QAT epochs.")
-    qat_steps_per_epoch: int = option(0, help="QAT steps per epoch (0: one pass over the training split).")
-    qat_learning_rate: float = option(1e-3, help="QAT learning rate (SGD, momentum 0.9).")
-    qat_batch_size: int = option(0, help="QAT batch size (0: the run's global_batch_size).")
-
-    def validate(self) -> None:
-        _at_least_one(self, "qat_epochs")
-        _not_negative(self, "qat_steps_per_epoch", "qat_batch_size")
-        if not self.qat_learning_rate > 0:
-            raise ConfigError("qat_learning_rate", f"must be positive, got {self.qat_learning_rate}")
-        if self.qat_subnet and not self.qat:
-            raise ConfigError("qat_subnet", "given without `qat`")
-
-
-@dataclasses.dataclass(frozen=True)
-class ExportOptions:
-    """Everything `tools/export.py` is told (one flag per leaf field)."""
-
-    job_dir: str = option("", help="Training run to export (tools/train.py's job_dir).")
-    export_dir: str = option("", help="Output directory; must be new or empty unless new_version.")
-    data_dir: str | None = option(None, help="The run's data, if it moved since training.")
-    seed: int = option(0, help="Seed of the representative and QAT data.")
-    subnets: SubnetChoice = group(SubnetChoice)
-    tflite: TfliteOptions = group(TfliteOptions)
-    checks: CheckOptions = group(CheckOptions)
-    quantization: QatOptions = group(QatOptions)
-
-    def replace(self, **changes) -> "ExportOptions":
-        return config_flags.replace(self, **changes)
-
-    def validate(self) -> None:
-        if not self.job_dir:
-            raise ConfigError("job_dir", "required")
-        if not self.export_dir:
-            raise ConfigError("export_dir", "required")
-        if os.path.abspath(self.export_dir) == os.path.abspath(self.job_dir):
-            raise ConfigError("export_dir", "must differ from `job_dir`")
-        config_flags.check_choices(self)
-        for part in (self.subnets, self.tflite, self.checks, self.quantization):
-            part.validate()
-
-
-def _at_least_one(options, *names):
-    for name in names:
-        if getattr(options, name) < 1:
-            raise ConfigError(name, f"must be at least 1, got {getattr(options, name)}")
-
-
-def _not_negative(options, *names):
-    for name in names:
-        if getattr(options, name) < 0:
-            raise ConfigError(name, f"must be >= 0, got {getattr(options, name)}")
 
 
 @dataclasses.dataclass

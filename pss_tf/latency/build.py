@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import os
 import re
-import signal
 import subprocess
 import time
 from typing import Callable
@@ -22,6 +21,7 @@ from pss_tf.errors import ConfigError
 from pss_tf.latency import grid as grid_lib
 from pss_tf.latency.lut import SETUP_FIELDS, LatencyTable, SpaceSpec
 from pss_tf.latency.variants import Variant, space_variants
+from pss_tf.stop import StopRequest
 
 logger = logging.getLogger(__name__)
 
@@ -33,37 +33,6 @@ class BuildResult:
     measured_now: int
     interrupted: bool
     seconds: float
-
-
-class _StopRequest:
-    """Ctrl-C or SIGTERM asks the build to stop after the current block.
-
-    A flag, not an exception: TensorFlow's converter may swallow an exception
-    raised inside it. A second Ctrl-C interrupts at once (the table is still
-    saved, up to the previous block).
-    """
-
-    def __init__(self):
-        self.requested = False
-        self._previous = {}
-
-    def __enter__(self):
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[signum] = signal.signal(signum, self._handle)
-            except ValueError:  # Not the main thread.
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        logger.warning("Stopping after this block; the table is saved and the same command resumes.")
-        self.requested = True
-
-    def __exit__(self, *exc):
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
 
 
 def busy_check(pattern: str) -> Callable[[], bool] | None:
@@ -174,7 +143,7 @@ def build_table(
         bar = tqdm(total=len(todo), unit="block", desc="measuring", dynamic_ncols=True, mininterval=1.0)
     measured_now, interrupted, last_save = 0, False, time.perf_counter()
     try:
-        with _StopRequest() as stop:
+        with StopRequest("stopping after this block; the table is saved and the same command resumes") as stop:
             if "invoke_overhead_ms" not in table.header:
                 table.header["invoke_overhead_ms"] = round(float(when_quiet(overhead, busy)), 6) if overhead else 0.0
             start = 0
@@ -185,20 +154,11 @@ def build_table(
                 size = min(chunk, limit - measured_now) if limit else chunk
                 group = [(v, prepare(v)) for v in todo[start : start + size]]
                 start += size
-                timings = {v.key: [] for v, _ in group}
-                for _ in range(passes):
-                    for variant, model in group:
-                        ms = when_quiet(lambda: measure(model), busy, stop)
-                        if ms is None:
-                            break
-                        timings[variant.key].append(float(ms))
-                    if stop.requested:
-                        break
-                if any(len(t) < passes for t in timings.values()):
+                fastest = _time_chunk(group, passes, measure, busy, stop)
+                if fastest is None:
                     interrupted = True  # Stopped inside the chunk: keep none of it.
                     break
-                for variant, _ in group:
-                    table.measured[variant.key] = round(min(timings[variant.key]), 6)
+                table.measured.update(fastest)
                 measured_now += len(group)
                 if bar is not None:
                     bar.set_postfix_str(group[-1][0].key, refresh=False)
@@ -215,6 +175,19 @@ def build_table(
             table.interpolated.update(grid_lib.interpolate(table.measured, needed))
         table.save(path)
     return BuildResult(table, len(needed), measured_now, interrupted, time.perf_counter() - started)
+
+
+def _time_chunk(group, passes: int, measure, busy, stop) -> dict[str, float] | None:
+    """The fastest of `passes` timings of every (variant, model) in `group`,
+    passes spread over the chunk; None if a stop came before all were timed."""
+    timings = {variant.key: [] for variant, _ in group}
+    for _ in range(passes):
+        for variant, model in group:
+            ms = when_quiet(lambda: measure(model), busy, stop)
+            if ms is None:
+                return None
+            timings[variant.key].append(float(ms))
+    return {key: round(min(values), 6) for key, values in timings.items()}
 
 
 def when_quiet(fn, busy, stop=None):

@@ -55,9 +55,11 @@ def _relu6(K, x, name):
 
 
 class SlimBlock(keras.layers.Layer):
-    """Base of the blocks: its slim sublayers are built and walked together."""
+    """Base of the blocks: its slim sublayers are built and walked together, and
+    its constructor arguments (`config_fields`) make up its config."""
 
     kind: str = ""
+    config_fields: tuple[str, ...] = ()
 
     def slim_layers(self) -> list[keras.layers.Layer]:
         """The block's slimmable layers, in the order they run."""
@@ -67,10 +69,17 @@ class SlimBlock(keras.layers.Layer):
         for layer in self.slim_layers():
             layer.build()
 
+    def get_config(self):
+        config = super().get_config()
+        config.update({name: getattr(self, name) for name in self.config_fields})
+        return config
+
 
 @keras.saving.register_keras_serializable(package="pss_tf")
 class ConvBNReLU(SlimBlock):
     """Conv, batch norm, ReLU6: the stem (3x3) and MobileNetV2's last 1x1 conv."""
+
+    config_fields = ("filters", "kernel_size", "strides", "in_channels", "bn_epsilon", "synchronized_bn")
 
     def __init__(self, filters, kernel_size, strides, in_channels, bn_epsilon=BN_EPSILON, synchronized_bn=False, **kwargs):
         super().__init__(**kwargs)
@@ -105,17 +114,6 @@ class ConvBNReLU(SlimBlock):
             bn_epsilon=self.bn_epsilon, keras_module=keras_module,
         )
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            kernel_size=self.kernel_size,
-            strides=self.strides,
-            in_channels=self.in_channels,
-            bn_epsilon=self.bn_epsilon,
-            synchronized_bn=self.synchronized_bn,
-        )
-        return config
 
 
 @keras.saving.register_keras_serializable(package="pss_tf")
@@ -123,6 +121,7 @@ class SeparableBlock(SlimBlock):
     """MobileNetV1 block: 3x3 depthwise on the input channels, then 1x1 pointwise."""
 
     kind = architectures.SEPARABLE
+    config_fields = ("in_channels", "filters", "strides", "bn_epsilon", "synchronized_bn")
 
     def __init__(self, in_channels, filters, strides, bn_epsilon=BN_EPSILON, synchronized_bn=False, **kwargs):
         super().__init__(**kwargs)
@@ -165,16 +164,6 @@ class SeparableBlock(SlimBlock):
             x, out_channels, stride=self.strides, name=name, bn_epsilon=self.bn_epsilon, keras_module=keras_module
         )
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            in_channels=self.in_channels,
-            filters=self.filters,
-            strides=self.strides,
-            bn_epsilon=self.bn_epsilon,
-            synchronized_bn=self.synchronized_bn,
-        )
-        return config
 
 
 @keras.saving.register_keras_serializable(package="pss_tf")
@@ -184,6 +173,7 @@ class InvertedResidualBlock(SlimBlock):
     architecture has one."""
 
     kind = architectures.INVERTED_RESIDUAL
+    config_fields = ("in_channels", "filters", "strides", "expansion", "residual", "bn_epsilon", "synchronized_bn")
 
     def __init__(
         self, in_channels, filters, strides, expansion, residual, bn_epsilon=BN_EPSILON, synchronized_bn=False, **kwargs
@@ -248,18 +238,6 @@ class InvertedResidualBlock(SlimBlock):
             bn_epsilon=self.bn_epsilon, keras_module=keras_module,
         )
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            in_channels=self.in_channels,
-            filters=self.filters,
-            strides=self.strides,
-            expansion=self.expansion,
-            residual=self.residual,
-            bn_epsilon=self.bn_epsilon,
-            synchronized_bn=self.synchronized_bn,
-        )
-        return config
 
 
 def static_head(x, num_classes: int, name: str = "", keras_module=keras):

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import time
 
 import tensorflow as tf
@@ -28,6 +27,7 @@ from pss_tf.sampling.conditional_sampler import ConditionalSampler
 from pss_tf.sampling.pools import PoolManager
 from pss_tf.sampling.samplers import PrioritizedSampler, UniformSampler
 from pss_tf.sampling.schedules import ExponentialSchedule
+from pss_tf.stop import StopRequest
 from pss_tf.training import distribute
 from pss_tf.training.config import TrainConfig
 from pss_tf.training.evaluation import make_evaluator
@@ -43,29 +43,6 @@ class TrainResult:
     steps: int
     finished: bool
     winners: list
-
-
-class _StopRequest:
-    """Turns SIGTERM into a clean stop at the next step (a checkpoint is saved)."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        logger.warning("SIGTERM: stopping after this step and saving a checkpoint.")
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
 
 
 class _HostState(tf.train.experimental.PythonState):
@@ -221,7 +198,8 @@ class Trainer:
         self._iterator = self._train_iterator(int(self.global_step.numpy()))
         self._max_vector = tf.constant(self.supernet.encode(self.max_config))
         self._min_vector = tf.constant(self.supernet.encode(self.min_config))
-        with writer.as_default(), _StopRequest() as stop:
+        stopping = "stopping after this step; a checkpoint is saved, resume the run to continue"
+        with writer.as_default(), StopRequest(stopping) as stop:
             while self.step < self.total_steps:
                 epoch = self.step // self.steps_per_epoch
                 if not self.train_epoch(epoch, stop):

@@ -23,6 +23,7 @@ from support import run_tool, shared_dir
 from pss_tf.errors import ConfigError
 from pss_tf.export import client, exporter, serving, tflite
 from pss_tf.export.client_data import ClientData
+from pss_tf.export.options import ExportOptions
 from pss_tf.job import Job
 
 HAS_QAT = all(importlib.util.find_spec(m) for m in ("tensorflow_model_optimization", "tf_keras"))
@@ -320,7 +321,7 @@ def test_new_version_adds_a_chosen_config_beside_the_old_version(export, job_dir
     shutil.copytree(out, copy)
     before = _tree_digest(copy)
     config = dict(manifest["subnets"][0]["config"], resolution=28)
-    options = exporter.ExportOptions(job_dir=job_dir, export_dir=copy).replace(
+    options = ExportOptions(job_dir=job_dir, export_dir=copy).replace(
         new_version=True, config=(json.dumps(config),), tflite_kinds=("float32",), bundle=False, evaluate=False,
         latency=False,
     )
@@ -366,6 +367,6 @@ def test_bad_input_fails_before_any_work_and_writes_nothing(job_dir, tmp_path):
     ]
     for kwargs, message in cases:
         with pytest.raises(ConfigError, match=message):
-            exporter.export(exporter.ExportOptions(export_dir=out).replace(**kwargs), log=lambda m: None)
+            exporter.export(ExportOptions(export_dir=out).replace(**kwargs), log=lambda m: None)
         assert not os.path.exists(out)
         assert sorted(os.listdir(tmp_path)) == ["unfinished"]

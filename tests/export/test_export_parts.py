@@ -14,12 +14,12 @@ import tensorflow as tf
 
 from pss_tf import SearchSpace, SubnetConfig, build_supernet
 from pss_tf.data import preprocess_for_eval
+from pss_tf.data.settings import DataSettings
+from pss_tf.data.sources import SyntheticSpec
 from pss_tf.errors import ConfigError
 from pss_tf.export import client, savedmodel, serving, tflite
 from pss_tf.export import subnets as subnets_lib
-from pss_tf.export.exporter import ExportOptions
-from pss_tf.data.settings import DataSettings
-from pss_tf.data.sources import SyntheticSpec
+from pss_tf.export.options import ExportOptions
 from pss_tf.space.metrics import FlopsMetric
 from pss_tf.space.targets import TargetGrid
 
