@@ -1,0 +1,35 @@
+"""Search after training: the best subnet for any budget (issue 13, PSE-Net's prior-guided evolution).
+
+Pure Python and numpy; nothing here imports TensorFlow. The pieces:
+
+- `records.TrainingRecords`: the lowest training losses the trainer saw, with their subnets.
+- `genes.GeneSpace`: a search space's discrete values as integer genes.
+- `budget.Budget`: a metric, a budget B and the window [alpha B, B] candidates must fit.
+- `expected_loss.ExpectedLoss`: expected loss per resolution and per (stage, channel level).
+- `prior.Prior`: per-gene distributions trading that loss against the budget; `prior.seeds`.
+- `proposals`: the proposal interface and the uniform and conditional baselines.
+- `evolution.EvolutionSearch`: the resumable, cached evolutionary search.
+"""
+
+from pss_tf.search.budget import Budget
+from pss_tf.search.evolution import EvolutionSearch
+from pss_tf.search.expected_loss import ExpectedLoss
+from pss_tf.search.genes import GeneSpace, network_key
+from pss_tf.search.prior import Prior, seeds
+from pss_tf.search.proposals import ConditionalProposal, Proposal, UniformProposal
+from pss_tf.search.records import Record, TrainingRecords
+
+__all__ = [
+    "Budget",
+    "ConditionalProposal",
+    "EvolutionSearch",
+    "ExpectedLoss",
+    "GeneSpace",
+    "Prior",
+    "Proposal",
+    "Record",
+    "TrainingRecords",
+    "UniformProposal",
+    "network_key",
+    "seeds",
+]
