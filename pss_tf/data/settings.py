@@ -31,6 +31,9 @@ class DataSettings:
     synthetic: sources.SyntheticSpec = sources.SyntheticSpec()
     crop_scale: tuple[float, float] = preprocessing.DEFAULT_CROP_SCALE
     flip: bool = True
+    color_jitter: float = 0.0
+    lighting: float = 0.0
+    normalization: str = "imagenet"
     crop_fraction: float = preprocessing.DEFAULT_CROP_FRACTION
 
     def with_data_dir(self, data_dir: str | None) -> "DataSettings":
@@ -43,9 +46,9 @@ class DataSettings:
         return sources.check_dataset(self.dataset, self.data_dir, synthetic=self.synthetic)
 
     @property
-    def normalization(self) -> str:
+    def normalization_text(self) -> str:
         """How pixels become network inputs, in words (for manifests)."""
-        return preprocessing.NORMALIZATION
+        return preprocessing.NORMALIZATIONS[self.normalization]
 
     def steps_per_epoch(self, global_batch_size: int) -> int:
         return pipeline.steps_per_epoch(self.info, global_batch_size)
@@ -56,6 +59,9 @@ class DataSettings:
             synthetic=self.synthetic,
             crop_scale=self.crop_scale,
             flip=self.flip,
+            color_jitter=self.color_jitter,
+            lighting=self.lighting,
+            normalization=self.normalization,
             crop_fraction=self.crop_fraction,
         )
 
@@ -94,7 +100,7 @@ class DataSettings:
         if images.shape[-1] not in (None, channels):
             raise ValueError(f"images: expected {channels} channels, got {images.shape[-1]}")
         x = preprocessing.eval_resize_and_crop(images, self.image_size, self.crop_fraction)
-        return preprocessing.normalize_clipped(x)
+        return preprocessing.normalize(x, self.normalization)
 
     def raw_split(self, split: str):
         """The undecoded-to-network split: uint8 images as the dataset stores them."""
