@@ -63,17 +63,44 @@ def run_tool(tool: str, *args, timeout: int = 900, **popen) -> subprocess.Comple
     )
 
 
-def start_tool(tool: str, *args, env=None) -> subprocess.Popen:
-    """Starts `tools/<tool>` in the background, SIGINT at its default disposition.
+def start_tool(tool: str, *args, env=None, log=None) -> subprocess.Popen:
+    """Starts `tools/<tool>` (or a script path) in the background, SIGINT at its default disposition.
 
     A process started in the background by a shell ignores SIGINT from birth;
-    restoring the default lets a test press Ctrl-C on it.
+    restoring the default lets a test press Ctrl-C on it. With `log` (a path),
+    stderr goes to that file, which `wait_for_line` can watch while it runs.
     """
+    script = tool if os.path.isabs(tool) else os.path.join(ROOT, "tools", tool)
+    stderr = open(log, "w") if log else subprocess.PIPE
     return subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "tools", tool), *args],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, script, *args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True,
         env=env or subprocess_env(), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+
+
+def wait_for_line(path, text: str, process: subprocess.Popen | None = None, timeout: float = 300) -> str:
+    """Waits until the file at `path` holds a line containing `text`; returns that line."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            for line in open(path, errors="replace"):
+                if text in line:
+                    return line
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the process ended ({process.returncode}) before printing {text!r}")
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} did not appear in {path} within {timeout} s")
+
+
+def checkpoint_step(job_dir) -> int | None:
+    """The step of a job directory's latest checkpoint (its name's number), or None."""
+    import tensorflow as tf
+
+    latest = tf.train.latest_checkpoint(os.path.join(str(job_dir), "checkpoints"))
+    return None if latest is None else int(latest.rsplit("-", 1)[1])
 
 
 def free_ports(n: int) -> list[int]:
@@ -101,3 +128,31 @@ def shared_dir(tmp_path_factory, name: str):
             yield root / name
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def write_idx(path, array, gz):
+    """An IDX file of uint8 `array`, gzipped or not (Fashion-MNIST's format)."""
+    import gzip
+
+    import numpy as np
+
+    array = np.asarray(array, np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    with (gzip.open if gz else open)(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def make_fashion_dir(root, num_train=20, num_val=10, gz_train=True, gz_val=False):
+    """A small Fashion-MNIST directory of random images; returns its arrays by file prefix."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for prefix, n, gz in (("train", num_train, gz_train), ("t10k", num_val, gz_val)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = np.arange(n, dtype=np.uint8) % 10
+        suffix = ".gz" if gz else ""
+        write_idx(os.path.join(root, f"{prefix}-images-idx3-ubyte{suffix}"), images, gz)
+        write_idx(os.path.join(root, f"{prefix}-labels-idx1-ubyte{suffix}"), labels, gz)
+        arrays[prefix] = (images, labels)
+    return arrays

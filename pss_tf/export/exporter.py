@@ -167,12 +167,17 @@ class _Build:
             batch_size = self.job.config.evaluation.eval_batch_size
             for s in self.subnets:
                 validation = self.job.data.validation(batch_size, checks.eval_examples)
-                self.entries[s.name]["accuracy"]["keras"] = keras_top1(self.models[s.name], validation)
+                s.measured_top1 = keras_top1(self.models[s.name], validation)
+                self.entries[s.name]["accuracy"]["keras"] = s.measured_top1
 
     def saved_model(self):
         from pss_tf.export import savedmodel
 
         functions, self.signatures = savedmodel.signatures(self.subnets, self.models, self.job.data, list(self.job.metrics))
+        for metric in self.job.metrics:
+            front = {s.name for s in subnets_lib.candidates(self.subnets, metric)}
+            for s in self.subnets:
+                self.entries[s.name].setdefault("pareto_front", {})[metric] = s.name in front
         self.log(f"writing the SavedModel ({len(self.signatures)} signatures)")
         savedmodel.save(self.saved_model_dir, self.models.values(), functions)
 

@@ -6,8 +6,9 @@ as evaluation did (`DataSettings.prepare_batch`). Outputs are `probabilities` (s
 `classes` (argmax, int64).
 
 `adaptive` signatures take a `budget` beside the images, in the unit of their
-metric (M MACs for flops), and run the largest subnet whose value fits it, or
-the smallest when none does: one model that adapts to the resources at each
+metric (M MACs for flops), and run the most accurate subnet whose value fits it
+(the Pareto front's largest member that fits, `subnets.candidates`), or the
+smallest when none does: one model that adapts to the resources at each
 request. The choice is a `tf.switch_case` in the graph. A request carries one
 budget; a batch whose instances carry several runs the subnet that fits the
 smallest. They also return which subnet ran (`subnet_name`, `subnet_value`,
@@ -146,7 +147,10 @@ def signatures(
             "metric": metric,
             "inputs": [IMAGES, BUDGET],
             "outputs": list(ADAPTIVE_OUTPUTS),
-            "choices": [{"subnet": s.name, "value": s.values[metric]} for s in chosen],
+            "rule": "the most accurate subnet whose value fits the budget (the Pareto front)"
+            if all(s.accuracy is not None for s in chosen)
+            else "the largest subnet whose value fits the budget (accuracies unknown)",
+            "choices": [{"subnet": s.name, "value": s.values[metric], "top1": s.accuracy} for s in chosen],
         }
         add(adaptive_name(metric), fn, [spec, budget_spec], entry)
         if ADAPTIVE not in functions:

@@ -12,6 +12,7 @@ import dataclasses
 import re
 
 from pss_tf.errors import ConfigError
+from pss_tf.pareto import pareto_front
 from pss_tf.space.config import SearchSpace, SubnetConfig
 from pss_tf.space.cost import count_flops, count_params
 
@@ -40,6 +41,13 @@ class Subnet:
     target: float | None = None
     val_top1: float | None = None
     val_top5: float | None = None
+    # Validation top-1 measured by the export itself (for hand-given configs).
+    measured_top1: float | None = None
+
+    @property
+    def accuracy(self) -> float | None:
+        """What adaptive choices compare: the run's validation top-1, else the export's own."""
+        return self.val_top1 if self.val_top1 is not None else self.measured_top1
 
     def to_dict(self) -> dict:
         return {
@@ -140,7 +148,13 @@ def candidates(subnets: list[Subnet], metric: str) -> list[Subnet]:
 
     The winners of that metric's pools, plus every hand-given config (they have
     a value under every metric); winners of other metrics' pools are left to
-    their own metric's signature.
+    their own metric's signature. Of those, only the Pareto front of accuracy
+    against value (`pss_tf.pareto`): a larger budget never buys a worse model,
+    so running the largest candidate that fits runs the most accurate one. When
+    some accuracy is unknown (a config exported without evaluation), all of
+    them, by value.
     """
     chosen = [s for s in subnets if s.source == CONFIG or s.metric == metric]
+    if all(s.accuracy is not None for s in chosen):
+        chosen = pareto_front(chosen, lambda s: s.values[metric], lambda s: s.accuracy)
     return sorted(chosen, key=lambda s: (s.values[metric], s.name))

@@ -44,7 +44,8 @@ def resize_images(images, size, align_corners: bool = True):
     """
     shape = tf.stack([size, size])
     if align_corners:
-        return tf.compat.v1.image.resize_bilinear(images, shape, align_corners=True)
+        images = tf.cast(images, tf.float32)
+        return tf.raw_ops.ResizeBilinear(images=images, size=shape, align_corners=True, half_pixel_centers=False)
     return tf.image.resize(images, shape, method="bilinear")
 
 

@@ -30,12 +30,24 @@ def distillation_loss(teacher_logits, student_logits):
     return tf.reduce_sum(tf.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs), axis=-1)
 
 
+# The count of replicas whose weights stopped being finite after the update: a
+# run must stop before such weights reach a checkpoint.
+NONFINITE_WEIGHTS = "nonfinite_weights"
+
+
+def nonfinite(variables) -> tf.Tensor:
+    """1.0 when any of `variables` holds a NaN or infinity, else 0.0."""
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
+    return 1.0 - tf.cast(finite, tf.float32)
+
+
 class SandwichStep:
     """The distributed training step; call it with a batch and three configs.
 
     Returns the global mean of each loss: `max_ce` (max net, labels),
     `chosen_kd` and `min_kd` (distillation), `chosen_ce` (the chosen subnet's
-    cross-entropy on the labels, whose negative is its pool score) and `loss`.
+    cross-entropy on the labels, whose negative is its pool score) and `loss`;
+    and `NONFINITE_WEIGHTS`.
     """
 
     def __init__(self, supernet, optimizer, strategy, global_batch_size: int, weight_decay: float):
@@ -106,6 +118,7 @@ class SandwichStep:
         )
         self.optimizer.apply_gradients(zip(gradients, variables))
         return {
+            NONFINITE_WEIGHTS: nonfinite(variables),
             "loss": max_ce + chosen_kd + min_kd,
             "max_ce": max_ce,
             "chosen_kd": chosen_kd,

@@ -34,7 +34,7 @@ from pss_tf.training import distribute
 from pss_tf.training.config import TrainConfig
 from pss_tf.training.evaluation import make_evaluator
 from pss_tf.training.optimization import build_optimizer, learning_rate_schedule
-from pss_tf.training.step import SandwichStep
+from pss_tf.training.step import NONFINITE_WEIGHTS, SandwichStep
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +170,8 @@ class Trainer:
         self.checkpoint = tf.train.Checkpoint(
             model=self.supernet, optimizer=self.optimizer, step=self.global_step, host=_HostState(self)
         )
+        if runtime.resume:
+            self._restore()
         directory = self.job.checkpoints_dir
         if not self.is_chief:  # Other workers write a throwaway copy (all must save).
             directory = self.job.file(f".worker{distribute.task_id(self.strategy)}_checkpoints")
@@ -179,12 +181,12 @@ class Trainer:
             max_to_keep=runtime.keep_checkpoints,
             step_counter=self.global_step,
             checkpoint_interval=runtime.checkpoint_every_steps or None,
+            last_checkpoint_step=self.step,
         )
-        if runtime.resume:
-            self._restore()
 
     def _restore(self):
-        latest = self.checkpoint_manager.latest_checkpoint
+        # Every worker resumes from the chief's checkpoints (the others keep none).
+        latest = tf.train.latest_checkpoint(self.job.checkpoints_dir)
         if latest is None:
             raise ConfigError("resume", f"{self.job.path} has no checkpoint to resume from")
         if not any(name.startswith("host/") for name, _ in tf.train.list_variables(latest)):
@@ -216,8 +218,11 @@ class Trainer:
             self.records.save(self.job.records_file)
 
     def save_checkpoint(self, force: bool = True):
-        """Saves a checkpoint (unless `force` is False and the interval has not passed)."""
-        if self.checkpoint_manager.save(check_interval=not force) is None:
+        """Saves a checkpoint named by the step (unless `force` is False and the
+        checkpoint_every_steps interval has not passed, or there is none)."""
+        if not force and not self.config.runtime.checkpoint_every_steps:
+            return
+        if self.checkpoint_manager.save(checkpoint_number=self.step, check_interval=not force) is None:
             return
         self._write_host_files()
         if not self.is_chief:
@@ -301,26 +306,30 @@ class Trainer:
         chosen = tf.constant(self.supernet.encode(draw.config))
         losses = self.step_fn(next(self._iterator), self._max_vector, chosen, self._min_vector)
         losses = {k: float(v) for k, v in losses.items()}
-        self._check_finite(losses)
+        self._check_finite(losses, losses.pop(NONFINITE_WEIGHTS))
         if draw.key is not None:
             self.pools.update(draw.key, draw.config, -losses["chosen_ce"])
         self.global_step.assign_add(1)
         self.records.add(draw.config, self.step, losses["chosen_ce"])
         return losses
 
-    def _check_finite(self, losses: dict) -> None:
+    def _check_finite(self, losses: dict, nonfinite_weights: float) -> None:
         """Stops a diverged run before anything of the bad step is kept or saved."""
-        bad = {name: value for name, value in losses.items() if not math.isfinite(value)}
-        if not bad:
-            return
         step = self.step + 1
-        latest = self.checkpoint_manager.latest_checkpoint
-        kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was saved yet"
+        bad = {name: value for name, value in losses.items() if not math.isfinite(value)}
+        if bad:
+            values = ", ".join(f"{k}={v}" for k, v in bad.items())
+            self._diverged(step, f"the training loss became {values} at step {step}")
+        if nonfinite_weights:
+            self._diverged(step, f"the weights became NaN or infinite at step {step}")
+
+    def _diverged(self, step: int, what: str):
+        latest = tf.train.latest_checkpoint(self.job.checkpoints_dir)
+        kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was saved"
         raise TrainingDiverged(
             step,
-            f"the training loss became {', '.join(f'{k}={v}' for k, v in bad.items())} at step {step}; "
-            f"nothing after step {step - 1} was saved and {kept}. Lower the learning rate or check the data, "
-            "then start again (or resume from that checkpoint)",
+            f"{what}; nothing of that step was saved and {kept}. Start again with a lower learning rate, "
+            "or check the data",
         )
 
     def _progress_bar(self, epoch: int, done: int):

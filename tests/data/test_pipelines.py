@@ -1,6 +1,5 @@
 """Tests for pss_tf.data: sources, preprocessing, streams, distribution, resume."""
 
-import gzip
 import importlib.util
 import os
 import subprocess
@@ -11,31 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from support import ROOT as REPO_ROOT
+from support import make_fashion_dir, write_idx
 
 from pss_tf import data
 from pss_tf.data import idx, preprocessing
 
 # --- helpers -----------------------------------------------------------------------
-
-
-def write_idx(path, array, gz):
-    array = np.asarray(array, np.uint8)
-    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
-    with (gzip.open if gz else open)(path, "wb") as f:
-        f.write(header + array.tobytes())
-
-
-def make_fashion_dir(root, num_train=20, num_val=10, gz_train=True, gz_val=False):
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for prefix, n, gz in (("train", num_train, gz_train), ("t10k", num_val, gz_val)):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = np.arange(n, dtype=np.uint8) % 10
-        suffix = ".gz" if gz else ""
-        write_idx(os.path.join(root, f"{prefix}-images-idx3-ubyte{suffix}"), images, gz)
-        write_idx(os.path.join(root, f"{prefix}-labels-idx1-ubyte{suffix}"), labels, gz)
-        arrays[prefix] = (images, labels)
-    return arrays
 
 
 def write_png(path, array):

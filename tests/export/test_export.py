@@ -193,10 +193,18 @@ def test_saved_model_cli_lists_every_signature(export):
 # --- serving -------------------------------------------------------------------------
 
 
+def _best_that_fits(manifest, budget):
+    """The adaptive signature's choice: the last Pareto-front choice within the budget."""
+    choices = manifest["saved_model"]["signatures"]["adaptive"]["choices"]
+    fitting = [c["subnet"] for c in choices if c["value"] <= budget]
+    return fitting[-1] if fitting else choices[0]["subnet"]
+
+
 def test_every_signature_runs_in_a_server_session_on_any_image_size(server, export):
     _, manifest, _ = export
     images = np.random.default_rng(0).integers(0, 256, (3, 45, 37, 3), dtype=np.uint8)
     largest = manifest["subnets"][-1]["name"]
+    best = _best_that_fits(manifest, 1e9)
     results = {}
     for name in server.signatures:
         inputs = {"images": images}
@@ -207,7 +215,7 @@ def test_every_signature_runs_in_a_server_session_on_any_image_size(server, expo
         np.testing.assert_allclose(results[name]["probabilities"].sum(-1), 1.0, atol=1e-5)
         np.testing.assert_array_equal(results[name]["classes"], results[name]["probabilities"].argmax(-1))
     np.testing.assert_allclose(results["serving_default"]["probabilities"], results[largest]["probabilities"])
-    assert [n.decode() for n in results["adaptive"]["subnet_name"]] == [largest] * 3
+    assert [n.decode() for n in results["adaptive"]["subnet_name"]] == [best] * 3
 
 
 def test_rest_and_grpc_requests_work_unchanged(server, export, val_images):
@@ -230,23 +238,30 @@ def test_rest_and_grpc_requests_work_unchanged(server, export, val_images):
     np.testing.assert_array_equal(tf.make_ndarray(response.outputs["classes"]), direct["classes"])
     request = client.predict_request(MODEL_NAME, "adaptive", images, budget=1e9)
     response = predict_pb2.PredictResponse.FromString(server.grpc(request.SerializeToString()))
-    assert set(tf.make_ndarray(response.outputs["subnet_name"]).tolist()) == {manifest["subnets"][-1]["name"].encode()}
+    assert set(tf.make_ndarray(response.outputs["subnet_name"]).tolist()) == {_best_that_fits(manifest, 1e9).encode()}
 
 
 def test_adaptive_signature_runs_the_best_subnet_that_fits_the_budget(server, export, val_images):
+    """The choices are the Pareto front of the run's validation top-1 against MACs,
+    and a budget runs the most accurate subnet that fits it."""
     _, manifest, _ = export
     images = val_images[0][:2]
-    subnets = manifest["subnets"]
-    values = [s["values"]["flops"] for s in subnets]
+    subnets = {s["name"]: s for s in manifest["subnets"]}
     choices = manifest["saved_model"]["signatures"]["adaptive"]["choices"]
-    assert [c["subnet"] for c in choices] == [s["name"] for s in subnets]
-    budgets = [(values[0] / 2, 0)] + [(v, i) for i, v in enumerate(values)]
-    budgets += [((values[i] + values[i + 1]) / 2, i) for i in range(len(values) - 1)] + [(values[-1] * 10, len(values) - 1)]
-    for budget, index in budgets:
+    front = [c["subnet"] for c in choices]
+    assert front == [s["name"] for s in manifest["subnets"] if s["pareto_front"]["flops"]]
+    assert [subnets[n]["val_top1"] for n in front] == sorted({subnets[n]["val_top1"] for n in front})
+    values = [s["values"]["flops"] for s in manifest["subnets"]]
+    budgets = [values[0] / 2, values[-1] * 10] + values + [(a + b) / 2 for a, b in zip(values, values[1:])]
+    for budget in budgets:
+        name = _best_that_fits(manifest, budget)
+        fitting = [s for s in manifest["subnets"] if s["values"]["flops"] <= budget]
+        if fitting:  # Nothing that fits is more accurate than the one chosen.
+            assert subnets[name]["val_top1"] == max(s["val_top1"] for s in fitting)
         out = server.predict("adaptive_flops", {"images": images, "budget": np.array(budget, np.float32)})
-        assert [n.decode() for n in out["subnet_name"]] == [subnets[index]["name"]] * 2, budget
-        np.testing.assert_allclose(out["subnet_value"], np.float32(values[index]))
-        alone = server.predict(subnets[index]["name"], {"images": images})
+        assert [n.decode() for n in out["subnet_name"]] == [name] * 2, budget
+        np.testing.assert_allclose(out["subnet_value"], np.float32(subnets[name]["values"]["flops"]))
+        alone = server.predict(name, {"images": images})
         np.testing.assert_allclose(out["probabilities"], alone["probabilities"], atol=1e-6)
 
 
@@ -370,3 +385,34 @@ def test_bad_input_fails_before_any_work_and_writes_nothing(job_dir, tmp_path):
             exporter.export(ExportOptions(export_dir=out).replace(**kwargs), log=lambda m: None)
         assert not os.path.exists(out)
         assert sorted(os.listdir(tmp_path)) == ["unfinished"]
+
+
+def test_an_export_reads_the_data_from_its_own_data_dir_when_the_data_moved(tmp_path):
+    """The run's data moved after training: the export's data_dir is the one every
+    pipeline reads (calibration included); without it the export stops before any work."""
+    from support import make_fashion_dir, smoke_config
+
+    from pss_tf.training import runtime
+
+    data_dir, moved = tmp_path / "data", tmp_path / "moved"
+    data_dir.mkdir()
+    make_fashion_dir(data_dir, num_train=64, num_val=16)
+    job = tmp_path / "job"
+    config = smoke_config(
+        job, dataset="fashion_mnist", data_dir=str(data_dir), epochs=1, steps_per_epoch=2, eval_winners_per_epoch=0,
+        final_top_k=1, flops_targets=(4, 12, 8),
+    )
+    runtime.configure(config)
+    assert runtime.run(config).finished
+    shutil.move(str(data_dir), str(moved))
+    out = tmp_path / "out"
+    quick = dict(tflite_kinds=(), bundle=False, evaluate=False, latency=False)
+    with pytest.raises(ConfigError) as raised:
+        exporter.export(ExportOptions(job_dir=str(job), export_dir=str(out)).replace(**quick), log=lambda m: None)
+    assert raised.value.field == "data_dir" and str(data_dir) in str(raised.value)
+    assert not out.exists()
+    options = ExportOptions(job_dir=str(job), export_dir=str(out), data_dir=str(moved)).replace(**quick)
+    plan = exporter.plan(options)
+    assert plan.job.data.data_dir == str(moved)
+    result = exporter.export(options, log=lambda m: None)
+    assert result.version == 1 and result.manifest["subnets"]

@@ -4,6 +4,7 @@ directory layout and versions, requests, and a one-channel subnet through TFLite
 No training run is needed here; tests/test_export.py exports a real one.
 """
 
+import dataclasses
 import json
 import os
 
@@ -148,6 +149,44 @@ def test_adaptive_signature_runs_the_largest_subnet_within_the_budget():
         assert [n.decode() for n in out["subnet_name"].numpy()] == [names[index]] * 2
         assert out["subnet_value"].numpy().tolist() == [values[index]] * 2
         assert out["probabilities"].shape == (2, 4)
+
+
+def test_a_larger_budget_never_runs_a_less_accurate_winner():
+    """The 2M winner is more accurate than the 3M, 4M and 5M ones (as seen in a real
+    Fashion-MNIST run): a budget of 4.5 must run it, not the 4M one."""
+    accuracies = {0.25: 0.8411, 0.3: 0.8391, 0.35: 0.8362, 0.4: 0.8388, 0.5: 0.8731}
+    winners = []
+    for width, top1 in accuracies.items():
+        entry, config = _winner(f"w{int(width * 100)}", width)
+        winners.append(({**entry, "val_top1": top1}, config))
+    chosen = subnets_lib.select(winners, [], _metrics(), COST)
+    front = subnets_lib.candidates(chosen, "flops")
+    assert [s.name for s in front] == ["w25", "w50"]
+    assert [s.accuracy for s in front] == [0.8411, 0.8731]
+    models = {s.name: _constant_model(len(chosen), i) for i, s in enumerate(chosen)}
+    data = _data(channels=1)
+    functions, described = savedmodel.signatures(chosen, models, data, ["flops"])
+    assert [c["subnet"] for c in described["adaptive"]["choices"]] == ["w25", "w50"]
+    assert "most accurate" in described["adaptive"]["rule"]
+    images = tf.zeros([1, 28, 28, 1], tf.uint8)
+    values = {s.name: s.values["flops"] for s in chosen}
+    for budget, expected in [(values["w35"] + 0.01, "w25"), (values["w40"], "w25"), (values["w50"], "w50"), (0.0, "w25")]:
+        out = functions["adaptive"](images, tf.constant(budget, tf.float32))
+        assert out["subnet_name"].numpy()[0].decode() == expected, budget
+    # Without accuracies (a config exported unevaluated) the rule falls back to the largest that fits.
+    unknown = [dataclasses.replace(s, val_top1=None) for s in chosen]
+    assert [s.name for s in subnets_lib.candidates(unknown, "flops")] == [s.name for s in chosen]
+
+
+def test_winners_are_marked_on_the_pareto_front():
+    from pss_tf.job import mark_pareto_front
+
+    entries = [
+        {"metric": "flops", "value": v, "val_top1": a}
+        for v, a in [(2.0, 0.84), (3.0, 0.839), (4.0, 0.836), (5.0, 0.838), (6.0, 0.85), (6.0, 0.851)]
+    ] + [{"metric": "latency_cpu", "value": 1.0, "val_top1": 0.5}]
+    mark_pareto_front(entries)
+    assert [e["pareto"] for e in entries] == [True, False, False, False, False, True, True]
 
 
 def test_adaptive_signature_needs_sorted_values():

@@ -9,6 +9,7 @@ from pss_tf.models.layers import (
     SlimConv2D,
     SlimDense,
     SlimDepthwiseConv2D,
+    resize_images,
 )
 
 
@@ -183,3 +184,28 @@ def test_slim_dense_saves_and_reloads_with_keras_saving(tmp_path):
     assert reloaded.get_config()["kernel_initializer"]["config"]["stddev"] == 0.5
     x = tf.random.stateless_normal([3, 12], seed=[5, 5])
     np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+
+
+def test_resize_with_align_corners_samples_the_release_grid():
+    """align_corners=True maps output pixel i to input coordinate i (n - 1) / (m - 1),
+    as PyTorch's F.interpolate(..., align_corners=True) in the release."""
+    ramp = np.tile(np.arange(9, dtype=np.float32)[None, :], (9, 1))[None, :, :, None]
+    out = resize_images(tf.constant(ramp), 5, align_corners=True).numpy()[0, 0, :, 0]
+    np.testing.assert_allclose(out, np.arange(5) * 8 / 4, atol=1e-6)
+    half_pixel = resize_images(tf.constant(ramp), 5, align_corners=False).numpy()[0, 0, :, 0]
+    assert not np.allclose(half_pixel, out)
+    same = resize_images(tf.constant(ramp), 9, align_corners=True).numpy()
+    np.testing.assert_array_equal(same, ramp)
+
+
+def test_initialisation_follows_the_release():
+    """Conv kernels N(0, sqrt(2 / (k k out))), depthwise N(0, sqrt(2 / (k k C))), classifier N(0, 0.01)."""
+    keras.utils.set_random_seed(0)
+    conv = _built(SlimConv2D(256, 3, 1, in_channels=128))
+    depthwise = _built(SlimDepthwiseConv2D(3, 1, channels=512))
+    dense = _built(SlimDense(1000, in_features=1024))
+    assert np.std(conv.kernel.numpy()) == pytest.approx(np.sqrt(2 / (9 * 256)), rel=0.02)
+    assert np.std(depthwise.kernel.numpy()) == pytest.approx(np.sqrt(2 / (9 * 512)), rel=0.05)
+    assert np.std(dense.kernel.numpy()) == pytest.approx(0.01, rel=0.02)
+    # Untruncated: some draws lie beyond two standard deviations.
+    assert np.mean(np.abs(conv.kernel.numpy()) > 2 * np.sqrt(2 / (9 * 256))) > 0.03

@@ -12,7 +12,8 @@ from pss_tf.space.config import SearchSpace
 from pss_tf.space.metrics import FlopsMetric
 from pss_tf.space.targets import TargetGrid
 
-PAPER_GRIDS = {"mobilenet_v1": TargetGrid(110, 570, 10), "mobilenet_v2": TargetGrid(60, 300, 10)}
+# The release's grids (scripts/train/pss-mbv*-f.sh).
+PAPER_GRIDS = {"mobilenet_v1": TargetGrid(110, 570, 10), "mobilenet_v2": TargetGrid(70, 300, 10)}
 
 
 def flops_metric(model, **kwargs):
@@ -39,23 +40,31 @@ class TestBuild:
             print(f"{model}: built from 1e5 subnets in {elapsed:.2f} s")
             assert elapsed < 30
 
-    def test_reachable_targets_of_the_paper_grids(self, paper_sampler):
+    def test_the_release_population_lies_strictly_inside_the_paper_grids(self, paper_sampler):
+        """As the release: 1e5 i.i.d. random subnets whose targets lie strictly inside
+        the grid, so the end targets (where the min and max nets lie) get no pool."""
         grid = paper_sampler.metric.grid
         assert set(paper_sampler.targets).isdisjoint(paper_sampler.unreachable_targets)
         assert sorted(paper_sampler.targets + paper_sampler.unreachable_targets) == list(grid.targets)
-        # 1e5 uniform subnets, 25% more correlated ones, and the uniform-width sweep.
-        sweep = len(paper_sampler.space.resolutions) * 251
-        assert sum(paper_sampler.bin_sizes.values()) <= 125_000 + sweep
+        assert sum(paper_sampler.bin_sizes.values()) == 100_000
+        assert grid.targets[0] in paper_sampler.unreachable_targets
+        assert grid.targets[-1] in paper_sampler.unreachable_targets
         if paper_sampler.space.model == "mobilenet_v2":
-            # The min net is 67.60M: 60 cannot be reached at all.
-            assert paper_sampler.unreachable_targets == (60.0,)
-            assert paper_sampler.targets == tuple(float(t) for t in range(70, 301, 10))
+            # i.i.d. widths reach every inner target: pools 80..290, as the release's.
+            assert paper_sampler.targets == tuple(float(t) for t in range(80, 291, 10))
         else:
-            # Independent uniform widths alone span only 120.8M..508.9M; the
-            # uniform-width sweep and the correlated subnets reach both ends,
-            # where the min (106.78M) and max (568.79M) nets lie.
-            assert paper_sampler.targets == tuple(float(t) for t in range(110, 571, 10))
-            assert paper_sampler.unreachable_targets == ()
+            # Independent uniform widths span only about 120.8M..508.9M (of 120..560).
+            assert paper_sampler.targets[0] == 120.0 and 500.0 <= paper_sampler.targets[-1] <= 520.0
+
+    def test_extremes_reach_both_ends_of_the_grid(self):
+        """pss_tf's option: the uniform-width sweep and correlated subnets reach the
+        grid's ends, where the min (106.78M) and max (568.79M) nets lie."""
+        space, metric = SearchSpace("mobilenet_v1"), flops_metric("mobilenet_v1")
+        sampler = ConditionalSampler.build(space, metric, 100_000, 0, extremes=True)
+        assert sampler.targets == tuple(float(t) for t in range(110, 571, 10))
+        assert sampler.unreachable_targets == ()
+        sweep = len(space.resolutions) * 251
+        assert 100_000 < sum(sampler.bin_sizes.values()) <= 100_000 + 25_000 + sweep
 
     def test_bins_are_deterministic_given_the_seed(self):
         space, metric = SearchSpace("mobilenet_v2"), flops_metric("mobilenet_v2")
@@ -67,10 +76,12 @@ class TestBuild:
 
     def test_chunked_build_counts_every_subnet(self):
         space, metric = SearchSpace("mobilenet_v2"), flops_metric("mobilenet_v2")
-        sampler = ConditionalSampler.build(space, metric, 250_001, 0)  # 3 chunks, the last of 1.
-        # Every V2 subnet (67.60M..300.84M) snaps into the 60..300 grid: the uniform
+        sampler = ConditionalSampler.build(space, metric, 250_001, 0)  # 3 chunks and a bit.
+        assert sum(sampler.bin_sizes.values()) == 250_001
+        extremes = ConditionalSampler.build(space, metric, 250_001, 0, extremes=True)
+        # Every V2 subnet (69.15M..300.84M) snaps into the 70..300 grid: the random
         # ones, the 25% correlated ones (62,500) and the 13 x 251 uniform-width sweep.
-        assert sum(sampler.bin_sizes.values()) == 250_001 + 62_500 + 13 * 251
+        assert sum(extremes.bin_sizes.values()) == 250_001 + 62_500 + 13 * 251
 
     def test_validation(self):
         space, metric = SearchSpace("mobilenet_v1"), flops_metric("mobilenet_v1")
@@ -101,16 +112,10 @@ class TestSample:
         # FLOPs grow with resolution squared: a 150M subnet must be low-resolution.
         assert max(c.resolution for c in small) < min(c.resolution for c in large)
         assert len(set(small)) > 90  # Draws are varied, not a handful of stored subnets.
-        # Every drawn value was seen in the target's bin of the build's subnets,
-        # regenerated here from the same random stream as the build.
+        # Every drawn value was seen in the target's bin of the build's subnets:
+        # the first 20,000 inside the grid of the same random stream's first chunk.
         space, rng = small_v1.space, np.random.default_rng(0)
-        parts = [
-            space.sample_arrays(rng, 20_000),
-            sampler_module._uniform_width_arrays(space),
-            sampler_module._correlated_arrays(space, rng, 5_000),
-        ]
-        resolutions = np.concatenate([p[0] for p in parts])
-        widths = np.concatenate([p[1] for p in parts])
+        resolutions, widths = space.sample_arrays(rng, sampler_module._BUILD_CHUNK)
         in_bin = small_v1.metric.grid.snap_array(small_v1.metric.values(resolutions, widths)) == 150.0
         assert {c.resolution for c in small} <= set(resolutions[in_bin].tolist())
         for stage in range(14):
@@ -139,7 +144,7 @@ class TestSample:
         rng = np.random.default_rng(0)
         v2 = ConditionalSampler.build(SearchSpace("mobilenet_v2"), flops_metric("mobilenet_v2"), 5_000, 0)
         with pytest.raises(ValueError, match="unreachable"):
-            v2.sample(60.0, rng)
+            v2.sample(70.0, rng)  # The grid's first target: no pool, as in the release.
         with pytest.raises(ValueError, match="not a target"):
             small_v1.sample(305.0, rng)
         with pytest.raises(ValueError, match="not a target"):

@@ -116,3 +116,24 @@ def test_search_space_sample_arrays_cover_the_ranges():
 def test_invalid_search_spaces_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         SearchSpace("mobilenet_v1", **kwargs)
+
+
+def test_resolution_ends_are_drawn_half_as_often_as_the_release():
+    """The release draws make_divisible(uniform(128, 224), 8): 128 and 224 get half an
+    interval each. 0.5 reproduces it; 1.0 draws uniformly."""
+    space = SearchSpace("mobilenet_v1")
+    probabilities = space.resolution_probabilities
+    assert probabilities[0] == probabilities[-1] == pytest.approx(probabilities[1] / 2)
+    assert sum(probabilities) == pytest.approx(1.0)
+    release = np.array([max(128, int(v + 4) // 8 * 8) for v in np.random.default_rng(0).uniform(128, 224, 200_000)])
+    resolutions, _ = space.sample_arrays(np.random.default_rng(1), 200_000)
+    for r, p in zip(space.resolutions, probabilities):
+        assert np.mean(release == r) == pytest.approx(p, abs=0.003)
+        assert np.mean(resolutions == r) == pytest.approx(p, abs=0.003)
+    uniform = SearchSpace("mobilenet_v1", resolution_end_weight=1.0)
+    assert len(set(uniform.resolution_probabilities)) == 1
+    rng = random.Random(0)
+    drawn = [space.random_config(rng).resolution for _ in range(20_000)]
+    assert drawn.count(128) / len(drawn) == pytest.approx(probabilities[0], abs=0.01)
+    with pytest.raises(ValueError, match="resolution_end_weight"):
+        SearchSpace("mobilenet_v1", resolution_end_weight=0.0)
