@@ -156,12 +156,19 @@ class DataConfig:
     synthetic_train_examples: int = option(1024, help="Size of synthetic train.")
     synthetic_val_examples: int = option(256, help="Size of synthetic val.")
     synthetic_classes: int = option(10, help="Classes of the synthetic dataset.")
+    holdout_examples: int = option(
+        0,
+        help="Keep the last N training examples out of training and BN calibration (held-out data for the search).",
+    )
 
     def validate(self) -> None:
         for name in ("crop_scale_min", "crop_fraction"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ConfigError(name, f"must lie in (0, 1], got {getattr(self, name)}")
         _positive_int(self, "synthetic_train_examples", "synthetic_val_examples", "synthetic_classes")
+        holdout = self.holdout_examples
+        if isinstance(holdout, bool) or not isinstance(holdout, numbers.Integral) or holdout < 0:
+            raise ConfigError("holdout_examples", f"must be an int >= 0, got {holdout!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,6 +242,7 @@ class TrainConfig:
             crop_scale=(data.crop_scale_min, 1.0),
             flip=data.flip,
             crop_fraction=data.crop_fraction,
+            holdout_examples=data.holdout_examples,
         )
 
     def leaf_values(self) -> dict:
