@@ -17,3 +17,11 @@ class ConfigError(ValueError):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}" if field else message)
+
+
+class TrainingDiverged(RuntimeError):
+    """A training loss became NaN or infinite; nothing was saved after `step`."""
+
+    def __init__(self, step: int, message: str):
+        self.step = step
+        super().__init__(message)

@@ -3,8 +3,8 @@
     run.json              the run's TrainConfig (written once the run has started)
     sampler_<metric>.npz  the conditional samplers' caches
     checkpoints/          model, optimizer, step, pools and every random state
-    pools.json            the pools, rewritten atomically at every checkpoint
-    records.json          the lowest training losses with their subnets (the search's prior)
+    pools.json            the pools and their step, rewritten atomically at every checkpoint
+    records.json          the lowest training losses seen, with their subnets (the search's prior)
     evaluations.json      per-epoch validation results
     winners.json          one entry per pool winner, written at the end
     tensorboard/          scalars
@@ -22,6 +22,7 @@ import os
 
 from pss_tf.errors import ConfigError
 from pss_tf.io_utils import atomic_write_json, read_json
+from pss_tf.pareto import pareto_front
 from pss_tf.space.config import SubnetConfig
 from pss_tf.space.metrics import FlopsMetric, Metric
 from pss_tf.space.targets import TargetGrid
@@ -31,9 +32,9 @@ logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 POOLS_FILE = "pools.json"
-RECORDS_FILE = "records.json"
 WINNERS_FILE = "winners.json"
 EVALUATIONS_FILE = "evaluations.json"
+RECORDS_FILE = "records.json"
 CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 
@@ -112,6 +113,10 @@ class JobDir:
 
     # --- results ----------------------------------------------------------------
 
+    def write_pools(self, pools, step: int) -> None:
+        """The pools as of checkpoint `step` (PoolManager's JSON plus the step)."""
+        atomic_write_json(self.pools_file, {**pools.to_dict(), "step": int(step)})
+
     def write_evaluations(self, evaluations: list) -> None:
         atomic_write_json(self.file(EVALUATIONS_FILE), evaluations)
 
@@ -125,12 +130,27 @@ class JobDir:
             raise ConfigError(
                 "job_dir", f"{self.path} has no {WINNERS_FILE} (the run has not finished); train it to the end first"
             )
-        return [(e, SubnetConfig.from_dict(e["config"])) for e in read_json(path, WINNERS_FILE)]
+        # Configs take the run's model: runs of pss_tf 0.1 wrote "mobilenet_v2" for
+        # what is mobilenet_v2_slim_last_conv today (run.json maps it the same way).
+        model = self.read_config().space.model
+        entries = read_json(path, WINNERS_FILE)
+        if any("pareto" not in e for e in entries):  # Written before winners were marked.
+            mark_pareto_front(entries)
+        return [(e, SubnetConfig.from_dict({**e["config"], "model": model})) for e in entries]
 
     def latest_checkpoint(self) -> str | None:
         import tensorflow as tf
 
         return tf.train.latest_checkpoint(self.checkpoints_dir)
+
+
+def mark_pareto_front(entries: list[dict]) -> None:
+    """Sets `pareto` on each winner entry: on its metric's front of val_top1 against value."""
+    for metric in {e["metric"] for e in entries}:
+        group = [e for e in entries if e["metric"] == metric]
+        front = {id(e) for e in pareto_front(group, lambda e: e["value"], lambda e: e["val_top1"])}
+        for e in group:
+            e["pareto"] = id(e) in front
 
 
 # --- metrics ----------------------------------------------------------------------
@@ -182,6 +202,8 @@ def build_supernet(config: TrainConfig, info, synchronized_bn: bool = False):
         in_channels=info.channels,
         dropout_rate=config.optimization.dropout_rate,
         synchronized_bn=synchronized_bn,
+        bn_epsilon=config.space.bn_epsilon,
+        align_corners=config.space.resize_align_corners,
     )
 
 

@@ -15,7 +15,7 @@ import sys
 from absl import app, flags
 
 from pss_tf import config_flags
-from pss_tf.errors import ConfigError
+from pss_tf.errors import ConfigError, TrainingDiverged
 from pss_tf.training.config import TrainConfig
 
 config_flags.define_flags(TrainConfig)
@@ -36,7 +36,11 @@ def main(argv):
     except ConfigError as e:
         print(f"error: {config_flags.flag_message(e, flags.FLAGS)}", file=sys.stderr)
         return 2
-    result = trainer.run()
+    try:
+        result = trainer.run()
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     state = "finished" if result.finished else "stopped (continue with --resume)"
     print(f"{state} after {result.steps} steps; outputs in {os.path.abspath(result.job_dir)}")
     return 0

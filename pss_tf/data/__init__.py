@@ -1,14 +1,16 @@
 """Input pipelines for pss_tf.
 
-Every pipeline yields `(images, labels)`: images float32 (B, S, S, C) in [-1, 1]
-(`normalize`: x / 127.5 - 1) at S = the search space's maximum resolution (the
-network resizes to each subnet's resolution itself), labels int32 (B,).
+Every pipeline yields `(images, labels)`: images float32 (B, S, S, C),
+normalised as the run says (`NORMALIZATIONS`: ImageNet mean/std, as the
+release, or x / 127.5 - 1) at S = the search space's maximum resolution (the
+network resizes to each subnet's resolution itself), labels int32 (B,). A
+run's pipelines all come from its `DataSettings` (`settings`).
 
-Datasets, by `--dataset` name:
+Datasets, by `dataset` name:
   synthetic      generated in memory, learnable (class colours and stripes)
-  fashion_mnist  IDX files in --data_dir (default /usr/share/datasets/fashion-mnist)
-  imagefolder    --data_dir/{train,val}/<class>/*.{jpg,png,...}
-  other names    a TFDS dataset already prepared in --data_dir (never downloaded)
+  fashion_mnist  IDX files in data_dir (default /usr/share/datasets/fashion-mnist)
+  imagefolder    data_dir/{train,val}/<class>/*.{jpg,png,...}
+  other names    a TFDS dataset already prepared in data_dir (never downloaded)
 """
 
 from pss_tf.data.pipeline import (
@@ -20,10 +22,7 @@ from pss_tf.data.pipeline import (
 from pss_tf.data.preprocessing import (
     DEFAULT_CROP_FRACTION,
     DEFAULT_CROP_SCALE,
-    INPUT_RANGE,
-    NORMALIZATION,
-    PIXEL_OFFSET,
-    PIXEL_SCALE,
+    NORMALIZATIONS,
     normalize,
     preprocess_for_eval,
     preprocess_for_train,
@@ -45,10 +44,7 @@ __all__ = [
     "DEFAULT_CROP_SCALE",
     "DEFAULT_SHUFFLE_BUFFER",
     "FASHION_MNIST_DIR",
-    "INPUT_RANGE",
-    "NORMALIZATION",
-    "PIXEL_OFFSET",
-    "PIXEL_SCALE",
+    "NORMALIZATIONS",
     "SPLITS",
     "DatasetInfo",
     "SyntheticSpec",

@@ -46,14 +46,18 @@ class _Preprocess:
     crop_scale: tuple[float, float]
     flip: bool
     crop_fraction: float
+    color_jitter: float
+    lighting: float
+    normalization: str
 
     def __call__(self, image, label, seed=None):
         if self.training:
             image = preprocessing.preprocess_for_train(
-                image, self.image_size, seed, self.crop_scale, self.flip
+                image, self.image_size, seed, self.crop_scale, self.flip, self.color_jitter, self.lighting,
+                self.normalization,
             )
         else:
-            image = preprocessing.preprocess_for_eval(image, self.image_size, self.crop_fraction)
+            image = preprocessing.preprocess_for_eval(image, self.image_size, self.crop_fraction, self.normalization)
         image = tf.ensure_shape(image, [self.image_size, self.image_size, self.channels])
         return image, tf.cast(label, tf.int32)
 
@@ -205,6 +209,9 @@ def make_input_fn(
     crop_scale: tuple[float, float] = preprocessing.DEFAULT_CROP_SCALE,
     flip: bool = True,
     crop_fraction: float = preprocessing.DEFAULT_CROP_FRACTION,
+    color_jitter: float = 0.0,
+    lighting: float = 0.0,
+    normalization: str = "imagenet",
     channels: int | None = None,
     synthetic: sources.SyntheticSpec | None = None,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
@@ -230,7 +237,8 @@ def make_input_fn(
     )
     holdout_examples, examples = _check_held_out(raw, training, holdout_examples, examples)
     prep = _Preprocess(
-        image_size, info.channels, training, tuple(crop_scale), flip, crop_fraction
+        image_size, info.channels, training, tuple(crop_scale), flip, crop_fraction, color_jitter, lighting,
+        normalization,
     )
 
     def input_fn(input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:

@@ -16,25 +16,44 @@ import math
 import numpy as np
 import tensorflow as tf
 
-# The input convention shared by training, evaluation and exported models.
-PIXEL_SCALE = 127.5
-PIXEL_OFFSET = -1.0
-INPUT_RANGE = (-1.0, 1.0)
-NORMALIZATION = "x / 127.5 - 1: uint8 [0, 255] -> float32 [-1, 1]"
+# How pixels become network inputs; training, evaluation and exported models of a
+# run share one. "imagenet" is the release's (x / 255 - mean) / std.
+NORMALIZATIONS = {
+    "imagenet": "(x / 255 - mean) / std with ImageNet's RGB mean (0.485, 0.456, 0.406) and std "
+    "(0.229, 0.224, 0.225); one channel: mean 0.449, std 0.226",
+    "minus_one_to_one": "x / 127.5 - 1: uint8 [0, 255] -> float32 [-1, 1]",
+}
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+# AlexNet's PCA of ImageNet RGB pixels in [0, 1] (the release's utils/transforms.py).
+_PCA_EIGENVALUES = (0.2175, 0.0188, 0.0045)
+_PCA_EIGENVECTORS = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
 
-DEFAULT_CROP_SCALE = (0.08, 1.0)
+DEFAULT_CROP_SCALE = (0.25, 1.0)
 DEFAULT_CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 DEFAULT_CROP_FRACTION = 0.875
 _CROP_ATTEMPTS = 10
 
 
-def normalize(images: tf.Tensor) -> tf.Tensor:
-    """Maps uint8 pixels (or floats in [0, 255]) to float32 in [-1, 1].
+def normalize(images: tf.Tensor, normalization: str = "imagenet") -> tf.Tensor:
+    """Maps uint8 pixels (or floats in [0, 255]) to network inputs (`NORMALIZATIONS`).
 
-    Exporters call this inside serving graphs, so it must stay exactly
-    `x / 127.5 - 1` for trained weights to see the inputs they were trained on.
+    Pixels are clipped to [0, 255] first: bilinear weights are convex, so that
+    only removes float round-off. Serving graphs call this too, so exported
+    models see the inputs the weights were trained on.
     """
-    return tf.cast(images, tf.float32) / PIXEL_SCALE + PIXEL_OFFSET
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization: expected one of {list(NORMALIZATIONS)}, got {normalization!r}")
+    x = tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 255.0)
+    if normalization == "minus_one_to_one":
+        return x / 127.5 - 1.0
+    channels = images.shape[-1]
+    mean, std = (_IMAGENET_MEAN, _IMAGENET_STD) if channels == 3 else ((0.449,), (0.226,))
+    return (x / 255.0 - tf.constant(mean)) / tf.constant(std)
 
 
 def to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
@@ -123,10 +142,51 @@ def _resize(image: tf.Tensor, size, current=None) -> tf.Tensor:
     )
 
 
-def normalize_clipped(image: tf.Tensor) -> tf.Tensor:
-    """`normalize`, clipped to the input range the network was trained on."""
-    # Bilinear weights are convex, so clipping only removes float round-off.
-    return tf.clip_by_value(normalize(image), INPUT_RANGE[0], INPUT_RANGE[1])
+def _grayscale(image: tf.Tensor) -> tf.Tensor:
+    """Luma of an (H, W, C) float image, (H, W, 1); a one-channel image is its own."""
+    return image if image.shape[-1] == 1 else tf.image.rgb_to_grayscale(image)
+
+
+def color_jitter(image: tf.Tensor, strength: float, seed: tf.Tensor) -> tf.Tensor:
+    """Brightness, contrast and saturation jitter of a float image in [0, 255].
+
+    Each factor is uniform in [1 - strength, 1 + strength] and the three
+    adjustments run in a random order, clipping after each, as torchvision's
+    `ColorJitter(b, c, s)` in the release. Saturation leaves a one-channel image
+    unchanged.
+    """
+    factor_seed, order_seed = _split_seed(seed, 2)
+    factors = tf.random.stateless_uniform([3], factor_seed, 1.0 - strength, 1.0 + strength)
+    order = tf.argsort(tf.random.stateless_uniform([3], order_seed))
+
+    def brightness(x):
+        return x * factors[0]
+
+    def contrast(x):
+        mean = tf.reduce_mean(_grayscale(x))
+        return (x - mean) * factors[1] + mean
+
+    def saturation(x):
+        gray = _grayscale(x)
+        return (x - gray) * factors[2] + gray
+
+    adjustments = [brightness, contrast, saturation]
+    for position in range(3):
+        image = tf.switch_case(order[position], [lambda f=f: f(image) for f in adjustments])
+        image = tf.clip_by_value(image, 0.0, 255.0)
+    return image
+
+
+def pca_lighting(image: tf.Tensor, std: float, seed: tf.Tensor) -> tf.Tensor:
+    """AlexNet's PCA lighting noise on an RGB float image in [0, 255]: adds
+    `eigvecs @ (alpha * eigvals)` with alpha ~ N(0, std), on the [0, 1] scale the
+    eigenvalues are for (the release adds it to 0..255 pixels, where it is at
+    most 0.05 grey levels; see docs/FIDELITY.md). One-channel images pass."""
+    if image.shape[-1] != 3:
+        return image
+    alpha = tf.random.stateless_normal([3], seed, stddev=std)
+    shift = tf.linalg.matvec(tf.constant(_PCA_EIGENVECTORS), alpha * tf.constant(_PCA_EIGENVALUES))
+    return tf.clip_by_value(image + 255.0 * shift, 0.0, 255.0)
 
 
 def preprocess_for_train(
@@ -135,21 +195,29 @@ def preprocess_for_train(
     seed: tf.Tensor,
     crop_scale: tuple[float, float] = DEFAULT_CROP_SCALE,
     flip: bool = True,
+    color_jitter_strength: float = 0.0,
+    lighting_std: float = 0.0,
+    normalization: str = "imagenet",
 ) -> tf.Tensor:
-    """Random resized crop to `image_size`, optional horizontal flip, normalise.
+    """Random resized crop to `image_size`, colour jitter, PCA lighting, flip, normalise.
 
-    `seed` is a shape-[2] integer tensor; the output is a pure function of the
-    image and the seed. Small datasets usually want a larger lower crop scale,
-    e.g. (0.35, 1.0); digits and text want `flip=False`.
+    The release's order (`utils/datasets.py`). `seed` is a shape-[2] integer
+    tensor; the output is a pure function of the image and the seed. Small
+    datasets usually want a larger lower crop scale, e.g. (0.5, 1.0); digits and
+    text want `flip=False`.
     """
-    crop_seed, flip_seed = _split_seed(seed, 2)
+    crop_seed, flip_seed, jitter_seed, lighting_seed = _split_seed(seed, 4)
     shape = tf.shape(image)
     top, left, crop_h, crop_w = sample_crop_window(shape[0], shape[1], crop_seed, crop_scale)
     image = tf.slice(image, tf.stack([top, left, 0]), tf.stack([crop_h, crop_w, -1]))
     image = _resize(image, [image_size, image_size])
+    if color_jitter_strength:
+        image = color_jitter(image, color_jitter_strength, jitter_seed)
+    if lighting_std:
+        image = pca_lighting(image, lighting_std, lighting_seed)
     if flip:
         image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-    return normalize_clipped(image)
+    return normalize(image, normalization)
 
 
 def _eval_plan(height: int, width: int, image_size: int, resize_to: int) -> tuple[int, int, bool]:
@@ -199,7 +267,10 @@ def eval_resize_and_crop(images: tf.Tensor, image_size: int, crop_fraction: floa
 
 
 def preprocess_for_eval(
-    image: tf.Tensor, image_size: int, crop_fraction: float = DEFAULT_CROP_FRACTION
+    image: tf.Tensor,
+    image_size: int,
+    crop_fraction: float = DEFAULT_CROP_FRACTION,
+    normalization: str = "imagenet",
 ) -> tf.Tensor:
     """`eval_resize_and_crop`, then normalise (`crop_fraction=1.0` keeps the whole shorter side)."""
-    return normalize_clipped(eval_resize_and_crop(image, image_size, crop_fraction))
+    return normalize(eval_resize_and_crop(image, image_size, crop_fraction), normalization)

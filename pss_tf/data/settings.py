@@ -36,6 +36,9 @@ class DataSettings:
     synthetic: sources.SyntheticSpec = sources.SyntheticSpec()
     crop_scale: tuple[float, float] = preprocessing.DEFAULT_CROP_SCALE
     flip: bool = True
+    color_jitter: float = 0.0
+    lighting: float = 0.0
+    normalization: str = "imagenet"
     crop_fraction: float = preprocessing.DEFAULT_CROP_FRACTION
     holdout_examples: int = 0
 
@@ -63,9 +66,9 @@ class DataSettings:
         return info
 
     @property
-    def normalization(self) -> str:
+    def normalization_text(self) -> str:
         """How pixels become network inputs, in words (for manifests)."""
-        return preprocessing.NORMALIZATION
+        return preprocessing.NORMALIZATIONS[self.normalization]
 
     def steps_per_epoch(self, global_batch_size: int) -> int:
         """Full batches in one pass over the training examples (held-out ones excluded)."""
@@ -77,6 +80,9 @@ class DataSettings:
             synthetic=self.synthetic,
             crop_scale=self.crop_scale,
             flip=self.flip,
+            color_jitter=self.color_jitter,
+            lighting=self.lighting,
+            normalization=self.normalization,
             crop_fraction=self.crop_fraction,
         )
 
@@ -148,7 +154,7 @@ class DataSettings:
         if images.shape[-1] not in (None, channels):
             raise ValueError(f"images: expected {channels} channels, got {images.shape[-1]}")
         x = preprocessing.eval_resize_and_crop(images, self.image_size, self.crop_fraction)
-        return preprocessing.normalize_clipped(x)
+        return preprocessing.normalize(x, self.normalization)
 
     def raw_split(self, split: str):
         """The undecoded-to-network split: uint8 images as the dataset stores them."""

@@ -61,7 +61,7 @@ def build(
             "tflite_shape": [None, size, size, info.channels],
             "preprocessing": (
                 f"in the graph: resize the shorter side to {size}/{data.crop_fraction:g}, centre-crop "
-                f"{size}x{size}, {data.normalization}; each subnet then resizes to its own resolution"
+                f"{size}x{size}, {data.normalization_text}; each subnet then resizes to its own resolution"
             ),
             "image_size": size,
             "crop_fraction": data.crop_fraction,

@@ -3,7 +3,7 @@
 tensorflow-model-optimization (tfmot) works on tf_keras (Keras 2) models
 only, so the subnet is rebuilt in tf_keras from the same static blocks and
 calibrated weights as its exported Keras model (`rebuild`). The rebuilt model
-starts after the resize layer (tfmot cannot quantize `Resizing`): it takes
+starts after the resize layer (a Keras 3 layer tfmot cannot take): it takes
 images at the subnet's own resolution, and the serving function resizes
 before it as the extracted model does. `quantize_model` then inserts fake-quantization, a few
 epochs of training on the run's augmented training stream adapt the weights
@@ -43,7 +43,7 @@ def rebuild(supernet, config, weights: dict):
     """The subnet `config` as a tf_keras model with the given (calibrated) weights.
 
     Built by `Supernet.extract` from the same static blocks as the exported
-    Keras model, without the resize layer (tfmot cannot quantize `Resizing`):
+    Keras model, without the resize layer (a Keras 3 layer tfmot cannot take):
     it takes normalised images at the subnet's own resolution.
     """
     _, tf_keras = import_tfmot()

@@ -111,20 +111,36 @@ class Slot:
 
 
 def slots(model: str, small_input: bool = False, in_channels: int = 3, num_classes: int = 1000) -> tuple[Slot, ...]:
-    """The block sequence of every subnet of `model`, head included."""
+    """The block sequence of every subnet of `model`, head included.
+
+    Widths no multiplier scales (the image channels, MobileNetV2's 1280-channel
+    last conv, the classes) become the slot's fixed widths.
+    """
     arch = architectures.get_architecture(model, small_input)
+    table = arch.full_channels
+
+    def stage_or_fixed(stage):
+        """(stage, fixed width): a multiplier's stage, or None and the fixed width."""
+        if stage is None or stage < arch.num_stages:
+            return stage, 0
+        return None, table[stage]
+
     result, strides = [], []
     for block in arch.blocks:
+        out_stage, fixed_cout = stage_or_fixed(block.out_stage)
         if block.kind == architectures.STEM:
-            slot = Slot(block.kind, block.stride, None, block.out_stage, 1, False, tuple(strides), fixed_cin=in_channels)
+            in_stage, fixed_cin = None, in_channels
         else:
-            slot = Slot(
-                block.kind, block.stride, block.in_stage, block.out_stage, block.expansion, block.residual, tuple(strides)
+            in_stage, fixed_cin = stage_or_fixed(block.in_stage)
+        result.append(
+            Slot(
+                block.kind, block.stride, in_stage, out_stage, block.expansion, block.residual, tuple(strides),
+                fixed_cin=fixed_cin, fixed_cout=fixed_cout,
             )
-        result.append(slot)
+        )
         strides.append(block.stride)
-    last = arch.blocks[-1].out_stage
-    result.append(Slot(HEAD, 1, last, None, 1, False, tuple(strides), fixed_cout=num_classes))
+    in_stage, fixed_cin = stage_or_fixed(arch.blocks[-1].out_stage)
+    result.append(Slot(HEAD, 1, in_stage, None, 1, False, tuple(strides), fixed_cin=fixed_cin, fixed_cout=num_classes))
     return tuple(result)
 
 

@@ -31,7 +31,7 @@ from pss_tf.models.layers import (
 )
 from pss_tf.space import architectures
 
-BN_EPSILON = 1e-3
+BN_EPSILON = 1e-5  # The release (PyTorch's default).
 DEPTHWISE_KERNEL = architectures.DEPTHWISE_KERNEL
 STEM_KERNEL = architectures.STEM_KERNEL
 

@@ -26,7 +26,47 @@ _PACKAGE = "pss_tf"
 
 def conv_initializer():
     """He initialisation on fan-out, as the release: N(0, sqrt(2 / (k * k * out_channels)))."""
-    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="truncated_normal")
+    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+def depthwise_initializer():
+    """The release's rule for a depthwise conv of C channels, whose PyTorch
+    `out_channels` is C: N(0, sqrt(2 / (k * k * C))), i.e. fan-in of the
+    (k, k, C, 1) kernel."""
+    return keras.initializers.VarianceScaling(2.0, mode="fan_in", distribution="untruncated_normal")
+
+
+def resize_images(images, size, align_corners: bool = True):
+    """Bilinear resize of a batch to `size` x `size` (an int or a scalar tensor).
+
+    `align_corners=True` is the release's `F.interpolate(..., align_corners=True)`;
+    False is TensorFlow's half-pixel sampling.
+    """
+    shape = tf.stack([size, size])
+    if align_corners:
+        return tf.compat.v1.image.resize_bilinear(images, shape, align_corners=True)
+    return tf.image.resize(images, shape, method="bilinear")
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class BilinearResize(keras.layers.Layer):
+    """`resize_images` as a layer: the first layer of an extracted subnet."""
+
+    def __init__(self, size, align_corners=True, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+        self.align_corners = bool(align_corners)
+
+    def call(self, images):
+        return ops.cast(resize_images(images, self.size, self.align_corners), self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.size, self.size, input_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(size=self.size, align_corners=self.align_corners)
+        return config
 
 
 def _all_sum(context, value):
@@ -123,7 +163,7 @@ class SlimDepthwiseConv2D(keras.layers.Layer):
         self.kernel_size = int(kernel_size)
         self.strides = int(strides)
         self.channels = int(channels)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer or conv_initializer())
+        self.kernel_initializer = keras.initializers.get(kernel_initializer or depthwise_initializer())
 
     def build(self, input_shape=None):
         self.kernel = self.add_weight(
@@ -151,8 +191,10 @@ class SlimDepthwiseConv2D(keras.layers.Layer):
         return config
 
 
-# The fused kernel silently raises a smaller epsilon to this.
-_FUSED_MIN_EPSILON = 1.001e-5
+# The fused kernel raises a smaller epsilon to 1.001e-5 (cuDNN's minimum): for the
+# release's 1e-5 that is 0.1% of epsilon, far below the batch variances it is added
+# to, so training still fuses. Calibration and inference use the exact epsilon.
+_FUSED_MIN_EPSILON = 1e-5
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -171,7 +213,7 @@ class SlimBatchNormalization(keras.layers.Layer):
     computes what one device computes on the whole batch.
     """
 
-    def __init__(self, channels, epsilon=1e-3, synchronized=False, **kwargs):
+    def __init__(self, channels, epsilon=1e-5, synchronized=False, **kwargs):
         super().__init__(**kwargs)
         self.channels = int(channels)
         self.epsilon = float(epsilon)

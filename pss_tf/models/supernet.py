@@ -17,7 +17,12 @@ import tensorflow as tf
 from keras import ops
 
 from pss_tf.models.blocks import BN_EPSILON, head_weights, make_block, static_head
-from pss_tf.models.layers import SlimBatchNormalization, SlimDense
+from pss_tf.models.layers import (
+    BilinearResize,
+    SlimBatchNormalization,
+    SlimDense,
+    resize_images,
+)
 from pss_tf.space import architectures
 from pss_tf.space.config import SubnetConfig
 
@@ -34,7 +39,7 @@ class Supernet(keras.Model):
     """A MobileNet supernet whose width and resolution are chosen per call.
 
     Args:
-        model_name: "mobilenet_v1" or "mobilenet_v2".
+        model_name: one of `pss_tf.space.architectures.MODEL_NAMES`.
         num_classes: classifier outputs.
         small_input: stem stride 1 instead of 2, for 28 to 64 pixel images.
         in_channels: image channels (3 for RGB, 1 for Fashion-MNIST).
@@ -42,6 +47,8 @@ class Supernet(keras.Model):
         synchronized_bn: batch statistics over all replicas of the strategy
             (what one device would compute on the global batch).
         bn_epsilon: the epsilon of every batch norm.
+        align_corners: how the input is resized to a subnet's resolution
+            (`pss_tf.models.layers.resize_images`); True as in the release.
     """
 
     def __init__(
@@ -53,6 +60,7 @@ class Supernet(keras.Model):
         dropout_rate: float = 0.0,
         synchronized_bn: bool = False,
         bn_epsilon: float = BN_EPSILON,
+        align_corners: bool = True,
         **kwargs,
     ):
         kwargs.setdefault("name", f"{model_name}_supernet")
@@ -70,8 +78,9 @@ class Supernet(keras.Model):
         self.dropout_rate = float(dropout_rate)
         self.synchronized_bn = bool(synchronized_bn)
         self.bn_epsilon = float(bn_epsilon)
+        self.align_corners = bool(align_corners)
         self.architecture = architectures.get_architecture(model_name, small_input)
-        base = self.architecture.base_channels
+        base = self.architecture.full_channels
         # One attribute per block (stem, block1, ...): TF checkpoints track attributes,
         # not the items of a Python list.
         self._block_names = [self._block_name(i) for i in range(len(self.architecture.blocks))]
@@ -110,12 +119,14 @@ class Supernet(keras.Model):
             raise ValueError(f"config: a {config.model} config given to a {self.model_name} supernet")
 
     def _unpack(self, config):
+        """(resolution, channel table): fixed channels stay Python ints, so their layers keep static shapes."""
+        fixed = list(self.architecture.fixed_channels)
         if isinstance(config, SubnetConfig):
             self._check_model(config)
-            return config.resolution, config.channels
+            return config.resolution, list(config.channels) + fixed
         vector = tf.convert_to_tensor(config, dtype=tf.int32)
         stages = self.architecture.num_stages
-        return vector[0], [vector[i + 1] for i in range(stages)]
+        return vector[0], [vector[i + 1] for i in range(stages)] + fixed
 
     def __call__(self, images, config, **kwargs):
         # Keras only takes tensors positionally; the config may be a SubnetConfig.
@@ -124,8 +135,7 @@ class Supernet(keras.Model):
     def call(self, images, config, training=None, calibration_rate=None):
         """Logits (float32 under mixed precision) of `config` on `images` of any size."""
         resolution, channels = self._unpack(config)
-        x = tf.image.resize(images, tf.stack([resolution, resolution]), method="bilinear")
-        x = ops.cast(x, self.compute_dtype)
+        x = ops.cast(resize_images(images, resolution, self.align_corners), self.compute_dtype)
         for spec, block in zip(self.architecture.blocks, self.feature_blocks):
             x = block(
                 x, out_channels=channels[spec.out_stage], training=training, calibration_rate=calibration_rate
@@ -181,7 +191,7 @@ class Supernet(keras.Model):
         """The weights of `config` by the layer names `extract` gives them: sliced
         kernels and the *current* BN statistics (calibrate them for `config` first)."""
         self._check_model(config)
-        channels = config.channels
+        channels = self.architecture.channel_table(config.channels)
         weights = {}
         in_channels = self.in_channels
         for i, (spec, block) in enumerate(zip(self.architecture.blocks, self.feature_blocks)):
@@ -219,18 +229,16 @@ class Supernet(keras.Model):
                 models (quantization-aware training).
         """
         self._check_model(config)
+        if resize and keras_module is not keras:
+            raise ValueError("resize: the resize layer is a Keras 3 layer; build other Keras versions with resize=False")
         weights = self.subnet_weights(config) if weights is None else weights
         K = keras_module
         size = None if resize else config.resolution
         inputs = K.Input(shape=(size, size, self.in_channels), batch_size=batch_size, name="images")
         x = inputs
         if resize:
-            # Keras' image preprocessing layers default to training=True, and the first
-            # layer's default becomes the whole call's: without the explicit False a
-            # plain `model(images)` would run (and update) every BN in training mode.
-            resize = K.layers.Resizing(config.resolution, config.resolution, interpolation="bilinear", name="resize")
-            x = resize(x, training=False)
-        channels = config.channels
+            x = BilinearResize(config.resolution, self.align_corners, name="resize")(x)
+        channels = self.architecture.channel_table(config.channels)
         for i, (spec, block) in enumerate(zip(self.architecture.blocks, self.feature_blocks)):
             x = block.apply_static(x, channels[spec.out_stage], self._block_name(i), keras_module=K)
         outputs = static_head(x, self.num_classes, keras_module=K)
@@ -253,6 +261,7 @@ class Supernet(keras.Model):
             dropout_rate=self.dropout_rate,
             synchronized_bn=self.synchronized_bn,
             bn_epsilon=self.bn_epsilon,
+            align_corners=self.align_corners,
         )
         return config
 
@@ -262,7 +271,7 @@ def _model_name(config: SubnetConfig) -> str:
 
 
 def build_supernet(name: str, num_classes: int = 1000, **options) -> Supernet:
-    """Builds the supernet `name` ("mobilenet_v1" or "mobilenet_v2").
+    """Builds the supernet `name` (mobilenet_v1, mobilenet_v2, mobilenet_v2_slim_last_conv).
 
     Options: `small_input`, `in_channels`, `dropout_rate`, `synchronized_bn`
     (see `Supernet`).

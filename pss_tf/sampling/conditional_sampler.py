@@ -1,11 +1,18 @@
 """Drawing a random subnet for a given target (design note section 3).
 
 A uniformly drawn subnet rarely lands on a given target, so `ConditionalSampler`
-first draws many random subnets, bins them by the target their metric snaps to,
-and keeps for each target the empirical distribution of every dimension: the
-resolution and each stage's width multiplier (both discrete, widths at
-`space.decimals` places). A subnet for target T is then drawn dimension by
-dimension from those distributions and rejected until it snaps to T.
+first draws a population of random subnets, bins them by the target their
+metric snaps to, and keeps for each target the empirical distribution of every
+dimension: the resolution and each stage's width multiplier (both discrete,
+widths at `space.decimals` places). A subnet for target T is then drawn
+dimension by dimension from those distributions and rejected until it snaps
+to T.
+
+As in the release, the population is `num_samples` i.i.d. random subnets whose
+targets lie strictly inside the grid (random subnets are drawn until that many
+landed there), so the grid's first and last targets get no pool. With
+`extremes=True` (pss_tf's option for small spaces) the population also holds
+every uniform-width subnet and correlated ones, which reach the grid's ends.
 
 Building is the slow start-up step (about a second for 1e5 subnets, vectorised),
 so the tables are cached on disk and reused while the space, the metric, the
@@ -30,15 +37,18 @@ from pss_tf.space.metrics import Metric
 
 _FORMAT = "pss_tf.conditional_sampler"
 # Bump when the build changes the tables it makes from the same fingerprint.
-_VERSION = 2
+_VERSION = 3
 # Subnets are drawn and binned in chunks of this size, which bounds memory for
 # 1e6+ subnets. It is part of the random stream, hence of `_VERSION`.
 _BUILD_CHUNK = 100_000
 # Stored real subnets per target: the fallback when rejection keeps missing.
 _EXEMPLARS_PER_TARGET = 32
+# Random draws allowed per population member before the build gives up on a grid
+# that random subnets rarely reach (it then warns and keeps what it has).
+_MAX_DRAWS_PER_SAMPLE = 100
 # Independent uniform widths almost never make an all-thin or all-wide subnet, so
-# the grid's end targets (where the min and max nets lie) would get no samples.
-# The build therefore adds every uniform-width subnet, and this fraction of
+# the grid's end targets (where the min and max nets lie) get no samples. With
+# `extremes`, the build adds every uniform-width subnet, and this fraction of
 # `num_samples` extra subnets whose stages scatter by `_SCATTER` of the width
 # range around one shared width.
 _CORRELATED_FRACTION = 0.25
@@ -63,7 +73,7 @@ class _Tables:
     exemplar_counts: np.ndarray  # (T,) int64
 
 
-def _fingerprint(space: SearchSpace, metric: Metric, num_samples: int, seed: int) -> dict:
+def _fingerprint(space: SearchSpace, metric: Metric, num_samples: int, seed: int, extremes: bool) -> dict:
     return {
         "format": _FORMAT,
         "version": _VERSION,
@@ -71,6 +81,7 @@ def _fingerprint(space: SearchSpace, metric: Metric, num_samples: int, seed: int
         "metric": metric.to_dict(),
         "num_samples": num_samples,
         "seed": seed,
+        "extremes": extremes,
     }
 
 
@@ -120,9 +131,11 @@ class ConditionalSampler:
 
     @classmethod
     def build(
-        cls, space: SearchSpace, metric: Metric, num_samples: int = 100_000, seed: int = 0
+        cls, space: SearchSpace, metric: Metric, num_samples: int = 100_000, seed: int = 0, extremes: bool = False
     ) -> "ConditionalSampler":
-        """Bins `num_samples` subnets drawn by `space.sample_arrays` from `default_rng(seed)`."""
+        """Bins a population drawn by `space.sample_arrays` from `default_rng(seed)`:
+        `num_samples` subnets strictly inside the grid, plus the uniform-width
+        and correlated subnets with `extremes` (see the module docstring)."""
         if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
             raise ValueError(f"num_samples: must be a positive int, got {num_samples!r}")
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
@@ -132,15 +145,24 @@ class ConditionalSampler:
         started = time.perf_counter()
         num_samples, seed = int(num_samples), int(seed)
         rng = np.random.default_rng(seed)
-        builder = _TableBuilder(space, metric)
-        for start in range(0, num_samples, _BUILD_CHUNK):
-            resolutions, widths = space.sample_arrays(rng, min(_BUILD_CHUNK, num_samples - start))
-            builder.add(resolutions, widths)
-        builder.add(*_uniform_width_arrays(space))
-        correlated = int(num_samples * _CORRELATED_FRACTION)
-        for start in range(0, correlated, _BUILD_CHUNK):
-            builder.add(*_correlated_arrays(space, rng, min(_BUILD_CHUNK, correlated - start)))
-        sampler = cls(space, metric, builder.tables(), _fingerprint(space, metric, num_samples, seed))
+        builder = _TableBuilder(space, metric, inside_only=not extremes)
+        drawn = 0
+        while builder.kept < num_samples and drawn < _MAX_DRAWS_PER_SAMPLE * num_samples:
+            resolutions, widths = space.sample_arrays(rng, _BUILD_CHUNK)
+            drawn += _BUILD_CHUNK
+            builder.add(resolutions, widths, limit=num_samples - builder.kept)
+        if builder.kept < num_samples:
+            logger.warning(
+                "Only %d of %d random subnets landed inside the %s grid %s after %d draws.",
+                builder.kept, num_samples, metric.name, metric.grid, drawn,
+            )
+        if extremes:
+            builder.add(*_uniform_width_arrays(space))
+            correlated = int(num_samples * _CORRELATED_FRACTION)
+            for start in range(0, correlated, _BUILD_CHUNK):
+                builder.add(*_correlated_arrays(space, rng, min(_BUILD_CHUNK, correlated - start)))
+        fingerprint = _fingerprint(space, metric, num_samples, seed, extremes)
+        sampler = cls(space, metric, builder.tables(), fingerprint)
         logger.info(
             "Built the %s sampler for %s from %d subnets in %.2f s: %d reachable targets, %d unreachable.",
             metric.name,
@@ -245,9 +267,10 @@ class ConditionalSampler:
         metric: Metric,
         num_samples: int = 100_000,
         seed: int = 0,
+        extremes: bool = False,
     ) -> "ConditionalSampler":
         """Loads the sampler cached at `path` if it was built from the same space,
-        metric, `num_samples` and `seed`; otherwise builds it and saves it there.
+        metric, `num_samples`, `seed` and `extremes`; otherwise builds it and saves it there.
 
         A missing, unreadable or stale cache is rebuilt; `path=None` disables caching.
         """
@@ -257,10 +280,10 @@ class ConditionalSampler:
             except ValueError as e:
                 logger.warning("Rebuilding the sampler cache: %s", e)
             else:
-                if _canonical(cached.fingerprint) == _canonical(_fingerprint(space, metric, num_samples, seed)):
+                if _canonical(cached.fingerprint) == _canonical(_fingerprint(space, metric, num_samples, seed, extremes)):
                     return cached
                 logger.info("Rebuilding the sampler cache %s: it was built with other settings.", path)
-        sampler = cls.build(space, metric, num_samples, seed)
+        sampler = cls.build(space, metric, num_samples, seed, extremes)
         if path is not None:
             sampler.save(path)
         return sampler
@@ -275,7 +298,8 @@ class ConditionalSampler:
 def _uniform_width_arrays(space: SearchSpace) -> tuple[np.ndarray, np.ndarray]:
     """Every config with one width for all stages, at every resolution."""
     scale = 10.0**space.decimals
-    codes = np.arange(math.ceil(space.min_width * scale), math.floor(space.max_width * scale) + 1)
+    # The tolerance keeps float error (0.07 * 100 = 7.000000000000001) from skipping a level.
+    codes = np.arange(math.ceil(space.min_width * scale - 1e-9), math.floor(space.max_width * scale + 1e-9) + 1)
     levels = np.round(codes / scale, space.decimals)
     resolutions = np.repeat(np.asarray(space.resolutions), len(levels))
     widths = np.tile(levels, len(space.resolutions))[:, None].repeat(space.num_stages, axis=1)
@@ -305,9 +329,11 @@ def _cdf(counts: np.ndarray) -> np.ndarray:
 class _TableBuilder:
     """Accumulates the value counts of `_Tables` chunk by chunk."""
 
-    def __init__(self, space: SearchSpace, metric: Metric):
+    def __init__(self, space: SearchSpace, metric: Metric, inside_only: bool = False):
         self.space = space
         self.metric = metric
+        self.inside_only = inside_only
+        self.kept = 0
         self.num_targets = len(metric.grid.targets)
         self.num_stages = space.num_stages
         self.resolution_values = np.asarray(space.resolutions, dtype=np.int64)
@@ -321,10 +347,17 @@ class _TableBuilder:
         self.exemplars = np.zeros((self.num_targets, _EXEMPLARS_PER_TARGET, 1 + self.num_stages), dtype=np.int32)
         self.exemplar_counts = np.zeros(self.num_targets, dtype=np.int64)
 
-    def add(self, resolutions: np.ndarray, widths: np.ndarray) -> None:
+    def add(self, resolutions: np.ndarray, widths: np.ndarray, limit: int | None = None) -> None:
+        """Bins the subnets that land on the grid (strictly inside it with
+        `inside_only`), at most `limit` of them, in the order given."""
         positions = self.metric.grid.index_array(self.metric.values(resolutions, widths))
-        inside = positions >= 0
-        positions, resolutions, widths = positions[inside], resolutions[inside], widths[inside]
+        if self.inside_only:
+            inside = (positions > 0) & (positions < self.num_targets - 1)
+        else:
+            inside = positions >= 0
+        keep = np.flatnonzero(inside)[:limit]
+        positions, resolutions, widths = positions[keep], resolutions[keep], widths[keep]
+        self.kept += len(keep)
 
         resolution_codes = np.searchsorted(self.resolution_values, resolutions)
         width_codes = np.rint(widths * self.scale).astype(np.int64) - self.code_offset

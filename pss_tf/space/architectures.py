@@ -26,8 +26,10 @@ DEPTHWISE_KERNEL = 3
 class BlockSpec:
     """One block of a supernet.
 
-    `in_stage` and `out_stage` index the config's width multipliers; `in_stage` is
-    None for the stem, which reads the image.
+    `in_stage` and `out_stage` index the architecture's channel table
+    (`Architecture.channel_table`): the channels of the config's width
+    multipliers, then the fixed channel counts no multiplier scales. `in_stage`
+    is None for the stem, which reads the image.
     """
 
     kind: str
@@ -40,15 +42,40 @@ class BlockSpec:
 
 @dataclasses.dataclass(frozen=True)
 class Architecture:
-    """A supernet's shape: base channels per multiplier and its blocks."""
+    """A supernet's shape: base channels per multiplier, fixed channels, blocks.
+
+    `fixed_channels` are layers no width multiplier scales (MobileNetV2's last
+    1x1 conv keeps 1280 channels in the release); they follow the multipliers'
+    stages in the channel table.
+    """
 
     name: str
     base_channels: tuple[int, ...]
     blocks: tuple[BlockSpec, ...]
+    fixed_channels: tuple[int, ...] = ()
 
     @property
     def num_stages(self) -> int:
+        """Width multipliers a config of this architecture has."""
         return len(self.base_channels)
+
+    def channel_table(self, channels) -> list:
+        """Channels by table index: the multipliers' (`channels`), then the fixed ones.
+
+        `channels` holds ints (one config) or arrays (many); fixed entries are
+        broadcast to the same shape.
+        """
+        channels = list(channels)
+        if not self.fixed_channels:
+            return channels
+        like = channels[0]
+        fixed = [like * 0 + c if hasattr(like, "shape") else c for c in self.fixed_channels]
+        return channels + fixed
+
+    @property
+    def full_channels(self) -> tuple[int, ...]:
+        """The widest channel table: every multiplier at 1."""
+        return tuple(self.base_channels) + tuple(self.fixed_channels)
 
 
 def _mobilenet_v1(stem_stride: int) -> Architecture:
@@ -60,7 +87,10 @@ def _mobilenet_v1(stem_stride: int) -> Architecture:
     return Architecture("mobilenet_v1", (32,) + outputs, tuple(blocks))
 
 
-def _mobilenet_v2(stem_stride: int) -> Architecture:
+def _mobilenet_v2(stem_stride: int, slim_last_conv: bool = False) -> Architecture:
+    """MobileNetV2. As in the release, the last 1x1 conv keeps 1280 channels and
+    the classifier reads 1280 features; `slim_last_conv` gives that conv a ninth
+    multiplier of its own (pss_tf's extension, `mobilenet_v2_slim_last_conv`)."""
     # (expansion, output channels, repeats, first stride) per stage.
     stages = (
         (1, 16, 1, 1),
@@ -85,12 +115,28 @@ def _mobilenet_v2(stem_stride: int) -> Architecture:
                     BlockSpec(INVERTED_RESIDUAL, 1, stage, stage, expansion, residual=True)
                 )
     blocks.append(BlockSpec(POINTWISE, 1, 7, 8))
-    base = (32,) + tuple(s[1] for s in stages) + (1280,)
-    return Architecture("mobilenet_v2", base, tuple(blocks))
+    base = (32,) + tuple(s[1] for s in stages)
+    if slim_last_conv:
+        return Architecture("mobilenet_v2_slim_last_conv", base + (1280,), tuple(blocks))
+    return Architecture("mobilenet_v2", base, tuple(blocks), fixed_channels=(1280,))
 
 
-_BUILDERS = {"mobilenet_v1": _mobilenet_v1, "mobilenet_v2": _mobilenet_v2}
+def _mobilenet_v2_slim_last_conv(stem_stride: int) -> Architecture:
+    return _mobilenet_v2(stem_stride, slim_last_conv=True)
+
+
+_BUILDERS = {
+    "mobilenet_v1": _mobilenet_v1,
+    "mobilenet_v2": _mobilenet_v2,
+    "mobilenet_v2_slim_last_conv": _mobilenet_v2_slim_last_conv,
+}
 MODEL_NAMES = tuple(sorted(_BUILDERS))
+# The Keras applications model each supernet's widest subnet reproduces.
+KERAS_APPLICATIONS = {
+    "mobilenet_v1": "MobileNet",
+    "mobilenet_v2": "MobileNetV2",
+    "mobilenet_v2_slim_last_conv": "MobileNetV2",
+}
 
 
 @functools.lru_cache(maxsize=None)

@@ -68,8 +68,15 @@ class SubnetConfig:
             raise ValueError(f"widths: must be a sequence of numbers, got {self.widths!r}") from None
         expected = architectures.get_architecture(self.model).num_stages
         if len(widths) != expected:
+            hint = ""
+            if self.model == "mobilenet_v2" and len(widths) == expected + 1:
+                hint = (
+                    "; its last 1x1 conv keeps 1280 channels, as in the PSS-Net release. Configs written "
+                    "by pss_tf 0.1 have a ninth multiplier that slimmed that conv: give them the model "
+                    "mobilenet_v2_slim_last_conv, or drop the ninth multiplier"
+                )
             raise ValueError(
-                f"widths: {self.model} takes {expected} width multipliers, got {len(widths)}"
+                f"widths: {self.model} takes {expected} width multipliers, got {len(widths)}{hint}"
             )
         for i, w in enumerate(widths):
             if not (0.0 < w <= 1.0) or math.isnan(w):
@@ -125,7 +132,10 @@ class SearchSpace:
 
     Resolutions are `min_resolution, min_resolution + resolution_step, ...,
     max_resolution`; each stage's multiplier is uniform in `[min_width, max_width]`,
-    rounded to `decimals` places.
+    rounded to `decimals` places. Random draws weight the smallest and largest
+    resolution `resolution_end_weight` times an inner one: 0.5 is the release's
+    `make_divisible(uniform(min, max), step)`, whose rounding gives the ends half
+    an interval each; 1.0 draws resolutions uniformly.
     """
 
     model: str
@@ -135,6 +145,7 @@ class SearchSpace:
     min_width: float = 0.75
     max_width: float = 1.0
     decimals: int = 3
+    resolution_end_weight: float = 0.5
 
     def __post_init__(self):
         if self.model not in architectures.MODEL_NAMES:
@@ -160,6 +171,8 @@ class SearchSpace:
                 raise ValueError(f"{name}: must lie in (0, 1], got {value}")
         if self.min_width > self.max_width:
             raise ValueError(f"min_width: {self.min_width} is larger than max_width {self.max_width}")
+        if not 0.0 < self.resolution_end_weight <= 1.0:
+            raise ValueError(f"resolution_end_weight: must lie in (0, 1], got {self.resolution_end_weight}")
 
     @property
     def num_stages(self) -> int:
@@ -175,18 +188,28 @@ class SearchSpace:
     def min_config(self) -> SubnetConfig:
         return SubnetConfig.uniform(self.model, self.min_resolution, self.min_width)
 
+    @functools.cached_property
+    def resolution_probabilities(self) -> tuple[float, ...]:
+        """The probability of each resolution in a random draw (ends weighted, see above)."""
+        weights = [1.0] * len(self.resolutions)
+        if len(weights) > 1:
+            weights[0] = weights[-1] = self.resolution_end_weight
+        total = math.fsum(weights)
+        return tuple(w / total for w in weights)
+
     def random_config(self, rng: _random.Random | None = None) -> SubnetConfig:
-        """One uniformly drawn config (Python's `random`, for reproducible runs)."""
+        """One random config (Python's `random`, for reproducible runs)."""
         rng = rng or _random.Random()
         widths = tuple(
             round(rng.uniform(self.min_width, self.max_width), self.decimals)
             for _ in range(self.num_stages)
         )
-        return SubnetConfig(self.model, rng.choice(self.resolutions), widths)
+        resolution = rng.choices(self.resolutions, weights=self.resolution_probabilities)[0]
+        return SubnetConfig(self.model, resolution, widths)
 
     def sample_arrays(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """`n` random configs as arrays: resolutions (n,) and widths (n, stages)."""
-        resolutions = rng.choice(np.asarray(self.resolutions), size=n)
+        resolutions = rng.choice(np.asarray(self.resolutions), size=n, p=self.resolution_probabilities)
         widths = np.round(
             rng.uniform(self.min_width, self.max_width, size=(n, self.num_stages)), self.decimals
         )

@@ -24,6 +24,7 @@ def _ceil_div(size, stride):
 
 def _macs(arch: architectures.Architecture, resolution, channels, in_channels: int, num_classes: int):
     """MACs of one subnet (ints) or many (arrays), summed over the architecture."""
+    channels = arch.channel_table(channels)
     size = resolution
     total = 0
     for block in arch.blocks:
@@ -49,6 +50,7 @@ def _macs(arch: architectures.Architecture, resolution, channels, in_channels: i
 def _params(arch: architectures.Architecture, channels, in_channels: int, num_classes: int):
     """Weights of one subnet: conv kernels, 4 per BN channel (gamma, beta and the two
     moving statistics), classifier kernel and bias. Matches `keras.Model.count_params`."""
+    channels = arch.channel_table(channels)
     total = 0
     for block in arch.blocks:
         cout = channels[block.out_stage]

@@ -32,10 +32,20 @@ class SpaceConfig:
     resolution_step: int = option(8, help="Resolution grid step.")
     min_width: float = option(0.75, help="Smallest width multiplier.")
     max_width: float = option(1.0, help="Largest width multiplier.")
+    resolution_end_weight: float = option(
+        0.5,
+        help="Weight of the smallest and largest resolution against an inner one when subnets are drawn "
+        "(0.5: the release's make_divisible(uniform(min, max)) draw; 1: uniform).",
+    )
+    bn_epsilon: float = option(1e-5, help="Epsilon of every batch norm (1e-5 as the release).")
+    resize_align_corners: bool = option(
+        True, help="The network resizes its input bilinearly with align_corners (the release) or half-pixel centres."
+    )
 
     def search_space(self) -> SearchSpace:
         return SearchSpace(
-            self.model, self.min_resolution, self.max_resolution, self.resolution_step, self.min_width, self.max_width
+            self.model, self.min_resolution, self.max_resolution, self.resolution_step, self.min_width, self.max_width,
+            resolution_end_weight=self.resolution_end_weight,
         )
 
     def validate(self) -> None:
@@ -44,6 +54,8 @@ class SpaceConfig:
         except ValueError as e:
             field, _, message = str(e).partition(": ")
             raise ConfigError(field, message) from None
+        if not 0.0 < self.bn_epsilon < 1.0:
+            raise ConfigError("bn_epsilon", f"must lie in (0, 1), got {self.bn_epsilon}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +105,14 @@ class SamplingConfig:
     p_fresh_end: float = option(0.01, help="Fresh-sampling probability at the last epoch.")
     temperature_start: float = option(1.0, help="Pool softmax temperature at epoch 0.")
     temperature_end: float = option(0.01, help="Pool softmax temperature at the last epoch.")
-    sampler_samples: int = option(100_000, help="Random subnets the conditional sampler bins.")
+    sampler_samples: int = option(
+        100_000, help="Random subnets strictly inside the target grid that the conditional sampler bins."
+    )
+    sampler_extremes: bool = option(
+        False,
+        help="Also bin every uniform-width and correlated subnets, so the grid's end targets get pools "
+        "(pss_tf's option for small spaces; the release has pools strictly inside the grid only).",
+    )
 
     def validate(self) -> None:
         _positive_int(self, "pool_capacity", "sampler_samples")
@@ -114,7 +133,7 @@ class OptimizationConfig:
     epochs: int = option(250, help="Training epochs.")
     global_batch_size: int = option(1024, help="Batch over all replicas.")
     steps_per_epoch: int = option(0, help="Steps per epoch (0: one pass over the training split).")
-    learning_rate: float = option(0.4, help="Peak learning rate (cosine decay to zero).")
+    learning_rate: float = option(0.3, help="Peak learning rate (cosine decay to zero per step).")
     warmup_epochs: float = option(0.0, help="Linear warm-up length in epochs.")
     momentum: float = option(0.9, help="Nesterov momentum.")
     weight_decay: float = option(1e-4, help="L2 decay of conv and classifier kernels.")
@@ -148,8 +167,17 @@ class DataConfig:
     data_dir: str | None = option(
         None, help="Data location (fashion_mnist defaults to /usr/share/datasets/fashion-mnist)."
     )
-    crop_scale_min: float = option(0.08, help="Smallest area fraction of the random resized crop.")
+    crop_scale_min: float = option(0.25, help="Smallest area fraction of the random resized crop.")
     flip: bool = option(True, help="Random horizontal flips in training.")
+    color_jitter: float = option(
+        0.4, help="Brightness, contrast and saturation jitter strength in training (0: none)."
+    )
+    lighting: float = option(0.1, help="Std of AlexNet-style PCA lighting noise in training, RGB only (0: none).")
+    normalization: str = option(
+        "imagenet",
+        help="How pixels become inputs: imagenet (mean/std), minus_one_to_one (x / 127.5 - 1).",
+        choices=("imagenet", "minus_one_to_one"),
+    )
     crop_fraction: float = option(
         0.875, help="Evaluation (and serving): resize the shorter side to size/crop_fraction, centre-crop size."
     )
@@ -165,6 +193,10 @@ class DataConfig:
         for name in ("crop_scale_min", "crop_fraction"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ConfigError(name, f"must lie in (0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.color_jitter < 1.0:
+            raise ConfigError("color_jitter", f"must lie in [0, 1), got {self.color_jitter}")
+        if self.lighting < 0.0:
+            raise ConfigError("lighting", f"must be >= 0, got {self.lighting}")
         _positive_int(self, "synthetic_train_examples", "synthetic_val_examples", "synthetic_classes")
         holdout = self.holdout_examples
         if isinstance(holdout, bool) or not isinstance(holdout, numbers.Integral) or holdout < 0:
@@ -179,7 +211,7 @@ class EvaluationConfig:
     eval_batch_size: int = option(256, help="Evaluation batch size.")
     eval_every_epochs: int = option(1, help="Evaluate every N epochs.")
     eval_winners_per_epoch: int = option(3, help="Pool winners evaluated per epoch.")
-    final_top_k: int = option(1, help="Members per pool validated at the end; best kept.")
+    final_top_k: int = option(5, help="Members per pool validated at the end; best kept.")
 
     def validate(self) -> None:
         _positive_int(self, "calibration_batches", "eval_batch_size", "eval_every_epochs", "final_top_k")
@@ -241,6 +273,9 @@ class TrainConfig:
             ),
             crop_scale=(data.crop_scale_min, 1.0),
             flip=data.flip,
+            color_jitter=data.color_jitter,
+            lighting=data.lighting,
+            normalization=data.normalization,
             crop_fraction=data.crop_fraction,
             holdout_examples=data.holdout_examples,
         )
@@ -278,9 +313,28 @@ class TrainConfig:
         return sorted(k for k in mine if k not in resumable and mine[k] != theirs[k])
 
 
+# What runs written before configs had groups (pss_tf 0.1) did where today's
+# defaults follow the release instead.
+_BEFORE_GROUPS = {
+    "resolution_end_weight": 1.0,
+    "bn_epsilon": 1e-3,
+    "resize_align_corners": False,
+    "sampler_extremes": True,
+    "color_jitter": 0.0,
+    "lighting": 0.0,
+    "normalization": "minus_one_to_one",
+}
+
+
 def _from_flat(data: dict) -> dict:
-    """The nested form of a run.json written before configs had groups."""
-    data = dict(data)
+    """The nested form of a run.json written before configs had groups.
+
+    Fields added since keep the behaviour those runs had, and their
+    MobileNetV2 slimmed its last conv (`mobilenet_v2_slim_last_conv` today).
+    """
+    data = {**_BEFORE_GROUPS, **data}
+    if data.get("model") == "mobilenet_v2":
+        data["model"] = "mobilenet_v2_slim_last_conv"
     targets = data.pop("targets", {}) or {}
     for metric, grid in targets.items():
         data[f"{metric}_targets"] = grid

@@ -15,18 +15,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import time
 
 import tensorflow as tf
 
-from pss_tf.errors import ConfigError
-from pss_tf.job import JobDir, build_metrics, build_supernet
+from pss_tf.errors import ConfigError, TrainingDiverged
+from pss_tf.job import JobDir, build_metrics, build_supernet, mark_pareto_front
 from pss_tf.sampling.conditional_sampler import ConditionalSampler
 from pss_tf.sampling.pools import PoolManager
 from pss_tf.sampling.samplers import PrioritizedSampler, UniformSampler
 from pss_tf.sampling.schedules import ExponentialSchedule
+from pss_tf.search.records import TrainingRecords
 from pss_tf.stop import StopRequest
 from pss_tf.training import distribute
 from pss_tf.training.config import TrainConfig
@@ -46,8 +48,9 @@ class TrainResult:
 
 
 class _HostState(tf.train.experimental.PythonState):
-    """The host side of a run (pools, the sampler's random state, evaluations),
-    saved and restored inside each TF checkpoint with the weights."""
+    """The host side of a run (pools, the sampler's random state, training
+    records, evaluations), saved and restored inside each TF checkpoint with the
+    weights, so a resumed run continues exactly."""
 
     def __init__(self, trainer: "Trainer"):
         self._trainer = trainer
@@ -55,7 +58,12 @@ class _HostState(tf.train.experimental.PythonState):
     def serialize(self) -> str:
         trainer = self._trainer
         return json.dumps(
-            {"pools": trainer.pools.to_dict(), "sampler": trainer.sampler.get_state(), "evaluations": trainer.evaluations}
+            {
+                "pools": trainer.pools.to_dict(),
+                "sampler": trainer.sampler.get_state(),
+                "records": trainer.records.to_dict(),
+                "evaluations": trainer.evaluations,
+            }
         )
 
     def deserialize(self, string) -> None:
@@ -64,6 +72,7 @@ class _HostState(tf.train.experimental.PythonState):
         trainer.pools = PoolManager.from_dict(state["pools"])
         trainer.sampler.pools = trainer.pools
         trainer.sampler.set_state(state["sampler"])
+        trainer.records = TrainingRecords.from_dict(state["records"])
         trainer.evaluations = state["evaluations"]
 
 
@@ -90,6 +99,7 @@ class Trainer:
             raise ConfigError("global_batch_size", f"{batch} is larger than the training split ({self.info.num_train} examples)")
         self.total_steps = self.steps_per_epoch * config.optimization.epochs
         self.evaluations = []
+        self.records = TrainingRecords()
         self._build_sampling()
         self._build_model()
         self._build_checkpoint()
@@ -107,7 +117,7 @@ class Trainer:
                 cache = self.job.sampler_cache(name)
                 sampler = ConditionalSampler.build_or_load(
                     cache if os.path.exists(cache) else None,
-                    self.space, metric, sampling.sampler_samples, config.runtime.seed,
+                    self.space, metric, sampling.sampler_samples, config.runtime.seed, sampling.sampler_extremes,
                 )
                 if not sampler.targets:
                     raise ConfigError(f"{name}_targets", f"no subnet of the search space reaches any target of {metric.grid}")
@@ -142,6 +152,17 @@ class Trainer:
         self.step_fn = SandwichStep(
             self.supernet, self.optimizer, self.strategy, optimization.global_batch_size, optimization.weight_decay
         )
+        self._agree = None
+        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # A stop must happen at the same step on every worker, or the others
+            # die in their next all-reduce: each step, the workers sum their flags.
+            strategy = self.strategy
+
+            def agree(flag):
+                per_replica = strategy.run(tf.identity, args=(flag,))
+                return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+            self._agree = tf.function(agree)
 
     def _build_checkpoint(self):
         runtime = self.config.runtime
@@ -160,11 +181,23 @@ class Trainer:
             checkpoint_interval=runtime.checkpoint_every_steps or None,
         )
         if runtime.resume:
-            latest = self.checkpoint_manager.latest_checkpoint
-            if latest is None:
-                raise ConfigError("resume", f"{self.job.path} has no checkpoint to resume from")
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-            logger.info("Resumed %s at step %d.", latest, int(self.global_step.numpy()))
+            self._restore()
+
+    def _restore(self):
+        latest = self.checkpoint_manager.latest_checkpoint
+        if latest is None:
+            raise ConfigError("resume", f"{self.job.path} has no checkpoint to resume from")
+        if not any(name.startswith("host/") for name, _ in tf.train.list_variables(latest)):
+            raise ConfigError(
+                "resume",
+                f"{latest} was written by pss_tf 0.1, which kept the pools in another form: it cannot be "
+                "resumed; export or search the run as it is, or start a new one",
+            )
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        # A run killed between its last checkpoint and the files beside it left them
+        # a checkpoint behind (or ahead): they follow the checkpoint again.
+        self._write_host_files()
+        logger.info("Resumed %s at step %d.", latest, self.step)
 
     def _record_start(self):
         """Writes run.json and the sampler caches: from here on the directory holds a run."""
@@ -176,28 +209,33 @@ class Trainer:
             if not os.path.exists(self.job.sampler_cache(name)):
                 sampler.save(self.job.sampler_cache(name))
 
+    def _write_host_files(self):
+        """pools.json and records.json of the current step (chief only)."""
+        if self.is_chief:
+            self.job.write_pools(self.pools, self.step)
+            self.records.save(self.job.records_file)
+
     def save_checkpoint(self, force: bool = True):
         """Saves a checkpoint (unless `force` is False and the interval has not passed)."""
-        step = int(self.global_step.numpy())
         if self.checkpoint_manager.save(check_interval=not force) is None:
             return
-        if self.is_chief:
-            self.pools.save(self.job.pools_file)
-        else:
+        self._write_host_files()
+        if not self.is_chief:
             shutil.rmtree(self.checkpoint_manager.directory, ignore_errors=True)
-        logger.debug("Checkpoint at step %d.", step)
+        logger.debug("Checkpoint at step %d.", self.step)
 
     # The loop.
 
     def run(self) -> TrainResult:
-        self._record_start()
+        self.evaluator = make_evaluator(self.supernet, self.config, self.data)
+        self._iterator = self._train_iterator(self.step)
+        self._max_vector = tf.constant(self.supernet.encode(self.max_config))
+        self._min_vector = tf.constant(self.supernet.encode(self.min_config))
+        self._record_start()  # Only a run that gets this far holds the directory.
         writer = (
             tf.summary.create_file_writer(self.job.tensorboard_dir) if self.is_chief else tf.summary.create_noop_writer()
         )
-        self.evaluator = make_evaluator(self.supernet, self.config, self.data)
-        self._iterator = self._train_iterator(int(self.global_step.numpy()))
-        self._max_vector = tf.constant(self.supernet.encode(self.max_config))
-        self._min_vector = tf.constant(self.supernet.encode(self.min_config))
+        logger.info("Training from step %d of %d.", self.step, self.total_steps)
         stopping = "stopping after this step; a checkpoint is saved, resume the run to continue"
         with writer.as_default(), StopRequest(stopping) as stop:
             while self.step < self.total_steps:
@@ -233,7 +271,7 @@ class Trainer:
         window_start, window_images = time.perf_counter(), 0
         try:
             while self.step < end:
-                if self.step >= stop_at or stop.requested:
+                if self.step >= stop_at or self._stop_requested(stop):
                     return False
                 losses = self.train_step(epoch)
                 step = self.step
@@ -251,16 +289,39 @@ class Trainer:
                 bar.close()
         return True
 
+    def _stop_requested(self, stop) -> bool:
+        """Whether to stop before the next step; the workers of a multi-worker run agree."""
+        if self._agree is None:
+            return stop.requested
+        return float(self._agree(tf.constant(1.0 if stop.requested else 0.0))) > 0
+
     def train_step(self, epoch: int) -> dict:
         """One sandwich step on the next batch; the chosen subnet's score goes to its pool."""
         draw = self.sampler.draw(epoch)
         chosen = tf.constant(self.supernet.encode(draw.config))
         losses = self.step_fn(next(self._iterator), self._max_vector, chosen, self._min_vector)
         losses = {k: float(v) for k, v in losses.items()}
+        self._check_finite(losses)
         if draw.key is not None:
             self.pools.update(draw.key, draw.config, -losses["chosen_ce"])
         self.global_step.assign_add(1)
+        self.records.add(draw.config, self.step, losses["chosen_ce"])
         return losses
+
+    def _check_finite(self, losses: dict) -> None:
+        """Stops a diverged run before anything of the bad step is kept or saved."""
+        bad = {name: value for name, value in losses.items() if not math.isfinite(value)}
+        if not bad:
+            return
+        step = self.step + 1
+        latest = self.checkpoint_manager.latest_checkpoint
+        kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was saved yet"
+        raise TrainingDiverged(
+            step,
+            f"the training loss became {', '.join(f'{k}={v}' for k, v in bad.items())} at step {step}; "
+            f"nothing after step {step - 1} was saved and {kept}. Lower the learning rate or check the data, "
+            "then start again (or resume from that checkpoint)",
+        )
 
     def _progress_bar(self, epoch: int, done: int):
         if not (self.config.runtime.progress and self.is_chief):
@@ -315,11 +376,16 @@ class Trainer:
             tf.summary.scalar(f"val_top5/{name}", accuracy.top5, step=step)
         self.evaluations.append(results)
         summary = ", ".join(f"{k} {v['top1']:.4f}" for k, v in results.items() if isinstance(v, dict))
-        logger.info("epoch %d: val top-1 %s", epoch, summary)
-        if self.config.runtime.progress and self.is_chief:
-            print(f"epoch {epoch}: val top-1 {summary}", flush=True)
+        self._report(f"epoch {epoch}: val top-1 {summary}")
         if self.is_chief:
             self.job.write_evaluations(self.evaluations)
+
+    def _report(self, message: str) -> None:
+        """One line for whoever watches: on stdout beside the progress bars, else in the log."""
+        if self.config.runtime.progress and self.is_chief:
+            print(message, flush=True)
+        else:
+            logger.info(message)
 
     def final_winners(self) -> list:
         """Evaluates the top-k of every pool and keeps the best by validation top-1."""
@@ -343,10 +409,11 @@ class Trainer:
                     "val_top5": accuracy.top5,
                 }
             )
+        mark_pareto_front(entries)
         if self.is_chief:
             self.job.write_winners(entries)
-            if self.config.runtime.progress:
-                for e in entries:
-                    value = self.metrics[e["metric"]].format(e["value"])
-                    print(f"winner {e['name']}: {value}, val top-1 {e['val_top1']:.4f}")
+            for e in entries:
+                value = self.metrics[e["metric"]].format(e["value"])
+                front = "" if e["pareto"] else " (not on the Pareto front: a cheaper winner is as accurate)"
+                self._report(f"winner {e['name']}: {value}, val top-1 {e['val_top1']:.4f}{front}")
         return entries

@@ -74,13 +74,28 @@ def assert_same_batches(a, b):
 # --- normalisation -----------------------------------------------------------------
 
 
+def _in_input_range(x) -> bool:
+    """Within what ImageNet normalisation makes of [0, 255] pixels (the pipelines' default)."""
+    return -2.1179 - 1e-4 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 2.6400 + 1e-4
+
+
 def test_normalize_maps_uint8_to_unit_range():
-    out = data.normalize(tf.constant([0, 51, 255], tf.uint8)).numpy()
+    out = data.normalize(tf.constant([0, 51, 255], tf.uint8), "minus_one_to_one").numpy()
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, np.float32([0, 51, 255]) / np.float32(127.5) - 1)
     assert out[0] == -1.0 and out[-1] == 1.0
-    assert data.INPUT_RANGE == (-1.0, 1.0) and data.PIXEL_SCALE == 127.5
-    assert "127.5" in data.NORMALIZATION
+    assert "127.5" in data.NORMALIZATIONS["minus_one_to_one"]
+
+
+def test_imagenet_normalisation_is_the_release_mean_and_std():
+    pixels = np.array([[[0, 128, 255]]], np.uint8)
+    out = data.normalize(tf.constant(pixels), "imagenet").numpy()
+    expected = (pixels / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    gray = data.normalize(tf.constant([[[255]]], tf.uint8), "imagenet").numpy()
+    np.testing.assert_allclose(gray, (1 - 0.449) / 0.226, rtol=1e-6)
+    with pytest.raises(ValueError, match="normalization"):
+        data.normalize(tf.constant(pixels), "zero_to_one")
 
 
 # --- IDX -------------------------------------------------------------------------
@@ -167,7 +182,7 @@ def test_installed_fashion_mnist():
     train = data.load("fashion_mnist", None, "train", 32, 128, True, crop_scale=(0.35, 1.0))
     x, y = next(iter(train))
     assert x.shape == (128, 32, 32, 1) and y.shape == (128,)
-    assert -1.0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 1.0
+    assert _in_input_range(x)
 
 
 # --- image folders -----------------------------------------------------------------
@@ -186,7 +201,7 @@ def test_imagefolder_classes_shapes_and_range(tmp_path):
     x, y = next(iter(data.load("imagefolder", root, "train", 24, 5, training=True, seed=1)))
     assert x.shape == (5, 24, 24, 3)
     assert sorted(y.numpy()) == [0, 0, 1, 2, 2]
-    assert float(tf.reduce_min(x)) >= -1.0 and float(tf.reduce_max(x)) <= 1.0
+    assert _in_input_range(x)
 
     gray = data.load("imagefolder", root, "train", 24, 5, training=True, channels=1)
     assert next(iter(gray))[0].shape == (5, 24, 24, 1)
@@ -248,21 +263,50 @@ def test_eval_resizes_shorter_side_then_crops_centre():
     image[16:48, 32:64] = 255  # The centre half of the shorter side, centred.
     out = preprocessing.preprocess_for_eval(tf.constant(image), 16, crop_fraction=0.5).numpy()
     assert out.shape == (16, 16, 1)
-    np.testing.assert_allclose(out[2:14, 2:14], 1.0)  # Edges may blend when antialiasing.
-    full = preprocessing.preprocess_for_eval(tf.constant(image), 16, crop_fraction=1.0).numpy()
+    np.testing.assert_allclose(out[2:14, 2:14], (1 - 0.449) / 0.226, rtol=1e-6)  # Edges may blend.
+    full = preprocessing.preprocess_for_eval(
+        tf.constant(image), 16, crop_fraction=1.0, normalization="minus_one_to_one"
+    ).numpy()
     assert full[0, 0, 0] == -1.0 and full[8, 8, 0] == 1.0
 
 
 def test_train_augmentation_is_deterministic_given_seed():
     image = tf.constant(np.random.default_rng(0).integers(0, 256, (40, 50, 3)), tf.uint8)
     aug = lambda seed: preprocessing.preprocess_for_train(  # noqa: E731
-        image, 24, tf.constant(seed, tf.int64), (0.08, 1.0)
+        image, 24, tf.constant(seed, tf.int64), (0.08, 1.0), True, 0.4, 0.1, "minus_one_to_one"
     ).numpy()
     np.testing.assert_array_equal(aug([1, 2]), aug([1, 2]))
     assert not np.array_equal(aug([1, 2]), aug([1, 3]))
     out = aug([3, 4])
     assert out.shape == (24, 24, 3) and out.dtype == np.float32
     assert out.min() >= -1.0 and out.max() <= 1.0
+
+
+def test_colour_jitter_scales_brightness_contrast_and_saturation_within_the_strength():
+    rng = np.random.default_rng(1)
+    image = tf.constant(rng.uniform(60, 190, (16, 16, 3)), tf.float32)
+    gray = tf.image.rgb_to_grayscale(image)
+    for i in range(20):
+        out = preprocessing.color_jitter(image, 0.4, tf.constant([i, 7], tf.int64))
+        np.testing.assert_array_equal(out, preprocessing.color_jitter(image, 0.4, tf.constant([i, 7], tf.int64)))
+        assert float(tf.reduce_min(out)) >= 0.0 and float(tf.reduce_max(out)) <= 255.0
+        # Mean brightness moves by at most the brightness and contrast factors' range.
+        ratio = float(tf.reduce_mean(tf.image.rgb_to_grayscale(out)) / tf.reduce_mean(gray))
+        assert 0.6 * 0.6 - 1e-3 <= ratio <= 1.4 + 1e-3
+    # Saturation 0 strength is the identity; a one-channel image keeps its hue-free values.
+    np.testing.assert_allclose(preprocessing.color_jitter(image, 0.0, tf.constant([1, 1], tf.int64)), image, atol=1e-4)
+    one = tf.constant(rng.uniform(60, 190, (8, 8, 1)), tf.float32)
+    assert preprocessing.color_jitter(one, 0.4, tf.constant([2, 2], tf.int64)).shape == (8, 8, 1)
+
+
+def test_pca_lighting_adds_one_colour_shift_along_the_eigenvectors():
+    image = tf.fill([4, 4, 3], 128.0)
+    out = preprocessing.pca_lighting(image, 0.1, tf.constant([3, 3], tf.int64)).numpy()
+    shift = out[0, 0] - 128.0
+    np.testing.assert_allclose(out - 128.0, np.broadcast_to(shift, out.shape), atol=1e-4)
+    assert 0.0 < np.abs(shift).max() < 255 * 0.1 * 0.2175 * 4  # Four sigma of the largest component.
+    gray = tf.fill([4, 4, 1], 128.0)
+    np.testing.assert_array_equal(preprocessing.pca_lighting(gray, 0.1, tf.constant([3, 3], tf.int64)), gray)
 
 
 @pytest.mark.parametrize("height,width", [(40, 50), (5, 300), (1, 1)])
@@ -438,7 +482,7 @@ def test_tfds_prepared_dataset(tiny_tfds):
     assert [len(y) for _, y in val] == [4, 4, 1]
     x, y = next(iter(data.load(name, data_dir, "train", 16, 6, True, seed=2)))
     assert x.shape == (6, 16, 16, 3) and y.dtype == tf.int32
-    assert float(tf.reduce_min(x)) >= -1.0 and float(tf.reduce_max(x)) <= 1.0
+    assert _in_input_range(x)
 
 
 def test_tfds_epochs_and_resume(tiny_tfds):

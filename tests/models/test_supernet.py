@@ -6,11 +6,12 @@ import pytest
 import tensorflow as tf
 
 from pss_tf import SearchSpace, SubnetConfig, build_supernet
+from pss_tf.models.layers import BilinearResize
 from pss_tf.models.supernet import encode
 
 STANDARD_LAYERS = (
     keras.layers.InputLayer,
-    keras.layers.Resizing,
+    BilinearResize,  # pss_tf's one non-Keras layer: the resize (align_corners, as the release)
     keras.layers.Conv2D,
     keras.layers.DepthwiseConv2D,
     keras.layers.BatchNormalization,
@@ -193,11 +194,10 @@ def test_extract_options_fixed_resolution_and_batch(supernets):
     resizing = supernet.extract(config)
     fixed = supernet.extract(config, resize=False, batch_size=1)
     assert fixed.inputs[0].shape == (1, 128, 128, 3)
-    assert not any(isinstance(layer, keras.layers.Resizing) for layer in fixed.layers)
+    assert not any(isinstance(layer, BilinearResize) for layer in fixed.layers)
     images = tf.random.stateless_uniform([1, 128, 128, 3], seed=[5, 6], minval=-1, maxval=1)
     statistics = [w.copy() for w in resizing.get_layer("stem_bn").get_weights()]
-    # A plain call is inference: it must not touch BN statistics (Keras' Resizing
-    # defaults to training=True unless told otherwise).
+    # A plain call is inference: it must not touch BN statistics.
     np.testing.assert_allclose(fixed(images).numpy(), resizing(images).numpy(), atol=1e-5)
     for before, after in zip(statistics, resizing.get_layer("stem_bn").get_weights()):
         np.testing.assert_array_equal(before, after)

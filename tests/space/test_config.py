@@ -28,12 +28,14 @@ def test_channels_of_full_and_slim_configs():
     full = SubnetConfig.uniform("mobilenet_v1", 224, 1.0)
     assert full.channels == (32, 64, 128, 128, 256, 256) + (512,) * 6 + (1024, 1024)
     slim = SubnetConfig.uniform("mobilenet_v2", 128, 0.75)
-    assert slim.channels == (24, 16, 24, 24, 48, 72, 120, 240, 960)
+    assert slim.channels == (24, 16, 24, 24, 48, 72, 120, 240)  # The last conv keeps 1280.
+    tail = SubnetConfig.uniform("mobilenet_v2_slim_last_conv", 128, 0.75)
+    assert tail.channels == (24, 16, 24, 24, 48, 72, 120, 240, 960)
 
 
 def test_config_is_hashable_and_equal_by_value():
-    a = SubnetConfig("mobilenet_v2", 160, [0.8] * 9)
-    b = SubnetConfig("mobilenet_v2", 160, tuple([0.8] * 9))
+    a = SubnetConfig("mobilenet_v2", 160, [0.8] * 8)
+    b = SubnetConfig("mobilenet_v2", 160, tuple([0.8] * 8))
     assert a == b and hash(a) == hash(b)
     assert len({a, b, SubnetConfig.uniform("mobilenet_v2", 168, 0.8)}) == 2
     with pytest.raises(Exception):
@@ -96,7 +98,7 @@ def test_search_space_sample_arrays_cover_the_ranges():
     space = SearchSpace("mobilenet_v2", 96, 160, 16, 0.5, 1.0)
     resolutions, widths = space.sample_arrays(np.random.default_rng(0), 20000)
     assert set(resolutions.tolist()) == {96, 112, 128, 144, 160}
-    assert widths.shape == (20000, 9)
+    assert widths.shape == (20000, 8)
     assert widths.min() >= 0.5 and widths.max() <= 1.0
     assert abs(widths.mean() - 0.75) < 0.01
 

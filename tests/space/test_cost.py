@@ -1,3 +1,5 @@
+import json
+import os
 import random
 
 import keras
@@ -5,6 +7,7 @@ import numpy as np
 import pytest
 
 from pss_tf import SearchSpace, SubnetConfig, build_supernet, count_flops, count_params
+from pss_tf.space import architectures
 from pss_tf.space.cost import count_flops_array, count_params_array
 
 
@@ -15,19 +18,37 @@ from pss_tf.space.cost import count_flops_array, count_params_array
         ("mobilenet_v1", 128, 0.75, 106.78),
         ("mobilenet_v1", 160, 0.5, 76.54),
         ("mobilenet_v2", 224, 1.0, 300.84),
-        # The release's 69.15M counts the last conv at 1280; we count the 960 that run.
-        ("mobilenet_v2", 128, 0.75, 67.60),
+        # As in the release, the last conv keeps 1280 channels.
+        ("mobilenet_v2", 128, 0.75, 69.15),
+        # pss_tf's extension slims it with a ninth multiplier: 960 channels here.
+        ("mobilenet_v2_slim_last_conv", 128, 0.75, 67.60),
+        ("mobilenet_v2_slim_last_conv", 224, 1.0, 300.84),
     ],
 )
 def test_reference_flops(model, resolution, width, expected):
     assert round(count_flops(SubnetConfig.uniform(model, resolution, width)), 2) == expected
 
 
-def test_release_convention_for_mobilenet_v2_last_conv_gives_69_15():
-    config = SubnetConfig.uniform("mobilenet_v2", 128, 0.75)
-    # Last stage 240 -> 960 at 4x4; the release counts 240 -> 1280, pool and classifier at 1280.
-    extra = (240 * (1280 - 960) * 16 + 16 * (1280 - 960) + (1280 - 960) * 1000) / 1e6
-    assert round(count_flops(config) + extra, 2) == 69.15
+@pytest.mark.parametrize("model", ["mobilenet_v1", "mobilenet_v2"])
+def test_flops_equal_the_release_count_on_random_configs(model):
+    """The release's own counter (utils/comm.py calc_subnet_flops, run on its code) gave
+    these; its MobileNetV2 configs carry a ninth multiplier, below 1 here, which the
+    release samples but its network ignores."""
+    path = os.path.join(os.path.dirname(__file__), "..", "fixtures", f"release_{model.replace('mobilenet_', 'mb')}_flops.json")
+    with open(path) as f:
+        reference = json.load(f)
+    stages = architectures.get_architecture(model).num_stages
+    assert len(reference["configs"]) >= 20
+    ninths = [c["widths"][8] for c in reference["configs"] if model == "mobilenet_v2"]
+    assert sum(w < 1 for w in ninths) >= (20 if model == "mobilenet_v2" else 0)
+    for entry in reference["configs"]:
+        config = SubnetConfig(model, entry["resolution"], tuple(entry["widths"][:stages]))
+        assert count_flops(config, reference["num_classes"]) == pytest.approx(entry["release_mflops"], rel=1e-3)
+
+
+def test_a_ninth_multiplier_for_mobilenet_v2_is_refused_with_what_to_do():
+    with pytest.raises(ValueError, match="mobilenet_v2_slim_last_conv"):
+        SubnetConfig("mobilenet_v2", 224, (1.0,) * 8 + (0.75,))
 
 
 def test_reference_params_equal_keras_applications_totals():
@@ -35,7 +56,7 @@ def test_reference_params_equal_keras_applications_totals():
     assert count_params(SubnetConfig.uniform("mobilenet_v2", 224, 1.0)) == 3_538_984
 
 
-@pytest.mark.parametrize("model", ["mobilenet_v1", "mobilenet_v2"])
+@pytest.mark.parametrize("model", architectures.MODEL_NAMES)
 def test_vectorised_counts_equal_scalar_counts(model):
     space = SearchSpace(model, min_width=0.3)
     rng = random.Random(0)

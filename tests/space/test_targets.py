@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from pss_tf.space import architectures
 from pss_tf.space.config import SubnetConfig
 from pss_tf.space.cost import count_flops
 from pss_tf.space.metrics import FlopsMetric, Metric
@@ -175,7 +176,7 @@ class TestFlopsMetric:
         for model, grid in (("mobilenet_v1", MBV1_GRID), ("mobilenet_v2", MBV2_GRID)):
             metric = FlopsMetric(model, grid)
             rng = np.random.default_rng(0)
-            stages = 14 if model == "mobilenet_v1" else 9
+            stages = architectures.get_architecture(model).num_stages
             resolutions = rng.choice(np.arange(128, 225, 8), 50)
             widths = np.round(rng.uniform(0.75, 1.0, (50, stages)), 3)
             batch = metric.values(resolutions, widths)
