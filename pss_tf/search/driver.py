@@ -159,15 +159,20 @@ def _conditional_sampler(job: Job, metric: Metric):
     from pss_tf.sampling.conditional_sampler import ConditionalSampler
 
     sampling, seed = job.config.sampling, job.config.runtime.seed
+    wanted = {"num_samples": sampling.sampler_samples, "seed": seed, "extremes": sampling.sampler_extremes}
     cache = job.dir.sampler_cache(metric.name)
     if os.path.exists(cache):
         try:
-            sampler = ConditionalSampler.load(cache, metric)
+            sampler = ConditionalSampler.load(cache, metric)  # Checks the metric.
         except ValueError:
             sampler = None
-        if sampler is not None and sampler.space == job.space:
+        if (
+            sampler is not None
+            and sampler.space == job.space
+            and all(sampler.fingerprint.get(k) == v for k, v in wanted.items())
+        ):
             return sampler
-    return ConditionalSampler.build(job.space, metric, sampling.sampler_samples, seed)
+    return ConditionalSampler.build(job.space, metric, **wanted)
 
 
 def _proposal(init, space, budget, records, pools, sampler):
@@ -294,8 +299,7 @@ def execute(the_plan: SearchPlan, log: Callable[[str], None] = print) -> SearchR
                 _save(task, search, the_plan, result)
             entries.append(_entry(task, search, result, the_plan))
             log(_summary(entries[-1], the_plan.metric))
-        stopped = stop.requested and len(entries) < len(the_plan.tasks)
-    if stopped or len(entries) < len(the_plan.tasks):
+    if len(entries) < len(the_plan.tasks):  # Stopped: the states are saved, results wait for the rest.
         return SearchResult(the_plan.out_dir, False, entries, [])
     files = write_results(the_plan, entries)
     return SearchResult(the_plan.out_dir, True, entries, files)

@@ -96,6 +96,16 @@ def test_prior_without_training_records_is_refused(job_copy):
     assert listing(job) == before
 
 
+def test_conditional_init_rebuilds_a_missing_sampler_cache_in_memory(job_copy):
+    job = job_copy()
+    cached = driver.plan(parse(f"--job_dir={job}", "--budgets=7", "--init=conditional")).tasks[0].proposal
+    os.remove(os.path.join(job, "sampler_flops.npz"))
+    before = listing(job)
+    rebuilt = driver.plan(parse(f"--job_dir={job}", "--budgets=7", "--init=conditional")).tasks[0].proposal
+    assert rebuilt.to_dict() == cached.to_dict()  # The run's sampler: same fingerprint, same targets.
+    assert listing(job) == before
+
+
 def test_latency_table_that_does_not_cover_the_space_is_refused(job_copy, tmp_path):
     lut = tiny_table(tmp_path / "tiny.json")
     job = job_copy(targets={"metrics": ["flops", "latency_cpu"], "latency_cpu_lut": lut})

@@ -1,5 +1,6 @@
 """The search's fitness on the smoke run: SubnetEvaluator's top-1 on held-out data, cached by network."""
 
+import contextlib
 import random
 
 import numpy as np
@@ -34,15 +35,30 @@ def reference(job, supernet, data, batches=2):
     return SubnetEvaluator(supernet, calibration_stream(job.config, job.data), data, batches)
 
 
+@contextlib.contextmanager
+def noisy_classifier(supernet, scale=8.0, seed=0):
+    """The smoke supernet classifies its synthetic data perfectly; a noisy classifier
+    makes subnets' accuracies differ, so that equal numbers say something."""
+    kernel = supernet.classifier.kernel
+    saved = kernel.numpy()
+    noise = np.random.default_rng(seed).normal(0, scale * saved.std(), saved.shape)
+    kernel.assign(saved + noise.astype(saved.dtype))
+    try:
+        yield
+    finally:
+        kernel.assign(saved)
+
+
 def test_fitness_is_subnet_evaluator_top1_on_the_held_out_examples(opened):
     _, held, supernet = opened
     fitness = make_fitness(held, supernet, calibration_batches=2, examples=32)
     assert (fitness.data, fitness.examples) == ("holdout", 32)
     evaluator = reference(held, supernet, held.data.holdout(64, limit=32))
-    chosen = configs(held.space, 3) + [held.space.max_config(), held.space.min_config()]
-    expected = [evaluator.evaluate(c).top1 for c in chosen]
-    assert fitness(chosen) == expected
-    assert all(0.0 <= v <= 1.0 for v in expected) and len(set(expected)) > 1
+    chosen = configs(held.space, 6) + [held.space.max_config(), held.space.min_config()]
+    with noisy_classifier(supernet):
+        expected = [evaluator.evaluate(c).top1 for c in chosen]
+        assert fitness(chosen) == expected
+    assert all(0.0 <= v <= 1.0 for v in expected) and len(set(expected)) > 1, expected
     # Every held-out example by default.
     assert fitness_source(held, 0) == ("holdout", HOLDOUT)
 
@@ -52,8 +68,11 @@ def test_without_held_out_data_fitness_uses_a_training_subset(opened):
     fitness = make_fitness(plain, supernet, examples=48)  # The run's 2 calibration batches.
     assert (fitness.data, fitness.examples, fitness.evaluator.calibration_batches) == ("train_subset", 48, 2)
     evaluator = reference(plain, supernet, plain.data.train_subset(64, 48))
-    chosen = configs(plain.space, 3, seed=1)
-    assert fitness(chosen) == [evaluator.evaluate(c).top1 for c in chosen]
+    chosen = configs(plain.space, 6, seed=1)
+    with noisy_classifier(supernet, seed=1):
+        expected = [evaluator.evaluate(c).top1 for c in chosen]
+        assert fitness(chosen) == expected
+    assert len(set(expected)) > 1, expected
     # As many training examples as the validation split by default; never the validation split itself.
     assert fitness_source(plain, 0) == ("train_subset", plain.info.num_val)
     with pytest.raises(ConfigError, match="fitness_examples"):
