@@ -8,6 +8,9 @@ import time
 import pytest
 from support import run_tool, start_tool
 
+from pss_tf.search import driver
+from pss_tf.search.options import SearchOptions
+
 BUDGETS = (7.0, 10.0)
 INIT = ("prior", "conditional")
 ALPHA = 0.8
@@ -78,12 +81,15 @@ def test_finished_searches_are_not_redone_and_new_ones_join_the_results(searched
     again = search(job)
     assert "restoring" not in again.stdout  # Every state is finished: no supernet, no evaluation.
     assert read(job) == entries
-    search(job, "--budgets=7", "--init=uniform")  # The last value of a flag wins.
+    # A later command's results join those of earlier ones (here written directly, without a search).
+    later = driver.plan(SearchOptions(job_dir=job, budgets=(7.0,), init=("uniform",)))
+    newcomer = dict(entries[0], init="uniform", name="searched_flops_7m_uniform")
+    driver.write_results(later, [newcomer])
     merged = read(job)
     assert [(e["budget"], e["init"]) for e in merged] == [
         (7.0, "uniform"), (7.0, "conditional"), (7.0, "prior"), (10.0, "conditional"), (10.0, "prior")
     ]
-    assert [e for e in merged if e["init"] != "uniform"] == entries
+    assert merged[0] == newcomer and merged[1:] == entries
 
 
 @pytest.mark.slow
