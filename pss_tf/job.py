@@ -256,7 +256,9 @@ class Job:
 
         path = self.dir.pools_file
         if not os.path.exists(path):
-            raise ConfigError("job_dir", f"{self.path} has no {POOLS_FILE} (no checkpoint was saved); train the run first")
+            raise ConfigError(
+                "job_dir", f"{self.path} has no {POOLS_FILE} (no checkpoint was saved); train the run first"
+            )
         try:
             return PoolManager.load(path)
         except ValueError as e:

@@ -293,10 +293,13 @@ def _check_held_out(raw, training: bool, holdout_examples: int, examples):
         if not training:
             raise ValueError("holdout_examples: only training streams leave examples out; pass `examples` to read them")
         if not indexed:
-            raise ValueError("holdout_examples: record (TFDS) splits are streamed in shard order and cannot hold examples out")
+            raise ValueError(
+                "holdout_examples: record (TFDS) splits are streamed in shard order and cannot hold examples out"
+            )
         if holdout_examples >= raw.num_examples:
             raise ValueError(
-                f"holdout_examples: {holdout_examples} leaves none of the split's {raw.num_examples} examples to train on"
+                f"holdout_examples: {holdout_examples} leaves none of the split's {raw.num_examples} examples "
+                f"to train on"
             )
     if examples is not None:
         if training:

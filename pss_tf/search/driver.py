@@ -214,7 +214,9 @@ def _saved_state(task: Task, options: SearchOptions, checkpoint: str, fitness_da
     except ValueError as e:
         raise ConfigError("out", f"{e}; remove it or choose another `out`") from None
     if not isinstance(saved, dict) or (saved.get("format"), saved.get("version")) != (STATE_FORMAT, STATE_VERSION):
-        raise ConfigError("out", f"{path} is not a version {STATE_VERSION} search state; remove it or choose another `out`")
+        raise ConfigError(
+            "out", f"{path} is not a version {STATE_VERSION} search state; remove it or choose another `out`"
+        )
     old, new = saved.get("settings", {}), options.search_settings()
     for name in new:
         if old.get(name) != new[name]:
@@ -222,7 +224,9 @@ def _saved_state(task: Task, options: SearchOptions, checkpoint: str, fitness_da
                 name, f"differs from the search saved in {path} (was {old.get(name)!r}, now {new[name]!r}); {again}"
             )
     if saved.get("metric") != _plain(task.budget.metric.to_dict()):
-        raise ConfigError("metric", f"the run's {task.budget.metric.name} metric changed since {path} was saved; choose another `out`")
+        raise ConfigError(
+            "metric", f"the run's {task.budget.metric.name} metric changed since {path} was saved; choose another `out`"
+        )
     if saved.get("checkpoint") != checkpoint:
         raise ConfigError(
             "job_dir",
@@ -362,8 +366,9 @@ def _run_generations(task: Task, search: EvolutionSearch, the_plan: SearchPlan, 
                 outer.update(1)
             else:
                 log(
-                    f"{task.describe()} generation {entry['generation'] + 1}/{total}: best {entry['best_fitness']:.4f}, "
-                    f"mean {entry['mean_fitness']:.4f}, {entry['evaluations']} evaluations ({rate:.1f}/s)"
+                    f"{task.describe()} generation {entry['generation'] + 1}/{total}: "
+                    f"best {entry['best_fitness']:.4f}, mean {entry['mean_fitness']:.4f}, "
+                    f"{entry['evaluations']} evaluations ({rate:.1f}/s)"
                 )
             if stop.requested:
                 return

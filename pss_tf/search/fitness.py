@@ -91,17 +91,6 @@ class SubnetFitness:
         """Puts a fitness measured earlier (e.g. by a saved search) in the cache."""
         self._cache.setdefault(network_key(config), float(fitness))
 
-    def __len__(self) -> int:
-        return len(self._cache)
-
-    def describe(self) -> dict:
-        """What the fitness measures, for results and resume checks."""
-        return {
-            "fitness_data": self.data,
-            "fitness_examples": self.examples,
-            "calibration_batches": self.evaluator.calibration_batches,
-        }
-
 
 def fitness_source(job, examples: int = 0) -> tuple[str, int]:
     """(name, number of examples) of the data a run's subnets are scored on; cheap.
