@@ -156,12 +156,17 @@ def mark_pareto_front(entries: list[dict]) -> None:
 # --- metrics ----------------------------------------------------------------------
 
 
-def build_metrics(config: TrainConfig, num_classes: int, in_channels: int) -> dict[str, Metric]:
-    """The run's metrics by name, each on its configured (or an automatic) grid."""
+def build_metrics(
+    config: TrainConfig, num_classes: int, in_channels: int, names: tuple[str, ...] | None = None
+) -> dict[str, Metric]:
+    """The run's metrics by name, each on its configured (or an automatic) grid
+    (only those in `names`, when given: a latency table is read only if needed)."""
     space = config.search_space()
     common = dict(num_classes=num_classes, small_input=config.space.small_input, in_channels=in_channels)
     metrics = {}
     for name in config.targets.metrics:
+        if names is not None and name not in names:
+            continue
         if name == "flops":
             metric = FlopsMetric(config.space.model, **common)
         elif name == "latency_cpu":
@@ -244,6 +249,37 @@ class Job:
 
     def winners(self) -> list[tuple[dict, SubnetConfig]]:
         return self.dir.read_winners()
+
+    def pools(self):
+        """The run's pools (`PoolManager`) as of its last checkpoint."""
+        from pss_tf.sampling.pools import PoolManager
+
+        path = self.dir.pools_file
+        if not os.path.exists(path):
+            raise ConfigError(
+                "job_dir", f"{self.path} has no {POOLS_FILE} (no checkpoint was saved); train the run first"
+            )
+        try:
+            return PoolManager.load(path)
+        except ValueError as e:
+            raise ConfigError("job_dir", str(e)) from None
+
+    def records(self):
+        """The training records (`pss_tf.search.records.TrainingRecords`) as of the last checkpoint."""
+        from pss_tf.search.records import TrainingRecords
+
+        path = self.dir.records_file
+        if not os.path.exists(path):
+            raise ConfigError(
+                "job_dir",
+                f"{self.path} has no training records ({RECORDS_FILE}): the run was trained by a version of pss_tf "
+                f"that did not record its subnets' losses. Train it again (or a new run) with this version, or "
+                f"search without them (`init` uniform or conditional)",
+            )
+        try:
+            return TrainingRecords.load(path)
+        except ValueError as e:
+            raise ConfigError("job_dir", f"{e}; train the run again to rewrite it") from None
 
     def restore_supernet(self):
         """The trained supernet, weights from the latest checkpoint.

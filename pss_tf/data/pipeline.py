@@ -70,10 +70,14 @@ def _fold(key: tf.Tensor, value) -> tf.Tensor:
     return tf.random.experimental.stateless_fold_in(key, tf.cast(value, tf.int64))
 
 
-def _indexed_train_stream(raw: sources.IndexedSplit, prep: _Preprocess, seed, start, pipelines):
-    """Positions start, start+P, ... of the global stream, for pipeline `p` of `P`."""
+def _indexed_train_stream(raw: sources.IndexedSplit, prep: _Preprocess, seed, start, pipelines, holdout=0):
+    """Positions start, start+P, ... of the global stream, for pipeline `p` of `P`.
+
+    The stream shuffles the first `num_examples - holdout` examples only: the
+    last `holdout` are held out of every epoch.
+    """
     num_pipelines, pipeline_id = pipelines
-    n = raw.num_examples
+    n = raw.num_examples - holdout
     fetch = raw.make_fetch()
     shuffle_key, augment_key = _key(seed, _SHUFFLE_SALT), _key(seed, _AUGMENT_SALT)
 
@@ -87,10 +91,14 @@ def _indexed_train_stream(raw: sources.IndexedSplit, prep: _Preprocess, seed, st
     return positions.map(example, num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
-def _indexed_eval_stream(raw: sources.IndexedSplit, prep: _Preprocess, pipelines):
+def _indexed_eval_stream(raw: sources.IndexedSplit, prep: _Preprocess, pipelines, examples=None):
+    """Every example in order, or the `examples` (indices) in their order."""
     num_pipelines, pipeline_id = pipelines
     fetch = raw.make_fetch()
-    indices = tf.data.Dataset.range(pipeline_id, raw.num_examples, num_pipelines)
+    if examples is None:
+        indices = tf.data.Dataset.range(pipeline_id, raw.num_examples, num_pipelines)
+    else:
+        indices = tf.data.Dataset.from_tensor_slices(tf.constant(examples, tf.int64)).shard(num_pipelines, pipeline_id)
     return indices.map(lambda i: prep(*fetch(i)), num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
@@ -156,14 +164,14 @@ def _record_eval_stream(raw: sources.RecordSplit, prep, pipelines):
     return ds.map(lambda r: prep(*raw.parse(r)), num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
-def _build(raw, prep: _Preprocess, batch_size, seed, start, pipelines, shuffle_buffer):
+def _build(raw, prep: _Preprocess, batch_size, seed, start, pipelines, shuffle_buffer, holdout=0, examples=None):
     indexed = isinstance(raw, sources.IndexedSplit)
     if prep.training and indexed:
-        ds = _indexed_train_stream(raw, prep, seed, start, pipelines)
+        ds = _indexed_train_stream(raw, prep, seed, start, pipelines, holdout)
     elif prep.training:
         ds = _record_train_stream(raw, prep, seed, start, pipelines, shuffle_buffer)
     elif indexed:
-        ds = _indexed_eval_stream(raw, prep, pipelines)
+        ds = _indexed_eval_stream(raw, prep, pipelines, examples)
     else:
         ds = _record_eval_stream(raw, prep, pipelines)
     ds = ds.batch(batch_size, drop_remainder=prep.training)
@@ -207,6 +215,8 @@ def make_input_fn(
     channels: int | None = None,
     synthetic: sources.SyntheticSpec | None = None,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    holdout_examples: int = 0,
+    examples=None,
 ) -> Callable[[tf.distribute.InputContext | None], tf.data.Dataset]:
     """Returns `fn(input_context)` for `strategy.distribute_datasets_from_function`.
 
@@ -215,11 +225,17 @@ def make_input_fn(
     drop partial batches; `start_step` resumes them (see the module docstring).
     Evaluation streams are one ordered pass, last batch possibly partial.
     The dataset is checked (and, for in-memory sources, loaded) here, once.
+
+    Held-out data (indexed splits only): a training stream with
+    `holdout_examples=N` never visits the split's last N examples; an
+    evaluation stream with `examples` (indices) passes over those examples only,
+    in that order (`holdout_indices` gives the held-out ones).
     """
     _validate(image_size, global_batch_size, training, start_step, crop_scale, crop_fraction)
     info, raw = sources.open_split(
         name, data_dir, split, image_size, channels=channels, synthetic=synthetic
     )
+    holdout_examples, examples = _check_held_out(raw, training, holdout_examples, examples)
     prep = _Preprocess(
         image_size, info.channels, training, tuple(crop_scale), flip, crop_fraction, color_jitter, lighting,
         normalization,
@@ -232,7 +248,7 @@ def make_input_fn(
             pipelines = (input_context.num_input_pipelines, input_context.input_pipeline_id)
             batch_size = input_context.get_per_replica_batch_size(global_batch_size)
         start = start_step * global_batch_size
-        return _build(raw, prep, batch_size, seed, start, pipelines, shuffle_buffer)
+        return _build(raw, prep, batch_size, seed, start, pipelines, shuffle_buffer, holdout_examples, examples)
 
     input_fn.info = info
     return input_fn
@@ -259,6 +275,38 @@ def load(
     return input_fn(None)
 
 
-def steps_per_epoch(info: sources.DatasetInfo, global_batch_size: int) -> int:
-    """Full training batches in one pass over the training split."""
-    return info.num_train // global_batch_size
+def steps_per_epoch(info: sources.DatasetInfo, global_batch_size: int, holdout_examples: int = 0) -> int:
+    """Full training batches in one pass over the training split, held-out examples excluded."""
+    return (info.num_train - holdout_examples) // global_batch_size
+
+
+def holdout_indices(num_examples: int, holdout_examples: int) -> range:
+    """The indices of the examples a training stream with `holdout_examples` leaves out: the last ones."""
+    return range(num_examples - holdout_examples, num_examples)
+
+
+def _check_held_out(raw, training: bool, holdout_examples: int, examples):
+    if isinstance(holdout_examples, bool) or not isinstance(holdout_examples, int) or holdout_examples < 0:
+        raise ValueError(f"holdout_examples: must be an int >= 0, got {holdout_examples!r}")
+    indexed = isinstance(raw, sources.IndexedSplit)
+    if holdout_examples:
+        if not training:
+            raise ValueError("holdout_examples: only training streams leave examples out; pass `examples` to read them")
+        if not indexed:
+            raise ValueError(
+                "holdout_examples: record (TFDS) splits are streamed in shard order and cannot hold examples out"
+            )
+        if holdout_examples >= raw.num_examples:
+            raise ValueError(
+                f"holdout_examples: {holdout_examples} leaves none of the split's {raw.num_examples} examples "
+                f"to train on"
+            )
+    if examples is not None:
+        if training:
+            raise ValueError("examples: only evaluation streams read chosen examples")
+        if not indexed:
+            raise ValueError("examples: record (TFDS) splits have no random access by index")
+        examples = [int(i) for i in examples]
+        if any(not 0 <= i < raw.num_examples for i in examples):
+            raise ValueError(f"examples: indices must lie in [0, {raw.num_examples})")
+    return holdout_examples, examples

@@ -15,6 +15,7 @@ import functools
 import tensorflow as tf
 
 from pss_tf.data import pipeline, preprocessing, sources
+from pss_tf.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +24,10 @@ class DataSettings:
 
     `image_size` is the search space's largest resolution: every pipeline
     yields images of that size and the network resizes them per subnet.
+
+    `holdout_examples`: the last N examples of the training split are held out
+    of every training stream (hence of BN calibration too) and read with
+    `holdout`; indexed sources only (not TFDS record datasets).
     """
 
     dataset: str
@@ -35,6 +40,7 @@ class DataSettings:
     lighting: float = 0.0
     normalization: str = "imagenet"
     crop_fraction: float = preprocessing.DEFAULT_CROP_FRACTION
+    holdout_examples: int = 0
 
     def with_data_dir(self, data_dir: str | None) -> "DataSettings":
         """The same settings reading the data from `data_dir` (None: unchanged)."""
@@ -42,8 +48,22 @@ class DataSettings:
 
     @functools.cached_property
     def info(self) -> sources.DatasetInfo:
-        """The dataset's description; checks the data is there (ConfigError otherwise)."""
-        return sources.check_dataset(self.dataset, self.data_dir, synthetic=self.synthetic)
+        """The dataset's description; checks the data is there and `holdout_examples`
+        fits it (ConfigError otherwise)."""
+        holdout = self.holdout_examples
+        if holdout and self.dataset not in sources.BUILTIN_DATASETS:
+            raise ConfigError(
+                "holdout_examples",
+                f"{self.dataset} is a TFDS dataset, streamed from its record shards in order, so no fixed set of "
+                f"training examples can be kept out of every epoch; use 0, or an indexed source "
+                f"({', '.join(sources.BUILTIN_DATASETS)})",
+            )
+        info = sources.check_dataset(self.dataset, self.data_dir, synthetic=self.synthetic)
+        if holdout >= info.num_train:
+            raise ConfigError(
+                "holdout_examples", f"{holdout} leaves none of the {info.num_train} training examples to train on"
+            )
+        return info
 
     @property
     def normalization_text(self) -> str:
@@ -51,7 +71,8 @@ class DataSettings:
         return preprocessing.NORMALIZATIONS[self.normalization]
 
     def steps_per_epoch(self, global_batch_size: int) -> int:
-        return pipeline.steps_per_epoch(self.info, global_batch_size)
+        """Full batches in one pass over the training examples (held-out ones excluded)."""
+        return pipeline.steps_per_epoch(self.info, global_batch_size, self.holdout_examples)
 
     def _options(self) -> dict:
         return dict(
@@ -69,14 +90,15 @@ class DataSettings:
         """The endless augmented training stream, for `distribute_datasets_from_function`."""
         return pipeline.make_input_fn(
             self.dataset, self.data_dir, "train", self.image_size, global_batch_size,
-            training=True, seed=seed, start_step=start_step, **self._options(),
+            training=True, seed=seed, start_step=start_step, holdout_examples=self.holdout_examples,
+            **self._options(),
         )
 
     def training(self, batch_size: int, seed: int) -> tf.data.Dataset:
         """The endless augmented training stream on one device."""
         return pipeline.load(
             self.dataset, self.data_dir, "train", self.image_size, batch_size, training=True, seed=seed,
-            **self._options(),
+            holdout_examples=self.holdout_examples, **self._options(),
         )
 
     def validation(self, batch_size: int, limit: int = 0) -> tf.data.Dataset:
@@ -85,6 +107,38 @@ class DataSettings:
             self.dataset, self.data_dir, "val", self.image_size, batch_size, training=False, **self._options()
         )
         return dataset.unbatch().take(limit).batch(batch_size) if limit else dataset
+
+    def holdout(self, batch_size: int, limit: int = 0) -> tf.data.Dataset:
+        """One ordered pass, with evaluation preprocessing, over the held-out training
+        examples (the first `limit` of them; 0: all)."""
+        if not self.holdout_examples:
+            raise ConfigError("holdout_examples", "the run holds no training examples out (it is 0)")
+        indices = pipeline.holdout_indices(self.info.num_train, self.holdout_examples)
+        return self._train_examples(batch_size, indices[:limit] if limit else indices)
+
+    def train_subset(self, batch_size: int, examples: int) -> tf.data.Dataset:
+        """A fixed subset of `examples` training examples (held-out ones excluded), with
+        evaluation preprocessing, in one ordered pass.
+
+        Indexed sources: indices spread evenly over the split, so a class-sorted
+        source (image folders) contributes every class. TFDS: the first records.
+        """
+        if examples < 1:
+            raise ValueError(f"examples: must be at least 1, got {examples}")
+        available = self.info.num_train - self.holdout_examples
+        examples = min(examples, available)
+        if self.dataset in sources.BUILTIN_DATASETS:
+            return self._train_examples(batch_size, [i * available // examples for i in range(examples)])
+        dataset = pipeline.load(
+            self.dataset, self.data_dir, "train", self.image_size, batch_size, training=False, **self._options()
+        )
+        return dataset.unbatch().take(examples).batch(batch_size)
+
+    def _train_examples(self, batch_size: int, indices) -> tf.data.Dataset:
+        return pipeline.load(
+            self.dataset, self.data_dir, "train", self.image_size, batch_size, training=False, examples=indices,
+            **self._options(),
+        )
 
     def prepare_batch(self, images: tf.Tensor) -> tf.Tensor:
         """A client's uint8 batch (N, H, W, C) of any size -> the network input evaluation saw.

@@ -1,6 +1,6 @@
 """Search after training: the best subnet for any budget (issue 13, PSE-Net's prior-guided evolution).
 
-Pure Python and numpy; nothing here imports TensorFlow. The pieces:
+The core is pure Python and numpy; nothing it imports loads TensorFlow:
 
 - `records.TrainingRecords`: the lowest training losses the trainer saw, with their subnets.
 - `genes.GeneSpace`: a search space's discrete values as integer genes.
@@ -9,6 +9,12 @@ Pure Python and numpy; nothing here imports TensorFlow. The pieces:
 - `prior.Prior`: per-gene distributions trading that loss against the budget; `prior.seeds`.
 - `proposals`: the proposal interface and the uniform and conditional baselines.
 - `evolution.EvolutionSearch`: the resumable, cached evolutionary search.
+
+The tool's side (`tools/search.py`) uses TensorFlow and is not imported here:
+
+- `fitness`: held-out top-1 after BN calibration, many configs per call, cached by network.
+- `options.SearchOptions`: the tool's flags; `driver`: `plan` (every cheap check) and
+  `execute` (the searches, their states, searched.json); `plots`: its figures.
 """
 
 from pss_tf.search.budget import Budget

@@ -184,6 +184,10 @@ class DataConfig:
     synthetic_train_examples: int = option(1024, help="Size of synthetic train.")
     synthetic_val_examples: int = option(256, help="Size of synthetic val.")
     synthetic_classes: int = option(10, help="Classes of the synthetic dataset.")
+    holdout_examples: int = option(
+        0,
+        help="Keep the last N training examples out of training and BN calibration (held-out data for the search).",
+    )
 
     def validate(self) -> None:
         for name in ("crop_scale_min", "crop_fraction"):
@@ -194,6 +198,9 @@ class DataConfig:
         if self.lighting < 0.0:
             raise ConfigError("lighting", f"must be >= 0, got {self.lighting}")
         _positive_int(self, "synthetic_train_examples", "synthetic_val_examples", "synthetic_classes")
+        holdout = self.holdout_examples
+        if isinstance(holdout, bool) or not isinstance(holdout, numbers.Integral) or holdout < 0:
+            raise ConfigError("holdout_examples", f"must be an int >= 0, got {holdout!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,6 +277,7 @@ class TrainConfig:
             lighting=data.lighting,
             normalization=data.normalization,
             crop_fraction=data.crop_fraction,
+            holdout_examples=data.holdout_examples,
         )
 
     def leaf_values(self) -> dict:

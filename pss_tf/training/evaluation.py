@@ -31,11 +31,17 @@ def make_evaluator(supernet, config, data, calibration_batches: int | None = Non
     they report agree. `calibration_batches` overrides the run's number.
     """
     evaluation = config.evaluation
-    calibration = data.training(
-        min(config.optimization.global_batch_size, evaluation.eval_batch_size), seed=config.runtime.seed + 1
-    )
     validation = data.validation(evaluation.eval_batch_size)
-    return SubnetEvaluator(supernet, calibration, validation, calibration_batches or evaluation.calibration_batches)
+    return SubnetEvaluator(
+        supernet, calibration_stream(config, data), validation, calibration_batches or evaluation.calibration_batches
+    )
+
+
+def calibration_stream(config, data):
+    """The training batches a run calibrates BN on (`config`, a TrainConfig; `data`, its
+    DataSettings): the same ones for every subnet, held-out examples never among them."""
+    batch_size = min(config.optimization.global_batch_size, config.evaluation.eval_batch_size)
+    return data.training(batch_size, seed=config.runtime.seed + 1)
 
 
 class SubnetEvaluator:

@@ -1,0 +1,62 @@
+"""Searches a trained run for the best subnet of each budget (PSE-Net's prior-guided evolution).
+
+    python tools/search.py --job_dir=runs/fashion_mnist --budgets=5,8,12
+    python tools/search.py --job_dir=runs/fashion_mnist --budgets=8 --init=uniform,conditional,prior --seed=1 \\
+        --population=20 --generations=10 --out=runs/fashion_mnist/search_seed1
+    python tools/search.py --job_dir=runs/mbv1_multi --metric=latency_cpu --budgets=7.3
+
+One evolutionary search per budget and init; candidates must cost within
+[alpha B, B]; fitness is top-1 after BN calibration on the run's held-out
+training examples (--holdout_examples at training; without them, a fixed
+subset of the training split), never the validation split. Writes, under
+--out (default JOB_DIR/search): searched.json (per budget and init: the
+subnet, its cost, held-out and validation top-1, the per-generation best and
+mean), fitness_<metric>.png, pareto_<metric>.png, and one resumable state file
+per search. Ctrl-C stops after the current generation; the same command
+resumes. Every flag is a field of `pss_tf.search.options.SearchOptions`.
+"""
+
+import os
+import sys
+import time
+
+from absl import app, flags
+
+from pss_tf import config_flags
+from pss_tf.errors import ConfigError
+from pss_tf.search.options import SearchOptions
+
+config_flags.define_flags(SearchOptions)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)
+    start = time.perf_counter()
+
+    def log(message):
+        print(f"[{time.perf_counter() - start:6.1f} s] {message}", flush=True)
+
+    try:
+        options = config_flags.from_flags(SearchOptions)
+        from pss_tf.search import driver
+
+        the_plan = driver.plan(options)
+    except ConfigError as e:
+        print(f"error: {config_flags.flag_message(e, flags.FLAGS)}", file=sys.stderr)
+        return 2
+    result = driver.execute(the_plan, log=log)
+    if not result.finished:
+        print(f"stopped; continue with the same command (states in {os.path.abspath(result.out_dir)})")
+        return 0
+    for path in result.files:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    app.run(main)
