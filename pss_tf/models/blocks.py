@@ -14,6 +14,15 @@ Each block class has two faces:
 `{name}_{part}`; `sliced_weights` returns `{part: [arrays]}` for the same
 parts, so extraction copies weights by name. `keras_module` is `keras` or
 `tf_keras`, whose layers take the same arguments.
+
+A group pass (`Supernet.call` with several configs) calls a block with
+`slice_channels=(inputs, outputs)`: int32 vectors of the channels each slice's
+subnet has at the block's input and output. The block then runs at the widest
+widths (`out_channels` is the widest output; the input is already as wide as
+its widest slice) and hands each batch norm the per-slice counts of the
+channels it normalises; the input counts are needed because a depthwise batch
+norm, and MobileNetV2's expansion (`expansion` x the *active* input), follow
+the input's width, which differs between slices.
 """
 
 from __future__ import annotations
@@ -65,6 +74,15 @@ class SlimBlock(keras.layers.Layer):
         """The block's slimmable layers, in the order they run."""
         raise NotImplementedError
 
+    @staticmethod
+    def _slice_channels(slice_channels, expansion: int = 1):
+        """(inputs, outputs) per-slice channel counts of a group pass, or (None, None)
+        for one subnet; `expansion` scales the input counts (a hidden layer's)."""
+        if slice_channels is None:
+            return None, None
+        inputs, outputs = slice_channels
+        return (None if inputs is None else inputs * expansion), outputs
+
     def build(self, input_shape=None):
         for layer in self.slim_layers():
             layer.build()
@@ -95,9 +113,10 @@ class ConvBNReLU(SlimBlock):
     def slim_layers(self):
         return [self.conv, self.bn]
 
-    def call(self, inputs, out_channels, training=None, calibration_rate=None):
+    def call(self, inputs, out_channels, training=None, calibration_rate=None, slice_channels=None):
+        _, slices_out = self._slice_channels(slice_channels)
         x = self.conv(inputs, out_channels=out_channels)
-        return tf.nn.relu6(self.bn(x, training=training, calibration_rate=calibration_rate))
+        return tf.nn.relu6(self.bn(x, training=training, calibration_rate=calibration_rate, slice_channels=slices_out))
 
     def sliced_weights(self, in_channels: int, out_channels: int) -> dict[str, list[np.ndarray]]:
         return {"conv": self.conv.sliced_weights(in_channels, out_channels), "bn": self.bn.sliced_weights(out_channels)}
@@ -138,11 +157,12 @@ class SeparableBlock(SlimBlock):
     def slim_layers(self):
         return [self.depthwise, self.depthwise_bn, self.pointwise, self.pointwise_bn]
 
-    def call(self, inputs, out_channels, training=None, calibration_rate=None):
+    def call(self, inputs, out_channels, training=None, calibration_rate=None, slice_channels=None):
+        slices_in, slices_out = self._slice_channels(slice_channels)
         bn_args = dict(training=training, calibration_rate=calibration_rate)
-        x = tf.nn.relu6(self.depthwise_bn(self.depthwise(inputs), **bn_args))
+        x = tf.nn.relu6(self.depthwise_bn(self.depthwise(inputs), slice_channels=slices_in, **bn_args))
         x = self.pointwise(x, out_channels=out_channels)
-        return tf.nn.relu6(self.pointwise_bn(x, **bn_args))
+        return tf.nn.relu6(self.pointwise_bn(x, slice_channels=slices_out, **bn_args))
 
     def sliced_weights(self, in_channels: int, out_channels: int) -> dict[str, list[np.ndarray]]:
         return {
@@ -199,14 +219,16 @@ class InvertedResidualBlock(SlimBlock):
         layers = [self.depthwise, self.depthwise_bn, self.project, self.project_bn]
         return [self.expand, self.expand_bn] + layers if self.expansion != 1 else layers
 
-    def call(self, inputs, out_channels, training=None, calibration_rate=None):
+    def call(self, inputs, out_channels, training=None, calibration_rate=None, slice_channels=None):
+        # A group pass: slice i's hidden width is `expansion` x its own input width.
+        slices_hidden, slices_out = self._slice_channels(slice_channels, self.expansion)
         bn_args = dict(training=training, calibration_rate=calibration_rate)
         x = inputs
         if self.expansion != 1:
             x = self.expand(x, out_channels=input_channels(inputs) * self.expansion)
-            x = tf.nn.relu6(self.expand_bn(x, **bn_args))
-        x = tf.nn.relu6(self.depthwise_bn(self.depthwise(x), **bn_args))
-        x = self.project_bn(self.project(x, out_channels=out_channels), **bn_args)
+            x = tf.nn.relu6(self.expand_bn(x, slice_channels=slices_hidden, **bn_args))
+        x = tf.nn.relu6(self.depthwise_bn(self.depthwise(x), slice_channels=slices_hidden, **bn_args))
+        x = self.project_bn(self.project(x, out_channels=out_channels), slice_channels=slices_out, **bn_args)
         return x + inputs if self.residual else x
 
     def sliced_weights(self, in_channels: int, out_channels: int) -> dict[str, list[np.ndarray]]:

@@ -5,6 +5,16 @@ runs every block at the config's widths. The config is either a `SubnetConfig`
 (static shapes, handy eagerly) or its encoding as an int32 vector
 `[resolution, channels...]` (see `encode`), so that one traced `tf.function`
 serves every subnet.
+
+A group pass (PSE-Net's parallel subnets, design note section 8) runs N
+subnets in one forward and backward pass: `supernet(images, configs)` with the
+(N, 1 + stages) int32 matrix of `encode_group` (or a list of `SubnetConfig`s)
+splits the batch into N equal consecutive slices and runs subnet i on slice i.
+Every layer runs at the widest width of the group; per-slice batch-norm
+statistics and channel masks after every batch norm
+(`SlimBatchNormalization._call_slices`) make it compute exactly what N
+separate passes on the slices compute, gradients included. One traced
+`tf.function` serves every group of the same N.
 """
 
 from __future__ import annotations
@@ -21,17 +31,43 @@ from pss_tf.models.layers import (
     BilinearResize,
     SlimBatchNormalization,
     SlimDense,
+    dimension,
     resize_images,
 )
 from pss_tf.space import architectures
 from pss_tf.space.config import SubnetConfig
 
-__all__ = ["Supernet", "build_supernet", "encode"]
+__all__ = ["Supernet", "build_supernet", "encode", "encode_group"]
 
 
 def encode(config: SubnetConfig) -> np.ndarray:
     """A config as the int32 vector `[resolution, channels...]` the supernet takes."""
     return np.asarray((config.resolution,) + config.channels, dtype=np.int32)
+
+
+def encode_group(configs) -> np.ndarray:
+    """The configs of a group pass as an (N, 1 + stages) int32 matrix, one `encode`d row each.
+
+    Row i is the subnet of slice i of the batch. The subnets of one pass belong
+    to one model and share one resolution (the batch is resized once); anything
+    else is refused here rather than deep inside a traced step.
+    """
+    configs = list(configs)
+    if not configs:
+        raise ValueError("configs: a group pass needs at least one config")
+    strays = sorted({type(c).__name__ for c in configs if not isinstance(c, SubnetConfig)})
+    if strays:
+        raise ValueError(f"configs: expected SubnetConfig objects, got {strays}")
+    models = sorted({c.model for c in configs})
+    if len(models) > 1:
+        raise ValueError(f"configs: the subnets of one group pass belong to one supernet; got configs of {models}")
+    resolutions = sorted({c.resolution for c in configs})
+    if len(resolutions) > 1:
+        raise ValueError(
+            "configs: the subnets of one group pass share one resolution (the batch is resized once); "
+            f"got resolutions {resolutions}"
+        )
+    return np.stack([encode(c) for c in configs])
 
 
 @keras.saving.register_keras_serializable(package="pss_tf")
@@ -114,31 +150,120 @@ class Supernet(keras.Model):
         self._check_model(config)
         return encode(config)
 
+    def encode_group(self, configs) -> np.ndarray:
+        """`encode_group` for this supernet's model."""
+        configs = list(configs)
+        matrix = encode_group(configs)
+        self._check_model(configs[0])
+        return matrix
+
     def _check_model(self, config: SubnetConfig):
         if config.model != self.model_name:
             raise ValueError(f"config: a {config.model} config given to a {self.model_name} supernet")
 
     def _unpack(self, config):
-        """(resolution, channel table): fixed channels stay Python ints, so their layers keep static shapes."""
+        """(resolution, channel table, per-slice channel table or None).
+
+        One subnet: fixed channels stay Python ints, so their layers keep static
+        shapes. A group: `_unpack_group`.
+        """
         fixed = list(self.architecture.fixed_channels)
         if isinstance(config, SubnetConfig):
             self._check_model(config)
-            return config.resolution, list(config.channels) + fixed
-        vector = tf.convert_to_tensor(config, dtype=tf.int32)
+            return config.resolution, list(config.channels) + fixed, None
+        if isinstance(config, (list, tuple)) and config and isinstance(config[0], SubnetConfig):
+            config = self.encode_group(config)
+        config = tf.convert_to_tensor(config, dtype=tf.int32)
         stages = self.architecture.num_stages
-        return vector[0], [vector[i + 1] for i in range(stages)] + fixed
+        if config.shape.rank == 2:
+            return self._unpack_group(config)
+        if config.shape.rank != 1:
+            raise ValueError(
+                f"config: expected an encoded config [resolution, channels...] or an (N, {1 + stages}) "
+                f"group of them, got shape {config.shape}"
+            )
+        return config[0], [config[i + 1] for i in range(stages)] + fixed, None
+
+    def _unpack_group(self, configs):
+        """A group's shared resolution, its widest channels and every slice's channels.
+
+        Returns (resolution, widest channel table, per-slice channel table):
+        each layer runs at the widest count any subnet asks of it (a scalar
+        tensor; fixed channels stay ints) and its batch norms mask each slice
+        to that slice's count (int32 vectors of N; fixed channels as vectors too,
+        since their batch norms still need per-slice statistics).
+        """
+        stages = self.architecture.num_stages
+        if configs.shape[1] is not None and configs.shape[1] != 1 + stages:
+            raise ValueError(
+                f"config: a {self.model_name} group has rows [resolution, {stages} channel counts], "
+                f"got shape {configs.shape}"
+            )
+        if configs.shape[0] == 0:
+            raise ValueError("config: a group pass needs at least one config")
+        slices = dimension(configs, 0)
+        resolution = configs[0, 0]
+        same_resolution = tf.debugging.assert_equal(
+            configs[:, 0],
+            resolution,
+            message="config: the subnets of one group pass must share one resolution (the batch is resized once)",
+        )
+        with tf.control_dependencies([same_resolution]):
+            resolution = tf.identity(resolution)
+        per_slice = [configs[:, i + 1] for i in range(stages)]
+        per_slice += [tf.fill([slices], c) for c in self.architecture.fixed_channels]
+        widest = [tf.reduce_max(c) for c in per_slice[:stages]] + list(self.architecture.fixed_channels)
+        return resolution, widest, per_slice
+
+    @staticmethod
+    def _check_divisible(images, slices):
+        """The batch must split into `slices` equal slices: refused at trace time when shapes are static."""
+        batch = images.shape[0]
+        if batch is not None and isinstance(slices, int):
+            if batch % slices:
+                raise ValueError(
+                    f"images: a batch of {batch} does not split into {slices} equal slices, one per subnet"
+                )
+            return images
+        check = tf.debugging.assert_equal(
+            tf.shape(images)[0] % slices, 0, message="images: the batch must split into equal slices, one per subnet"
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(images)
 
     def __call__(self, images, config, **kwargs):
         # Keras only takes tensors positionally; the config may be a SubnetConfig.
         return super().__call__(images, config=config, **kwargs)
 
     def call(self, images, config, training=None, calibration_rate=None):
-        """Logits (float32 under mixed precision) of `config` on `images` of any size."""
-        resolution, channels = self._unpack(config)
+        """Logits (float32 under mixed precision) of `config` on `images` of any size.
+
+        `config` is one subnet (a `SubnetConfig` or its `encode`d vector), run
+        on the whole batch, or a group of N (a list of `SubnetConfig`s or their
+        `encode_group` matrix): the batch, whose size N must divide, is split
+        into N equal consecutive slices, slice i runs subnet i, and the logits
+        keep the batch's order. Calibration (`calibration_rate`) runs one subnet.
+        """
+        resolution, channels, slice_channels = self._unpack(config)
+        if slice_channels is not None:
+            if calibration_rate is not None:
+                raise ValueError(
+                    "calibration_rate: BN calibration estimates the statistics of one subnet; "
+                    "calibrate each subnet of a group on its own"
+                )
+            images = self._check_divisible(images, dimension(slice_channels[0], 0))
         x = ops.cast(resize_images(images, resolution, self.align_corners), self.compute_dtype)
         for spec, block in zip(self.architecture.blocks, self.feature_blocks):
+            slices = None
+            if slice_channels is not None:  # the stem reads the image: no per-slice input channels
+                slices_in = None if spec.in_stage is None else slice_channels[spec.in_stage]
+                slices = (slices_in, slice_channels[spec.out_stage])
             x = block(
-                x, out_channels=channels[spec.out_stage], training=training, calibration_rate=calibration_rate
+                x,
+                out_channels=channels[spec.out_stage],
+                training=training,
+                calibration_rate=calibration_rate,
+                slice_channels=slices,
             )
         x = ops.mean(x, axis=[1, 2])
         if self.dropout is not None:
