@@ -48,9 +48,16 @@ def _plot(runs, path):
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     for (label, winners), marker in zip(runs, "osd^v<>"):
-        ax.plot(
-            [w["value"] for w in winners], [100 * w["val_top1"] for w in winners], marker=marker, label=label
-        )
+        front = [w for w in winners if w["pareto"]]
+        line = ax.plot(
+            [w["value"] for w in front], [100 * w["val_top1"] for w in front], marker=marker, label=f"{label} (front)"
+        )[0]
+        others = [w for w in winners if not w["pareto"]]
+        if others:  # Winners a cheaper winner beats: hollow, off the line.
+            ax.scatter(
+                [w["value"] for w in others], [100 * w["val_top1"] for w in others], marker=marker,
+                facecolors="none", edgecolors=line.get_color(), label=f"{label} (not on the front)",
+            )
     ax.set_xlabel(f"{FLAGS.metric} ({metric_class(FLAGS.metric).unit})")
     ax.set_ylabel("validation top-1 (%)")
     ax.set_title(FLAGS.title or "Pool winners: accuracy against cost")
@@ -65,12 +72,14 @@ def _plot(runs, path):
 def _table(runs) -> str:
     targets = sorted({w["target"] for _, winners in runs for w in winners})
     header = "| target | " + " | ".join(f"{label} value | {label} top-1" for label, _ in runs) + " |"
+    # A winner off the Pareto front (a cheaper winner is at least as accurate) is marked with a dagger.
     lines = [header, "|" + "---|" * (1 + 2 * len(runs))]
     for target in targets:
         cells = []
         for _, winners in runs:
             match = [w for w in winners if w["target"] == target]
-            cells += [f"{match[0]['value']:.2f}", f"{100 * match[0]['val_top1']:.2f}"] if match else ["", ""]
+            mark = "" if not match or match[0]["pareto"] else " †"
+            cells += [f"{match[0]['value']:.2f}", f"{100 * match[0]['val_top1']:.2f}{mark}"] if match else ["", ""]
         lines.append(f"| {target:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

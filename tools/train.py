@@ -21,10 +21,23 @@ from pss_tf.training.config import TrainConfig
 config_flags.define_flags(TrainConfig)
 
 
+def _quiet_logs():
+    """pss_tf's own messages at INFO, once each; TensorFlow's and absl's INFO chatter off."""
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    library = logging.getLogger("pss_tf")
+    library.setLevel(logging.INFO)
+    library.addHandler(handler)
+    library.propagate = False
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.getLogger("pss_tf").setLevel(logging.INFO)
+    _quiet_logs()
     try:
         config = config_flags.from_flags(TrainConfig)
         config.validate()

@@ -37,12 +37,15 @@ from pss_tf.space.metrics import Metric
 
 _FORMAT = "pss_tf.conditional_sampler"
 # Bump when the build changes the tables it makes from the same fingerprint.
-_VERSION = 3
+_VERSION = 4
 # Subnets are drawn and binned in chunks of this size, which bounds memory for
 # 1e6+ subnets. It is part of the random stream, hence of `_VERSION`.
 _BUILD_CHUNK = 100_000
-# Stored real subnets per target: the fallback when rejection keeps missing.
+# Stored real subnets per target and resolution: the fallback when rejection keeps missing.
 _EXEMPLARS_PER_TARGET = 32
+# A target counts as reachable at a resolution when this share of its population
+# has that resolution (rejection then hits within a few batches).
+_MIN_SHARE_AT_RESOLUTION = 0.005
 # Random draws allowed per population member before the build gives up on a grid
 # that random subnets rarely reach (it then warns and keeps what it has).
 _MAX_DRAWS_PER_SAMPLE = 100
@@ -61,16 +64,17 @@ logger = logging.getLogger(__name__)
 class _Tables:
     """Per-target value counts; all arrays are indexed by grid position first.
 
-    `exemplars[t, i]` holds codes (resolution code, then one width code per stage)
-    of real subnets of target t; the first `exemplar_counts[t]` rows are valid.
+    `exemplars[t, r, i]` holds codes (resolution code, then one width code per
+    stage) of real subnets of target t and resolution code r; the first
+    `exemplar_counts[t, r]` rows are valid.
     """
 
     resolution_values: np.ndarray  # (R,) int64
     width_values: np.ndarray  # (V,) float64
     resolution_counts: np.ndarray  # (T, R) int64
     width_counts: np.ndarray  # (T, stages, V) int64
-    exemplars: np.ndarray  # (T, E, 1 + stages) int32
-    exemplar_counts: np.ndarray  # (T,) int64
+    exemplars: np.ndarray  # (T, R, E, 1 + stages) int32
+    exemplar_counts: np.ndarray  # (T, R) int64
 
 
 def _fingerprint(space: SearchSpace, metric: Metric, num_samples: int, seed: int, extremes: bool) -> dict:
@@ -176,18 +180,41 @@ class ConditionalSampler:
 
     # Sampling.
 
-    def sample(self, target: float, rng: np.random.Generator) -> SubnetConfig:
-        """A random subnet whose metric snaps to `target`.
+    def targets_at(self, resolution: int) -> tuple[float, ...]:
+        """The targets a subnet of `resolution` reaches often enough to be drawn there:
+        at least `_MIN_SHARE_AT_RESOLUTION` of the target's population has it."""
+        code = self._resolution_code(resolution)
+        counts = self._tables.resolution_counts[:, code]
+        sizes = self._tables.resolution_counts.sum(axis=1)
+        grid = self.metric.grid.targets
+        return tuple(
+            t for t, count, size in zip(grid, counts, sizes) if size and count >= _MIN_SHARE_AT_RESOLUTION * size
+        )
+
+    def _resolution_code(self, resolution: int) -> int:
+        values = self._tables.resolution_values
+        code = int(np.searchsorted(values, resolution))
+        if code >= len(values) or values[code] != resolution:
+            raise ValueError(f"resolution: {resolution} is not one of the space's {values.tolist()}")
+        return code
+
+    def sample(self, target: float, rng: np.random.Generator, resolution: int | None = None) -> SubnetConfig:
+        """A random subnet whose metric snaps to `target` (at `resolution`, if given).
 
         Draws batches of candidates dimension by dimension from the target's
         distributions and returns the first that snaps to it; after `max_batches`
-        misses, returns one of the stored subnets of that target instead.
+        misses, returns one of the stored subnets of that target instead (of that
+        resolution when there is one). A resolution fixes the first dimension:
+        parallel subnets must share one (`targets_at` lists the targets it reaches).
         """
         if not isinstance(rng, np.random.Generator):
             raise ValueError(f"rng: must be a numpy Generator, got {type(rng).__name__}")
         position = self._position(target)
         tables = self._tables
         resolution_cdf = self._resolution_cdf[position]
+        if resolution is not None:
+            fixed = self._resolution_code(resolution)
+            resolution_cdf = (np.arange(len(resolution_cdf)) >= fixed).astype(np.float64)
         width_cdf = self._width_cdf[position]
         num_stages = width_cdf.shape[0]
         for _ in range(self.max_batches):
@@ -204,7 +231,11 @@ class ConditionalSampler:
             if hits.size:
                 return self._config(resolutions[hits[0]], widths[hits[0]])
         self.fallback_count += 1
-        codes = tables.exemplars[position, rng.integers(tables.exemplar_counts[position])]
+        rows = range(len(tables.resolution_values)) if resolution is None else [fixed]
+        stored = np.concatenate([tables.exemplars[position, r, : tables.exemplar_counts[position, r]] for r in rows])
+        if not len(stored):
+            raise ValueError(f"target: {target} was never reached at resolution {resolution} (see targets_at)")
+        codes = stored[rng.integers(len(stored))]
         return self._config(tables.resolution_values[codes[0]], tables.width_values[codes[1:]])
 
     def _position(self, target: float) -> int:
@@ -344,8 +375,11 @@ class _TableBuilder:
         self.width_values = np.full(num_codes, np.nan)
         self.resolution_counts = np.zeros((self.num_targets, len(self.resolution_values)), dtype=np.int64)
         self.width_counts = np.zeros((self.num_targets, self.num_stages, num_codes), dtype=np.int64)
-        self.exemplars = np.zeros((self.num_targets, _EXEMPLARS_PER_TARGET, 1 + self.num_stages), dtype=np.int32)
-        self.exemplar_counts = np.zeros(self.num_targets, dtype=np.int64)
+        num_resolutions = len(self.resolution_values)
+        self.exemplars = np.zeros(
+            (self.num_targets, num_resolutions, _EXEMPLARS_PER_TARGET, 1 + self.num_stages), dtype=np.int32
+        )
+        self.exemplar_counts = np.zeros((self.num_targets, num_resolutions), dtype=np.int64)
 
     def add(self, resolutions: np.ndarray, widths: np.ndarray, limit: int | None = None) -> None:
         """Bins the subnets that land on the grid (strictly inside it with
@@ -380,13 +414,17 @@ class _TableBuilder:
         self._add_exemplars(positions, np.concatenate([resolution_codes[:, None], width_codes], axis=1))
 
     def _add_exemplars(self, positions: np.ndarray, codes: np.ndarray) -> None:
-        order = np.argsort(positions, kind="stable")
-        bounds = np.searchsorted(positions[order], np.arange(self.num_targets + 1))
-        for t in range(self.num_targets):
-            have = self.exemplar_counts[t]
-            take = order[bounds[t] : bounds[t + 1]][: _EXEMPLARS_PER_TARGET - have]
-            self.exemplars[t, have : have + len(take)] = codes[take]
-            self.exemplar_counts[t] += len(take)
+        """Keeps the first subnets of each (target, resolution) bin, in the order drawn."""
+        num_resolutions = len(self.resolution_values)
+        bins = positions * num_resolutions + codes[:, 0]
+        order = np.argsort(bins, kind="stable")
+        bounds = np.searchsorted(bins[order], np.arange(self.num_targets * num_resolutions + 1))
+        for flat in np.flatnonzero(np.diff(bounds)):
+            t, r = divmod(int(flat), num_resolutions)
+            have = self.exemplar_counts[t, r]
+            take = order[bounds[flat] : bounds[flat + 1]][: _EXEMPLARS_PER_TARGET - have]
+            self.exemplars[t, r, have : have + len(take)] = codes[take]
+            self.exemplar_counts[t, r] += len(take)
 
     def tables(self) -> _Tables:
         return _Tables(

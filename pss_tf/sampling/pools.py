@@ -117,11 +117,12 @@ class PoolManager:
         """Number of members of every pool, e.g. for logging how far the pools have filled."""
         return {key: len(pool) for key, pool in self._pools.items()}
 
-    def probabilities(self, key, temperature: float) -> list[float]:
-        """`softmax(score / temperature)` over pool `key`, in joining order."""
+    def probabilities(self, key, temperature: float, resolution: int | None = None) -> list[float]:
+        """`softmax(score / temperature)` over pool `key` (its members of
+        `resolution` only, if given), in joining order."""
         if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not temperature > 0:
             raise ValueError(f"temperature: must be positive, got {temperature!r}")
-        scores = [score for _, score in self._non_empty(key)]
+        scores = [score for _, score in self._non_empty(key, resolution)]
         best = max(scores)
         # Subtracting the best score keeps every exponent <= 0: no overflow at any
         # temperature, and the best member always has weight exactly 1.
@@ -129,14 +130,19 @@ class PoolManager:
         total = math.fsum(weights)
         return [w / total for w in weights]
 
-    def sample(self, key, temperature: float, rng: random.Random) -> SubnetConfig:
+    def sample(self, key, temperature: float, rng: random.Random, resolution: int | None = None) -> SubnetConfig:
         """A member of pool `key` drawn with probability `softmax(score / temperature)`.
 
-        Uses one `rng.random()` call, so runs are reproducible given `rng`'s state.
+        With `resolution`, among the members of that resolution only (parallel
+        subnets share one). Uses one `rng.random()` call, so runs are
+        reproducible given `rng`'s state.
         """
-        members = [config for config, _ in self._non_empty(key)]
-        weights = self.probabilities(key, temperature)
+        members = [config for config, _ in self._non_empty(key, resolution)]
+        weights = self.probabilities(key, temperature, resolution)
         return rng.choices(members, weights=weights)[0]
+
+    def has_member_at(self, key, resolution: int) -> bool:
+        return any(config.resolution == resolution for config, _ in self.members(key))
 
     def top_k(self, key, k: int) -> list[tuple[SubnetConfig, float]]:
         """The `k` best members, best first (equal scores: earliest joined first)."""
@@ -151,10 +157,13 @@ class PoolManager:
         """The winner of every non-empty pool."""
         return {key: self.winner(key) for key, pool in self._pools.items() if pool}
 
-    def _non_empty(self, key) -> list[tuple[SubnetConfig, float]]:
+    def _non_empty(self, key, resolution: int | None = None) -> list[tuple[SubnetConfig, float]]:
         members = self.members(key)
+        if resolution is not None:
+            members = [(config, score) for config, score in members if config.resolution == resolution]
         if not members:
-            raise ValueError(f"key: pool {_make_key(key)} is empty")
+            where = "" if resolution is None else f" has no member of resolution {resolution}"
+            raise ValueError(f"key: pool {_make_key(key)} is empty" if not where else f"key: pool {_make_key(key)}{where}")
         return members
 
     # Persistence.

@@ -9,6 +9,15 @@ Both return a `Draw` whose `key` names the pool the trainer records the subnet's
 score in, and both expose their random state as JSON so that a resumed run draws
 exactly what the interrupted one would have. The pools themselves are saved by
 `PoolManager.save`, not here.
+
+Parallel subnets (PSE-Net) train several subnets in one pass, which must share a
+resolution: `draw_resolution` draws the step's (the space's end-weighted
+distribution), and `draw(epoch, resolution=r)` then draws a subnet of that
+resolution. For PSS this restricts each slot to the targets reachable at r
+(`ConditionalSampler.targets_at`) and each pool draw to the members of
+resolution r (softmax over those); a target with no member at r draws fresh.
+Over many steps every resolution keeps its share, but a pool's members are
+revisited in proportion to how often their own resolution comes up.
 """
 
 from __future__ import annotations
@@ -62,6 +71,9 @@ class PrioritizedSampler:
         temperature_schedule: epoch -> softmax temperature over pool scores (`t_e`).
         seed: seeds both generators: a `random.Random` for the choices and the pool
             draws, a `np.random.Generator` for the conditional samplers.
+        use_pools: False always draws fresh subnets for the chosen target (the
+            "conditional" sampler: targets without priorities); the trainer
+            still records their scores in the pools, for the winners.
     """
 
     def __init__(
@@ -71,6 +83,7 @@ class PrioritizedSampler:
         p_fresh_schedule: ExponentialSchedule,
         temperature_schedule: ExponentialSchedule,
         seed: int = 0,
+        use_pools: bool = True,
     ):
         if not samplers:
             raise ValueError("samplers: need at least one metric's ConditionalSampler")
@@ -85,21 +98,48 @@ class PrioritizedSampler:
         self.keys = tuple((name, target) for name in sorted(self.samplers) for target in self.samplers[name].targets)
         if not self.keys:
             raise ValueError("samplers: no metric has a reachable target")
+        self.use_pools = bool(use_pools)
+        self.space = next(iter(self.samplers.values())).space
+        self._keys_at: dict[int, tuple] = {}
         self._rng = random.Random(seed)
         self._np_rng = np.random.default_rng(seed)
 
-    def draw(self, epoch: float) -> Draw:
-        """The subnet to train at `epoch` (fractional epochs allowed)."""
+    def draw_resolution(self) -> int:
+        """The resolution of a step's parallel subnets."""
+        return self._rng.choices(self.space.resolutions, weights=self.space.resolution_probabilities)[0]
+
+    def keys_at(self, resolution: int) -> tuple:
+        """The (metric, target) keys a subnet of `resolution` can be drawn for."""
+        if resolution not in self._keys_at:
+            self._keys_at[resolution] = tuple(
+                (name, target)
+                for name in sorted(self.samplers)
+                for target in self.samplers[name].targets_at(resolution)
+                if (name, target) in self.keys
+            )
+        return self._keys_at[resolution]
+
+    def draw(self, epoch: float, resolution: int | None = None) -> Draw:
+        """The subnet to train at `epoch` (fractional epochs allowed), of `resolution` if given."""
         # One uniform pick among all (metric, target) pairs is the same as picking a
         # metric with probability proportional to its number of targets, then one
         # of its targets uniformly.
-        key = self.keys[self._rng.randrange(len(self.keys))]
+        keys = self.keys if resolution is None else self.keys_at(resolution)
+        if not keys:
+            raise ValueError(f"resolution: no target of any metric is reachable at {resolution}")
+        key = keys[self._rng.randrange(len(keys))]
         # Always consume the coin so the random stream does not depend on pool sizes.
         coin = self._rng.random()
-        if coin < self.p_fresh_schedule(epoch) or not self.pools.is_full(key):
-            name, target = key
-            return Draw(self.samplers[name].sample(target, self._np_rng), key, fresh=True)
-        config = self.pools.sample(key, self.temperature_schedule(epoch), self._rng)
+        fresh = (
+            not self.use_pools
+            or coin < self.p_fresh_schedule(epoch)
+            or not self.pools.is_full(key)
+            or (resolution is not None and not self.pools.has_member_at(key, resolution))
+        )
+        name, target = key
+        if fresh:
+            return Draw(self.samplers[name].sample(target, self._np_rng, resolution), key, fresh=True)
+        config = self.pools.sample(key, self.temperature_schedule(epoch), self._rng, resolution)
         return Draw(config, key, fresh=False)
 
     def get_state(self) -> dict:
@@ -141,10 +181,16 @@ class UniformSampler:
         self._metric_slots = tuple(name for name, metric in self.metrics.items() for _ in metric.grid.targets)
         self._rng = random.Random(seed)
 
-    def draw(self, epoch: float | None = None) -> Draw:
-        """A uniformly random subnet; `epoch` is accepted for symmetry and ignored."""
+    def draw_resolution(self) -> int:
+        """The resolution of a step's parallel subnets."""
+        return self._rng.choices(self.space.resolutions, weights=self.space.resolution_probabilities)[0]
+
+    def draw(self, epoch: float | None = None, resolution: int | None = None) -> Draw:
+        """A uniformly random subnet (of `resolution`, if given); `epoch` is ignored."""
         metric = self.metrics[self._metric_slots[self._rng.randrange(len(self._metric_slots))]]
         config = self.space.random_config(self._rng)
+        if resolution is not None:
+            config = SubnetConfig(config.model, resolution, config.widths)
         target = metric.target(config)
         return Draw(config, None if target is None else (metric.name, target), fresh=True)
 

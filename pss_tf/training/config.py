@@ -98,7 +98,24 @@ class TargetsConfig:
 class SamplingConfig:
     """How the subnet trained beside the max and min nets is chosen (PSS)."""
 
-    sampler: str = option("pss", help="pss, or the uniform sandwich baseline.", choices=("pss", "uniform"))
+    sampler: str = option(
+        "pss",
+        help="Which subnets train: pss (pools and priorities), conditional (fresh subnets for uniformly chosen "
+        "targets, no priorities), or uniform (the baseline: uniformly random subnets).",
+        choices=("pss", "uniform", "conditional"),
+    )
+    mode: str = option(
+        "sandwich",
+        help="sandwich: the max net learns from the labels and teaches the others (PSS); pse: every subnet "
+        "learns from its labels (PSE-Net's parallel-subnets training, needs parallel_subnets >= 2).",
+        choices=("sandwich", "pse"),
+    )
+    parallel_subnets: int = option(
+        1,
+        help="Subnets per masked pass (PSE-Net): 1 trains them one after the other; with sandwich, N carries the "
+        "thinnest subnet of the step's resolution and N-1 chosen ones, each on 1/N of the batch.",
+    )
+    pse_anchor: bool = option(False, help="With mode pse, the widest subnet of the step's resolution in every group.")
     pool_capacity: int = option(50, help="Subnets per pool (K).")
     score_momentum: float = option(0.9, help="EMA momentum of pool scores.")
     p_fresh_start: float = option(1.0, help="Fresh-sampling probability at epoch 0.")
@@ -115,7 +132,11 @@ class SamplingConfig:
     )
 
     def validate(self) -> None:
-        _positive_int(self, "pool_capacity", "sampler_samples")
+        _positive_int(self, "pool_capacity", "sampler_samples", "parallel_subnets")
+        if self.mode == "pse" and self.parallel_subnets < 2:
+            raise ConfigError("parallel_subnets", "mode pse trains a group of subnets per pass: give 2 or more")
+        if self.pse_anchor and self.mode != "pse":
+            raise ConfigError("pse_anchor", "given without `mode` pse")
         if not 0.0 <= self.score_momentum < 1.0:
             raise ConfigError("score_momentum", f"must lie in [0, 1), got {self.score_momentum}")
         for name in ("p_fresh_start", "p_fresh_end"):
@@ -207,7 +228,9 @@ class DataConfig:
 class EvaluationConfig:
     """BN calibration and validation during and at the end of training."""
 
-    calibration_batches: int = option(8, help="Batches for BN re-estimation.")
+    calibration_batches: int = option(
+        9, help="Batches for BN re-estimation (the release's ComputeBN(num_batch=8) runs 9: it checks after the forward)."
+    )
     eval_batch_size: int = option(256, help="Evaluation batch size.")
     eval_every_epochs: int = option(1, help="Evaluate every N epochs.")
     eval_winners_per_epoch: int = option(3, help="Pool winners evaluated per epoch.")

@@ -24,17 +24,24 @@ import tensorflow as tf
 
 from pss_tf.errors import ConfigError, TrainingDiverged
 from pss_tf.job import JobDir, build_metrics, build_supernet, mark_pareto_front
+from pss_tf.models.supernet import encode_group
 from pss_tf.sampling.conditional_sampler import ConditionalSampler
 from pss_tf.sampling.pools import PoolManager
 from pss_tf.sampling.samplers import PrioritizedSampler, UniformSampler
 from pss_tf.sampling.schedules import ExponentialSchedule
 from pss_tf.search.records import TrainingRecords
+from pss_tf.space.config import SubnetConfig
 from pss_tf.stop import StopRequest
 from pss_tf.training import distribute
 from pss_tf.training.config import TrainConfig
 from pss_tf.training.evaluation import make_evaluator
 from pss_tf.training.optimization import build_optimizer, learning_rate_schedule
-from pss_tf.training.step import NONFINITE_WEIGHTS, SandwichStep
+from pss_tf.training.step import (
+    NONFINITE_WEIGHTS,
+    ParallelLabelsStep,
+    ParallelSandwichStep,
+    SandwichStep,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +101,13 @@ class Trainer:
         batch = config.optimization.global_batch_size
         if batch % self.replicas:
             raise ConfigError("global_batch_size", f"{batch} does not split over {self.replicas} replicas")
+        slices = self.replicas * config.sampling.parallel_subnets
+        if batch % slices:
+            raise ConfigError(
+                "global_batch_size",
+                f"{batch} does not split into {config.sampling.parallel_subnets} equal slices on each of "
+                f"{self.replicas} replicas (`parallel_subnets`)",
+            )
         self.steps_per_epoch = config.optimization.steps_per_epoch or self.data.steps_per_epoch(batch)
         if self.steps_per_epoch < 1:
             raise ConfigError("global_batch_size", f"{batch} is larger than the training split ({self.info.num_train} examples)")
@@ -111,7 +125,7 @@ class Trainer:
         self.metrics = build_metrics(config, self.info.num_classes, self.info.channels)
         self.pools = PoolManager(config.sampling.pool_capacity, config.sampling.score_momentum)
         sampling, epochs = config.sampling, config.optimization.epochs
-        if sampling.sampler == "pss":
+        if sampling.sampler in ("pss", "conditional"):
             self.conditional_samplers = {}
             for name, metric in self.metrics.items():
                 cache = self.job.sampler_cache(name)
@@ -128,6 +142,7 @@ class Trainer:
                 ExponentialSchedule(sampling.p_fresh_start, sampling.p_fresh_end, epochs),
                 ExponentialSchedule(sampling.temperature_start, sampling.temperature_end, epochs),
                 seed=config.runtime.seed,
+                use_pools=sampling.sampler == "pss",
             )
             self.pool_keys = list(self.sampler.keys)
         else:
@@ -149,7 +164,12 @@ class Trainer:
                 self.schedule, optimization.momentum, loss_scale=optimization.mixed_precision == "float16"
             )
             self.optimizer.build(self.supernet.trainable_variables)
-        self.step_fn = SandwichStep(
+        sampling = config.sampling
+        if sampling.mode == "pse":
+            step_class = ParallelLabelsStep
+        else:
+            step_class = SandwichStep if sampling.parallel_subnets == 1 else ParallelSandwichStep
+        self.step_fn = step_class(
             self.supernet, self.optimizer, self.strategy, optimization.global_batch_size, optimization.weight_decay
         )
         self._agree = None
@@ -301,17 +321,47 @@ class Trainer:
         return float(self._agree(tf.constant(1.0 if stop.requested else 0.0))) > 0
 
     def train_step(self, epoch: int) -> dict:
-        """One sandwich step on the next batch; the chosen subnet's score goes to its pool."""
-        draw = self.sampler.draw(epoch)
-        chosen = tf.constant(self.supernet.encode(draw.config))
-        losses = self.step_fn(next(self._iterator), self._max_vector, chosen, self._min_vector)
-        losses = {k: float(v) for k, v in losses.items()}
-        self._check_finite(losses, losses.pop(NONFINITE_WEIGHTS))
-        if draw.key is not None:
-            self.pools.update(draw.key, draw.config, -losses["chosen_ce"])
+        """One step on the next batch; each drawn subnet's score goes to its pool."""
+        sampling = self.config.sampling
+        if sampling.parallel_subnets == 1:
+            draws = [self.sampler.draw(epoch)]
+            chosen = tf.constant(self.supernet.encode(draws[0].config))
+            outputs = self.step_fn(next(self._iterator), self._max_vector, chosen, self._min_vector)
+            scores = [outputs["chosen_ce"]]
+        else:
+            draws, fixed, group = self._draw_group(epoch)
+            if sampling.mode == "pse":
+                outputs = self.step_fn(next(self._iterator), group)
+            else:
+                outputs = self.step_fn(next(self._iterator), self._max_vector, group)
+            scores = list(outputs.pop("slice_ce").numpy()[fixed:])
+        losses = {k: float(v) for k, v in outputs.items()}
+        nonfinite_weights = losses.pop(NONFINITE_WEIGHTS)
+        scores = [float(v) for v in scores]
+        if len(draws) > 1:
+            losses["chosen_ce"] = sum(scores) / len(scores)
+        self._check_finite({**losses, **{f"slice_ce_{i}": v for i, v in enumerate(scores)}}, nonfinite_weights)
+        for draw, ce in zip(draws, scores):
+            if draw.key is not None:
+                self.pools.update(draw.key, draw.config, -ce)
         self.global_step.assign_add(1)
-        self.records.add(draw.config, self.step, losses["chosen_ce"])
+        for draw, ce in zip(draws, scores):
+            self.records.add(draw.config, self.step, ce)
         return losses
+
+    def _draw_group(self, epoch: int):
+        """The subnets of one masked pass, all of the step's resolution: the fixed
+        ones first (the thinnest with sandwich, the widest with pse_anchor), then
+        the drawn ones. Returns (draws, number of fixed subnets, encoded group)."""
+        sampling = self.config.sampling
+        resolution = self.sampler.draw_resolution()
+        if sampling.mode == "pse":
+            fixed = [SubnetConfig.uniform(self.space.model, resolution, self.space.max_width)] if sampling.pse_anchor else []
+        else:
+            fixed = [SubnetConfig.uniform(self.space.model, resolution, self.space.min_width)]
+        draws = [self.sampler.draw(epoch, resolution=resolution) for _ in range(sampling.parallel_subnets - len(fixed))]
+        group = encode_group(fixed + [d.config for d in draws])
+        return draws, len(fixed), tf.constant(group)
 
     def _check_finite(self, losses: dict, nonfinite_weights: float) -> None:
         """Stops a diverged run before anything of the bad step is kept or saved."""

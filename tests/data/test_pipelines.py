@@ -488,3 +488,4 @@ def test_tfds_resume_with_two_input_pipelines(tiny_tfds):
         full = batches(make(0)(context), 7)
         assert full[0][0].shape == (4, 16, 16, 3)
         assert_same_batches(batches(make(5)(context), 2), full[5:])
+

@@ -3,6 +3,7 @@
 import collections
 import json
 import pathlib
+import random as random_module
 import subprocess
 import sys
 import textwrap
@@ -213,3 +214,58 @@ def test_sampling_side_imports_and_runs_without_tensorflow():
     result = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+class TestParallelDraws:
+    """Parallel subnets share the step's resolution: every draw honours it."""
+
+    def test_conditional_draws_at_a_fixed_resolution(self, samplers):
+        sampler = samplers["flops"]
+        rng = np.random.default_rng(0)
+        for resolution in (128, 176, 224):
+            targets = sampler.targets_at(resolution)
+            assert targets and set(targets) <= set(sampler.targets)
+            for target in targets:
+                config = sampler.sample(target, rng, resolution=resolution)
+                assert config.resolution == resolution and FLOPS.target(config) == target
+        # Small targets are out of reach at the largest resolution, large ones at the smallest.
+        assert min(sampler.targets_at(224)) > min(sampler.targets_at(128))
+        assert max(sampler.targets_at(128)) < max(sampler.targets_at(224))
+        with pytest.raises(ValueError, match="resolution"):
+            sampler.sample(300.0, rng, resolution=130)
+
+    def test_pool_draws_keep_to_the_resolution(self, samplers):
+        pools = full_pools(samplers, capacity=6)
+        rng = random_module.Random(0)
+        key = next(k for k in pools.keys() if len({c.resolution for c, _ in pools.members(k)}) > 1)
+        for config, _ in pools.members(key):
+            drawn = pools.sample(key, 1.0, rng, resolution=config.resolution)
+            assert drawn.resolution == config.resolution
+        members = [c for c, _ in pools.members(key) if c.resolution == config.resolution]
+        probabilities = pools.probabilities(key, 1.0, config.resolution)
+        assert len(probabilities) == len(members) and sum(probabilities) == pytest.approx(1.0)
+        with pytest.raises(ValueError, match="no member of resolution"):
+            pools.sample(key, 1.0, rng, resolution=999)
+
+    @pytest.mark.parametrize("use_pools", [True, False])
+    def test_prioritized_draws_at_the_step_resolution(self, samplers, use_pools):
+        sampler = PrioritizedSampler(
+            full_pools(samplers), samplers, P_FRESH, TEMPERATURE, seed=3, use_pools=use_pools
+        )
+        resolutions = collections.Counter()
+        fresh = 0
+        for _ in range(300):
+            resolution = sampler.draw_resolution()
+            resolutions[resolution] += 1
+            draw = sampler.draw(EPOCHS, resolution=resolution)  # p_e = 0.01: mostly pool draws.
+            assert draw.config.resolution == resolution and draw.key in sampler.keys_at(resolution)
+            fresh += draw.fresh
+        assert fresh == 300 if not use_pools else fresh < 150
+        # The step's resolution follows the space's end-weighted distribution.
+        assert resolutions[128] < resolutions[176]
+
+    def test_uniform_draws_at_the_step_resolution(self):
+        sampler = UniformSampler(SPACE, [FLOPS], seed=0)
+        for _ in range(50):
+            resolution = sampler.draw_resolution()
+            assert sampler.draw(0, resolution=resolution).config.resolution == resolution

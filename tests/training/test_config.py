@@ -39,7 +39,7 @@ def test_the_paper_configs_are_the_release_recipe(monkeypatch):
             weight_decay=1e-4, mixed_precision="none", crop_scale_min=0.25, color_jitter=0.4, lighting=0.1,
             normalization="imagenet", bn_epsilon=1e-5, resize_align_corners=True, resolution_end_weight=0.5,
             sampler_extremes=False, sampler_samples=100_000, pool_capacity=50, p_fresh_start=1.0, p_fresh_end=0.01,
-            temperature_start=1.0, temperature_end=0.01, final_top_k=5, calibration_batches=8,
+            temperature_start=1.0, temperature_end=0.01, final_top_k=5, calibration_batches=9,
         )
         assert {k: values[k] for k in expected} == expected
         # The defaults are the release's too: the paper configs only say so explicitly.
