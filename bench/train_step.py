@@ -61,18 +61,24 @@ def _with_rate(result: dict, batch: int) -> dict:
     return {**result, "images_per_s": round(batch / result["median_s"], 2)}
 
 
-def _tf_keras_floor(args, images, labels) -> dict:
-    """One plain tf_keras (Keras 2) step of the max net's width: fused batch norm."""
-    import tensorflow as tf
-    import tf_keras
+def _plain_steps(keras_module, args, images, labels, prefix: str) -> dict:
+    """One plain step of `keras_module.applications` at the max net's width: its
+    forward-backward (`{prefix}_floor`) and with an optimizer update (`{prefix}_step`).
 
-    app = tf_keras.applications.MobileNet if args.model == "mobilenet_v1" else tf_keras.applications.MobileNetV2
+    `keras` is Keras 3 (unfused batch norm); `tf_keras` is Keras 2, whose fused
+    batch norm makes it the strongest plain-TensorFlow baseline on these CPUs.
+    """
+    import tensorflow as tf
+
+    K = keras_module
+    app = K.applications.MobileNet if args.model == "mobilenet_v1" else K.applications.MobileNetV2
     model = app(
         input_shape=(args.resolution, args.resolution, 3), alpha=1.0, weights=None, classes=args.classes,
         classifier_activation=None,
     )
-    loss_fn = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    optimizer = tf_keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True)
+    loss_fn = K.losses.SparseCategoricalCrossentropy(from_logits=True)
+    optimizer = K.optimizers.SGD(0.1, momentum=0.9, nesterov=True)
+    optimizer.build(model.trainable_variables)
 
     def forward_backward():
         with tf.GradientTape() as tape:
@@ -88,8 +94,8 @@ def _tf_keras_floor(args, images, labels) -> dict:
         return loss
 
     return {
-        "tf_keras_floor": _with_rate(_median_seconds(lambda: float(floor_fn()), args.warmup, args.repeats), args.batch),
-        "tf_keras_step": _with_rate(_median_seconds(lambda: float(step_fn()), args.warmup, args.repeats), args.batch),
+        f"{prefix}_floor": _with_rate(_median_seconds(lambda: float(floor_fn()), args.warmup, args.repeats), args.batch),
+        f"{prefix}_step": _with_rate(_median_seconds(lambda: float(step_fn()), args.warmup, args.repeats), args.batch),
     }
 
 
@@ -174,34 +180,11 @@ def main():
                 _median_seconds(lambda part=part: float(part()), args.warmup, args.repeats), args.batch
             )
 
-    # The floor: keras.applications at the max net's width and resolution.
-    app = keras.applications.MobileNet if args.model == "mobilenet_v1" else keras.applications.MobileNetV2
-    reference = app(
-        input_shape=(args.resolution, args.resolution, 3), alpha=1.0, weights=None, classes=args.classes,
-        classifier_activation=None,
-    )
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    reference_optimizer = keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True)
-    reference_optimizer.build(reference.trainable_variables)
+    # The floors: keras.applications and tf_keras.applications at the max net's width and resolution.
+    import tf_keras
 
-    def forward_backward():
-        with tf.GradientTape() as tape:
-            loss = loss_fn(labels, reference(images, training=True))
-        return loss, tape.gradient(loss, reference.trainable_variables)
-
-    floor_fn = tf.function(lambda: _done(forward_backward()))
-
-    @tf.function
-    def keras_step_fn():
-        loss, grads = forward_backward()
-        reference_optimizer.apply_gradients(zip(grads, reference.trainable_variables))
-        return loss
-
-    results["keras_floor"] = _with_rate(_median_seconds(lambda: float(floor_fn()), args.warmup, args.repeats), args.batch)
-    results["keras_step"] = _with_rate(
-        _median_seconds(lambda: float(keras_step_fn()), args.warmup, args.repeats), args.batch
-    )
-    results.update(_tf_keras_floor(args, images, labels))
+    results.update(_plain_steps(keras, args, images, labels, "keras"))
+    results.update(_plain_steps(tf_keras, args, images, labels, "tf_keras"))
     if not args.skip_parts:
         results["max_part_over_tf_keras_floor"] = round(
             results["part_max"]["median_s"] / results["tf_keras_floor"]["median_s"], 3

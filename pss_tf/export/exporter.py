@@ -65,7 +65,8 @@ def plan(options: ExportOptions) -> ExportPlan:
         winners = job.winners()
         if not winners:
             raise ConfigError("job_dir", f"{job.path} lists no winners (every pool was empty)")
-    chosen = subnets_lib.select(winners, configs, job.metrics, job.cost_kwargs())
+    searched = _searched(job, choice) if choice.searched else None
+    chosen = subnets_lib.select(winners, configs, job.metrics, job.cost_kwargs(), searched)
     qat_subnet = None
     if options.quantization.qat:
         names = [s.name for s in chosen]
@@ -82,6 +83,27 @@ def plan(options: ExportOptions) -> ExportPlan:
     version = serving.plan_version(options.export_dir, choice.new_version)
     fresh = not (os.path.isdir(options.export_dir) and os.listdir(options.export_dir))
     return ExportPlan(job, chosen, model_name, version, fresh, qat_subnet)
+
+
+def _searched(job: Job, choice) -> list:
+    """The searched subnets of the run (tools/search.py's searched.json), checked to lie in its space."""
+    from pss_tf.search.driver import read_searched
+    from pss_tf.space.config import SubnetConfig
+
+    directory = choice.searched_dir or job.dir.file("search")
+    entries = read_searched(directory)
+    if not entries:
+        raise ConfigError(
+            "searched", f"{directory} holds no searched.json: search the run with tools/search.py first"
+        )
+    found = []
+    for entry in entries:
+        config = SubnetConfig.from_dict(entry["config"])
+        problems = job.space.violations(config)
+        if problems:
+            raise ConfigError("searched", f"{entry['name']} lies outside the run's space: " + "; ".join(problems))
+        found.append((entry, config))
+    return found
 
 
 def export(options: ExportOptions, log: Callable[[str], None] = logger.info) -> ExportResult:

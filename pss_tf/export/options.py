@@ -28,6 +28,10 @@ class SubnetChoice:
     )
     winners: bool | None = option(None, help="Export the run's winners (default: yes, unless config is given).")
     model_name: str | None = option(None, help="TF Serving model name (default: pss_<model>, e.g. pss_mobilenet_v1).")
+    searched: bool = option(
+        False, help="Also export the subnets tools/search.py found (searched.json in searched_dir), beside the winners."
+    )
+    searched_dir: str = option("", help="Where searched.json is (default: JOB_DIR/search).")
     new_version: bool = option(False, help="Add the next version to an existing export instead of refusing it.")
     container_dir: str = option("/models", help="Where the server mounts export_dir (models.config).")
 

@@ -18,6 +18,7 @@ from pss_tf.space.cost import count_flops, count_params
 
 WINNER = "winner"
 CONFIG = "config"
+SEARCHED = "searched"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -92,6 +93,7 @@ def select(
     configs: list[SubnetConfig],
     metrics: dict,
     cost_kwargs: dict,
+    searched: list[tuple[dict, SubnetConfig]] | None = None,
 ) -> list[Subnet]:
     """The subnets to export, sorted by their value under the first metric.
 
@@ -104,6 +106,12 @@ def select(
             parameter counts.
     """
     subnets = []
+    for entry, config in searched or []:
+        subnets.append(
+            _make(config, entry["name"], SEARCHED, metrics, cost_kwargs,
+                  metric=entry["metric"], target=entry["budget"],
+                  val_top1=entry.get("val_top1"), val_top5=entry.get("val_top5"))
+        )
     for entry, config in winners or []:
         subnets.append(
             _make(config, entry["name"], WINNER, metrics, cost_kwargs,
@@ -114,7 +122,7 @@ def select(
         macs = count_flops(config, **cost_kwargs)
         subnets.append(_make(config, config_name(config, macs), CONFIG, metrics, cost_kwargs))
     if not subnets:
-        raise ConfigError("config", "nothing to export: no winners and no config")
+        raise ConfigError("config", "nothing to export: no winners, no searched subnets and no config")
     names = [s.name for s in subnets]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

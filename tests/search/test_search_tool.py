@@ -115,3 +115,48 @@ def test_interrupted_search_resumes_to_the_same_results(searched, job_copy):
         assert 1 <= json.load(f)["search"]["generation"] < GENERATIONS
     search(job)
     assert read(job) == reference
+
+
+@pytest.mark.slow
+def test_searched_subnets_export_beside_the_winners(searched, tmp_path):
+    """`tools/export.py --searched` exports every searched subnet as a signature (and
+    TFLite file) beside the winners; the adaptive signature chooses among all of them."""
+    import tensorflow as tf
+
+    job, entries, _ = searched
+    out = tmp_path / "export"
+    result = run_tool(
+        "export.py", f"--job_dir={job}", f"--export_dir={out}", "--searched", "--tflite_kinds=float32",
+        "--nobundle", "--nolatency", "--eval_examples=64", timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    manifest = json.load(open(out / "manifest.json"))
+    by_name = {s["name"]: s for s in manifest["subnets"]}
+    assert {e["name"] for e in entries} <= set(by_name)
+    assert {s["source"] for s in manifest["subnets"]} == {"winner", "searched"}
+    for entry in entries:
+        subnet = by_name[entry["name"]]
+        assert subnet["config"] == entry["config"] and subnet["val_top1"] == entry["val_top1"]
+        assert subnet["tflite"]["float32"]["bytes"] > 0
+    choices = manifest["saved_model"]["signatures"]["adaptive"]["choices"]
+    front = [s for s in manifest["subnets"] if s["pareto_front"]["flops"]]
+    assert [c["subnet"] for c in choices] == [s["name"] for s in front]
+    for subnet in manifest["subnets"]:  # Off the front: a cheaper subnet is at least as accurate.
+        if not subnet["pareto_front"]["flops"]:
+            assert any(
+                f["values"]["flops"] <= subnet["values"]["flops"] and f["val_top1"] >= subnet["val_top1"] for f in front
+            ), subnet["name"]
+    loaded = tf.saved_model.load(str(out / "serving" / "pss_mobilenet_v1" / "1"))
+    assert {e["name"] for e in entries} <= set(loaded.signatures)
+
+
+def test_export_of_searched_subnets_needs_a_search(job_copy, tmp_path):
+    from pss_tf.errors import ConfigError
+    from pss_tf.export import exporter
+    from pss_tf.export.options import ExportOptions
+
+    job = job_copy()
+    with pytest.raises(ConfigError) as raised:
+        exporter.plan(ExportOptions(job_dir=job, export_dir=str(tmp_path / "out")).replace(searched=True))
+    assert raised.value.field == "searched" and "tools/search.py" in str(raised.value)
+    assert not (tmp_path / "out").exists()
