@@ -6,6 +6,7 @@ so each benchmark's JSON says how busy the machine was when it started.
 
 import os
 import subprocess
+import time
 
 # Other heavy jobs of this project that would skew timings.
 HEAVY = r"tools/(train|export)\.py|pytest"
@@ -25,3 +26,15 @@ def machine_state() -> dict:
         # Training and test runs use every core they can get.
         "cores_in_use_by_others": os.cpu_count() if others else 0,
     }
+
+
+def time_calls(fn, warmup: int, repeats: int) -> list[float]:
+    """Seconds of each of `repeats` calls of `fn`, after `warmup` untimed calls (tracing, caches)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times

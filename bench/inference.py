@@ -22,11 +22,10 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from common import machine_state
+from common import machine_state, time_calls
 
 REFERENCES = {
     "mobilenet_v1": [(224, 1.0), (224, 0.75), (128, 1.0), (128, 0.75)],
@@ -35,14 +34,7 @@ REFERENCES = {
 
 
 def _median_ms(fn, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times) * 1e3, 3)
+    return round(statistics.median(time_calls(fn, warmup, repeats)) * 1e3, 3)
 
 
 def tflite_ops(model) -> dict:

@@ -23,20 +23,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 from common import machine_state
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(len(values))
-    for value in np.unique(values):  # Ties share their mean rank.
-        tied = values == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
+from scipy import stats
 
 
 def spearman(a, b) -> float:
-    return float(np.corrcoef(_ranks(np.asarray(a)), _ranks(np.asarray(b)))[0, 1])
+    return float(stats.spearmanr(a, b).statistic)
 
 
 def errors(predicted, measured) -> dict:

@@ -113,8 +113,12 @@ def run(args):
     job_dir = os.path.join(args.runs, name)
     pss_seconds = _seconds_per_step("pss", args.seed)
     seconds = pss_seconds if args.mode == "pss" else _seconds_per_step(args.mode, args.seed)
-    steps_per_epoch = max(1, round(args.pss_steps * pss_seconds / seconds / 4))
-    config = _config(job_dir, args.mode, args.seed, epochs=4, steps_per_epoch=steps_per_epoch)
+    if args.resume and os.path.exists(os.path.join(job_dir, "run.json")):
+        # An interrupted run keeps the budget it was given; only the ratio is re-timed.
+        config = Job(job_dir).config.replace(resume=True)
+    else:
+        steps_per_epoch = max(1, round(args.pss_steps * pss_seconds / seconds / 4))
+        config = _config(job_dir, args.mode, args.seed, epochs=4, steps_per_epoch=steps_per_epoch)
     runtime.configure(config)
     started = time.perf_counter()
     result = Trainer(config).run()
@@ -130,33 +134,15 @@ def run(args):
     atomic_write_json(
         os.path.join(out, "timing.json"),
         {"seconds_per_step": seconds, "pss_seconds_per_step": pss_seconds, "steps": result.steps,
-         "budget_pss_steps": args.pss_steps, "run_wall_s": round(wall, 1), "finished": result.finished},
+         "budget_pss_steps": args.pss_steps, "run_wall_s": round(wall, 1), "finished": result.finished,
+         "resumed": bool(args.resume)},
     )
     print(json.dumps({"run": name, "steps": result.steps, "seconds_per_step": round(seconds, 3), "wall_s": round(wall)}))
 
 
-def kendall_tau(a, b) -> float:
-    """Kendall's tau-b of two equally long sequences (ties counted as neither)."""
-    concordant = discordant = ties_a = ties_b = 0
-    for i in range(len(a)):
-        for j in range(i + 1, len(a)):
-            da, db = a[i] - a[j], b[i] - b[j]
-            if da == 0 and db == 0:
-                continue
-            if da == 0:
-                ties_a += 1
-            elif db == 0:
-                ties_b += 1
-            elif da * db > 0:
-                concordant += 1
-            else:
-                discordant += 1
-    denominator = ((concordant + discordant + ties_a) * (concordant + discordant + ties_b)) ** 0.5
-    return (concordant - discordant) / denominator if denominator else float("nan")
-
-
 def report(args):
     import matplotlib
+    from scipy import stats
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -200,7 +186,7 @@ def report(args):
         seeds = sorted(n for n in runs if n.rsplit("_s", 1)[0] == mode)
         if len(seeds) >= 2:
             a, b = ([f["val_top1"] for f in runs[s]["fixed_subnets_top1.json"]] for s in seeds[:2])
-            summary["kendall_tau"][mode] = round(kendall_tau(a, b), 3)
+            summary["kendall_tau"][mode] = round(float(stats.kendalltau(a, b).statistic), 3)
     atomic_write_json(os.path.join(STUDY, "summary.json"), summary)
     print(json.dumps(summary, indent=2))
 
@@ -212,14 +198,15 @@ def main():
     one.add_argument("--mode", choices=sorted(MODES), required=True)
     one.add_argument("--seed", type=int, default=0)
     one.add_argument("--pss_steps", type=int, default=1200, help="budget: the time of this many serial PSS steps")
+    one.add_argument("--resume", action="store_true", help="finish an interrupted run in its job directory")
     one.add_argument("--runs", default=os.path.join(ROOT, "runs", "study"), help="where the job directories go")
     sub.add_parser("report")
     args = parser.parse_args()
     if args.command == "run":
         if args.pss_steps < 4:
             parser.error("--pss_steps: must be at least 4")
-        if os.path.exists(os.path.join(args.runs, f"{args.mode}_s{args.seed}")):
-            parser.error(f"--runs: {args.runs}/{args.mode}_s{args.seed} exists; remove it to run again")
+        if not args.resume and os.path.exists(os.path.join(args.runs, f"{args.mode}_s{args.seed}")):
+            parser.error(f"--runs: {args.runs}/{args.mode}_s{args.seed} exists; remove it or pass --resume")
         run(args)
     else:
         report(args)

@@ -43,6 +43,8 @@ import statistics
 import sys
 import time
 
+from scipy import stats
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -50,57 +52,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 STATE_FORMAT = "bench.ranking"
 STATE_VERSION = 1
-
-
-# --- rank correlations ----------------------------------------------------------
-
-
-def kendall_tau_b(a, b) -> float:
-    """Kendall's tau-b of two equally long sequences (pairs tied in both count in neither)."""
-    if len(a) != len(b):
-        raise ValueError(f"kendall_tau_b: sequences of {len(a)} and {len(b)} values")
-    concordant = discordant = ties_a = ties_b = 0
-    for i in range(len(a)):
-        for j in range(i + 1, len(a)):
-            da, db = a[i] - a[j], b[i] - b[j]
-            if da == 0 and db == 0:
-                continue
-            if da == 0:
-                ties_a += 1
-            elif db == 0:
-                ties_b += 1
-            elif (da > 0) == (db > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    denominator = math.sqrt((concordant + discordant + ties_a) * (concordant + discordant + ties_b))
-    return (concordant - discordant) / denominator if denominator else float("nan")
-
-
-def ranks(values) -> list[float]:
-    """1-based ranks, ties sharing the mean of their ranks."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return out
-
-
-def spearman(a, b) -> float:
-    """Spearman's rho: Pearson's correlation of the (tie-averaged) ranks."""
-    if len(a) != len(b):
-        raise ValueError(f"spearman: sequences of {len(a)} and {len(b)} values")
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
-    cov = math.fsum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    var = math.sqrt(math.fsum((x - ma) ** 2 for x in ra) * math.fsum((y - mb) ** 2 for y in rb))
-    return cov / var if var else float("nan")
 
 
 # --- choosing subnets -----------------------------------------------------------
@@ -405,8 +356,8 @@ def run(args) -> int:
         "validation_examples": job.info.num_val,
         "selection": settings["selection"] | {"method": "evenly spaced MACs quantiles of the draws, min to max"},
         "recipe": rec,
-        "kendall_tau_b": kendall_tau_b(standalone, inside),
-        "spearman": spearman(standalone, inside),
+        "kendall_tau_b": float(stats.kendalltau(standalone, inside).statistic),  # tau-b: ties count in neither
+        "spearman": float(stats.spearmanr(standalone, inside).statistic),
         "mean_standalone_top1": statistics.fmean(standalone),
         "mean_supernet_top1": statistics.fmean(inside),
         "train_seconds_total": round(sum(s["train_seconds"] for s in subnets), 1),

@@ -31,17 +31,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from common import machine_state
+from common import machine_state, time_calls
 
 
 def _median_seconds(fn, warmup: int, repeats: int) -> dict:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+    times = time_calls(fn, warmup, repeats)
     return {"median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4), "repeats": repeats}
 
 

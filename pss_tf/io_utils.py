@@ -50,3 +50,20 @@ def read_json(path: str | os.PathLike, what: str = "file"):
             return json.load(f)
     except json.JSONDecodeError as e:
         raise ValueError(f"{what} {os.fspath(path)}: not valid JSON ({e})") from None
+
+
+def check_header(data, file_format: str, version: int, required: set[str]) -> None:
+    """Checks a versioned JSON document's format, version and top-level fields.
+
+    Raises ValueError (the caller adds which file) so every saved state of pss_tf is
+    refused the same way when it comes from another tool or another version.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    if data.get("format") != file_format or data.get("version") != version:
+        raise ValueError(
+            f"not a version {version} {file_format} file (format={data.get('format')!r}, version={data.get('version')!r})"
+        )
+    missing = set(required) - set(data)
+    if missing:
+        raise ValueError(f"missing field(s) {sorted(missing)}")

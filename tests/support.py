@@ -19,6 +19,16 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 SMOKE_FLAGS = os.path.join(ROOT, "configs", "smoke.flags")
 
 
+def load_script(path: str, name: str):
+    """A script that is not a package module (under bench/ or tools/), imported for its functions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def smoke_config(job_dir, **overrides):
     """The TrainConfig of configs/smoke.flags, parsed by the tool's own flags.
 

@@ -186,16 +186,7 @@ class PoolManager:
 
     @classmethod
     def from_dict(cls, data: dict) -> "PoolManager":
-        if not isinstance(data, dict):
-            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-        if data.get("format") != _FORMAT or data.get("version") != _VERSION:
-            raise ValueError(
-                f"not a version {_VERSION} {_FORMAT} file "
-                f"(format={data.get('format')!r}, version={data.get('version')!r})"
-            )
-        missing = {"capacity", "ema_momentum", "pools"} - set(data)
-        if missing:
-            raise ValueError(f"missing field(s) {sorted(missing)}")
+        io_utils.check_header(data, _FORMAT, _VERSION, {"capacity", "ema_momentum", "pools"})
         manager = cls(data["capacity"], data["ema_momentum"])
         if not isinstance(data["pools"], list):
             raise ValueError("pools: expected a list")

@@ -150,16 +150,7 @@ class TrainingRecords:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainingRecords":
-        if not isinstance(data, dict):
-            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-        if data.get("format") != _FORMAT or data.get("version") != _VERSION:
-            raise ValueError(
-                f"not a version {_VERSION} {_FORMAT} file "
-                f"(format={data.get('format')!r}, version={data.get('version')!r})"
-            )
-        missing = {"capacity", "count", "last_step", "entries"} - set(data)
-        if missing:
-            raise ValueError(f"missing field(s) {sorted(missing)}")
+        io_utils.check_header(data, _FORMAT, _VERSION, {"capacity", "count", "last_step", "entries"})
         records = cls(data["capacity"])
         entries = data["entries"]
         if not isinstance(entries, list) or len(entries) > records.capacity:

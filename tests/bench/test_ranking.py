@@ -1,6 +1,5 @@
 """bench/ranking.py: its rank correlations, its choice of subnets, and one tiny end-to-end run."""
 
-import importlib.util
 import json
 import math
 import os
@@ -8,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from support import ROOT, subprocess_env
+from support import ROOT, load_script, subprocess_env
 
 from pss_tf.search.genes import network_key
 from pss_tf.space.config import SearchSpace
@@ -17,38 +16,7 @@ from pss_tf.space.cost import count_flops
 SCRIPT = os.path.join(ROOT, "bench", "ranking.py")
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_ranking", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ranking = _load()
-
-
-def test_rank_correlations_by_hand():
-    a = [1, 2, 3, 4, 5]
-    assert ranking.kendall_tau_b(a, a) == pytest.approx(1.0)
-    assert ranking.kendall_tau_b(a, a[::-1]) == pytest.approx(-1.0)
-    assert ranking.spearman(a, [10, 20, 30, 40, 50]) == pytest.approx(1.0)
-    assert ranking.spearman(a, a[::-1]) == pytest.approx(-1.0)
-    # One swapped pair of 5: 9 concordant, 1 discordant; d = (0, 0, 0, 1, -1).
-    b = [1, 2, 3, 5, 4]
-    assert ranking.kendall_tau_b(a, b) == pytest.approx(0.8)
-    assert ranking.spearman(a, b) == pytest.approx(1 - 6 * 2 / (5 * 24))
-    assert ranking.ranks([0.5, 0.1, 0.5, 0.9]) == [2.5, 1.0, 2.5, 4.0]
-    assert math.isnan(ranking.kendall_tau_b([1, 1, 1], [1, 2, 3]))
-    with pytest.raises(ValueError):
-        ranking.spearman([1, 2], [1, 2, 3])
-
-
-def test_rank_correlations_agree_with_scipy_under_ties():
-    stats = pytest.importorskip("scipy.stats")
-    a = [0.50, 0.52, 0.52, 0.61, 0.58, 0.58, 0.70, 0.44]
-    b = [0.48, 0.55, 0.50, 0.60, 0.60, 0.57, 0.66, 0.40]
-    assert ranking.kendall_tau_b(a, b) == pytest.approx(stats.kendalltau(a, b).statistic)  # tau-b by default
-    assert ranking.spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic)
+ranking = load_script(SCRIPT, "bench_ranking")
 
 
 def test_subnets_spread_over_the_macs_range_reproducibly():

@@ -1,6 +1,5 @@
 """bench/search_study.py: its curves and summaries on made-up searches, and one tiny study end to end."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -8,19 +7,12 @@ import subprocess
 import sys
 
 import pytest
-from support import ROOT, subprocess_env
+from support import ROOT, load_script, subprocess_env
 
 SCRIPT = os.path.join(ROOT, "bench", "search_study.py")
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_search_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-study = _load()
+study = load_script(SCRIPT, "bench_search_study")
 
 
 def entry(init, seed, best, evaluations, budget=5.0, val=0.5):

@@ -29,6 +29,19 @@ def pool_of(capacity, *members):
     return manager
 
 
+def _pools_file(capacity: int, members: list) -> str:
+    """A pools.json of one 300M-MACs pool holding `members` as written."""
+    return json.dumps(
+        {
+            "format": "pss_tf.pools",
+            "version": 1,
+            "capacity": capacity,
+            "ema_momentum": 0.9,
+            "pools": [{"metric": "flops", "target": 300.0, "members": members}],
+        }
+    )
+
+
 class TestUpdate:
     def test_newcomer_starts_at_its_score(self):
         manager = pool_of(50, (A, -2.5))
@@ -65,7 +78,9 @@ class TestUpdate:
         manager = pool_of(2, (A, 1.0), (B, 1.0))
         assert manager.update(KEY, C, 1.0) == C  # Newcomer loses a tie.
         manager = pool_of(2, (A, 1.0), (B, 1.0))
-        assert manager.update(KEY, C, 2.0) == B  # Among tied incumbents the later one goes.
+        assert (
+            manager.update(KEY, C, 2.0) == B
+        )  # Among tied incumbents the later one goes.
         assert manager.members(KEY) == [(A, 1.0), (C, 2.0)]
 
     def test_updating_a_member_never_evicts(self):
@@ -142,7 +157,9 @@ class TestSampling:
     @pytest.mark.parametrize("temperature", [0.1, 1.0, 3.0])
     def test_probabilities_are_the_softmax(self, temperature):
         probabilities = self.manager().probabilities(KEY, temperature)
-        np.testing.assert_allclose(probabilities, exact_softmax(self.SCORES, temperature), rtol=1e-12)
+        np.testing.assert_allclose(
+            probabilities, exact_softmax(self.SCORES, temperature), rtol=1e-12
+        )
         assert math.fsum(probabilities) == pytest.approx(1.0, abs=1e-15)
 
     def test_sample_frequencies_match_softmax(self):
@@ -153,19 +170,25 @@ class TestSampling:
             counts[members.index(manager.sample(KEY, 1.0, rng))] += 1
         expected = exact_softmax(self.SCORES, 1.0) * draws
         chi_square = ((counts - expected) ** 2 / expected).sum()
-        assert chi_square < 18.47  # 99.9% quantile of chi-square with 4 degrees of freedom.
+        assert (
+            chi_square < 18.47
+        )  # 99.9% quantile of chi-square with 4 degrees of freedom.
         np.testing.assert_allclose(counts / draws, expected / draws, atol=0.01)
 
     def test_low_temperature_is_argmax(self):
         manager, rng = self.manager(), random.Random(0)
         assert manager.probabilities(KEY, 1e-3)[0] == 1.0
         for temperature in (1e-3, 1e-6, 1e-300):
-            assert manager.probabilities(KEY, temperature)[1:] == pytest.approx([0.0] * 4, abs=1e-200)
+            assert manager.probabilities(KEY, temperature)[1:] == pytest.approx(
+                [0.0] * 4, abs=1e-200
+            )
             assert {manager.sample(KEY, temperature, rng) for _ in range(200)} == {A}
 
     def test_high_temperature_is_uniform(self):
         manager, rng = self.manager(), random.Random(0)
-        np.testing.assert_allclose(manager.probabilities(KEY, 1e9), [0.2] * 5, atol=1e-9)
+        np.testing.assert_allclose(
+            manager.probabilities(KEY, 1e9), [0.2] * 5, atol=1e-9
+        )
         counts = {m: 0 for m in (A, B, C, D, E)}
         for _ in range(10_000):
             counts[manager.sample(KEY, 1e6, rng)] += 1
@@ -196,11 +219,19 @@ def messy_manager() -> PoolManager:
     manager = PoolManager(capacity=4, ema_momentum=0.9)
     rng = random.Random(1)
     configs = [
-        SubnetConfig("mobilenet_v1", 128 + 8 * (i % 13), tuple(round(rng.uniform(0.75, 1.0), 3) for _ in range(14)))
+        SubnetConfig(
+            "mobilenet_v1",
+            128 + 8 * (i % 13),
+            tuple(round(rng.uniform(0.75, 1.0), 3) for _ in range(14)),
+        )
         for i in range(9)
     ]
     for step in range(60):
-        key = ("flops", float(rng.choice([300, 120, 570]))) if step % 5 else ("latency_cpu", 12.5)
+        key = (
+            ("flops", float(rng.choice([300, 120, 570])))
+            if step % 5
+            else ("latency_cpu", 12.5)
+        )
         manager.update(key, rng.choice(configs), -rng.expovariate(0.7) / 3)
     manager.update(("flops", 200.0), configs[0], 0.1 + 0.2)
     manager.update(("flops", 200.0), configs[1], 5e-324)
@@ -234,7 +265,9 @@ class TestPersistence:
             assert drawn_a == drawn_b
             score = rng_a.gauss(-1, 0.5)
             rng_b.gauss(-1, 0.5)
-            assert manager.update(key, drawn_a, score) == restored.update(key, drawn_b, score)
+            assert manager.update(key, drawn_a, score) == restored.update(
+                key, drawn_b, score
+            )
         assert manager.to_dict() == restored.to_dict()
 
     def test_save_replaces_the_old_file(self, tmp_path):
@@ -276,78 +309,40 @@ class TestPersistence:
             ("[]", "JSON object"),
             ('{"format": "other", "version": 1}', "format"),
             (
-                json.dumps({"format": "pss_tf.pools", "version": 1, "capacity": 2, "ema_momentum": 0.9}),
-                "missing",
-            ),
-            (
                 json.dumps(
                     {
                         "format": "pss_tf.pools",
                         "version": 1,
                         "capacity": 2,
                         "ema_momentum": 0.9,
-                        "pools": [{"metric": "flops", "target": 300.0, "members": [{"config": A.to_dict()}]}],
                     }
                 ),
-                r"members\[0\]",
+                "missing",
             ),
+            (_pools_file(2, [{"config": A.to_dict()}]), r"members\[0\]"),
             (
-                json.dumps(
-                    {
-                        "format": "pss_tf.pools",
-                        "version": 1,
-                        "capacity": 1,
-                        "ema_momentum": 0.9,
-                        "pools": [
-                            {
-                                "metric": "flops",
-                                "target": 300.0,
-                                "members": [
-                                    {"config": A.to_dict(), "score": 1.0},
-                                    {"config": B.to_dict(), "score": 2.0},
-                                ],
-                            }
-                        ],
-                    }
+                _pools_file(
+                    1,
+                    [
+                        {"config": A.to_dict(), "score": 1.0},
+                        {"config": B.to_dict(), "score": 2.0},
+                    ],
                 ),
                 "at most 1",
             ),
             (
-                json.dumps(
-                    {
-                        "format": "pss_tf.pools",
-                        "version": 1,
-                        "capacity": 5,
-                        "ema_momentum": 0.9,
-                        "pools": [
-                            {
-                                "metric": "flops",
-                                "target": 300.0,
-                                "members": [
-                                    {"config": A.to_dict(), "score": 1.0},
-                                    {"config": A.to_dict(), "score": 2.0},
-                                ],
-                            }
-                        ],
-                    }
+                _pools_file(
+                    5,
+                    [
+                        {"config": A.to_dict(), "score": 1.0},
+                        {"config": A.to_dict(), "score": 2.0},
+                    ],
                 ),
                 "twice",
             ),
             (
-                json.dumps(
-                    {
-                        "format": "pss_tf.pools",
-                        "version": 1,
-                        "capacity": 5,
-                        "ema_momentum": 0.9,
-                        "pools": [
-                            {
-                                "metric": "flops",
-                                "target": 300.0,
-                                "members": [{"config": {**A.to_dict(), "model": "resnet"}, "score": 1.0}],
-                            }
-                        ],
-                    }
+                _pools_file(
+                    5, [{"config": {**A.to_dict(), "model": "resnet"}, "score": 1.0}]
                 ),
                 "model",
             ),
