@@ -35,6 +35,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 STUDY = os.path.join(ROOT, "docs", "study")
 FIXED = os.path.join(STUDY, "fixed_subnets.json")
 MODES = {
@@ -111,6 +112,9 @@ def run(args):
     name = f"{args.mode}_s{args.seed}"
     out = os.path.join(STUDY, name)
     job_dir = os.path.join(args.runs, name)
+    from common import machine_state
+
+    state = machine_state()  # The step-time ratio is only fair on an otherwise idle machine.
     pss_seconds = _seconds_per_step("pss", args.seed)
     seconds = pss_seconds if args.mode == "pss" else _seconds_per_step(args.mode, args.seed)
     if args.resume and os.path.exists(os.path.join(job_dir, "run.json")):
@@ -135,7 +139,7 @@ def run(args):
         os.path.join(out, "timing.json"),
         {"seconds_per_step": seconds, "pss_seconds_per_step": pss_seconds, "steps": result.steps,
          "budget_pss_steps": args.pss_steps, "run_wall_s": round(wall, 1), "finished": result.finished,
-         "resumed": bool(args.resume)},
+         "resumed": bool(args.resume), "machine_at_calibration": state},
     )
     print(json.dumps({"run": name, "steps": result.steps, "seconds_per_step": round(seconds, 3), "wall_s": round(wall)}))
 
@@ -187,8 +191,42 @@ def report(args):
         if len(seeds) >= 2:
             a, b = ([f["val_top1"] for f in runs[s]["fixed_subnets_top1.json"]] for s in seeds[:2])
             summary["kendall_tau"][mode] = round(float(stats.kendalltau(a, b).statistic), 3)
+    summary["per_mode"] = _per_mode(runs, modes)
     atomic_write_json(os.path.join(STUDY, "summary.json"), summary)
     print(json.dumps(summary, indent=2))
+    print(_markdown(summary))
+
+
+def _per_mode(runs, modes) -> dict:
+    """Each mode's winners averaged over its seeds, per target; steps and seconds per step likewise."""
+    out = {}
+    for mode in modes:
+        names = sorted(n for n in runs if n.rsplit("_s", 1)[0] == mode)
+        by_target = {}
+        for name in names:
+            for w in runs[name]["winners.json"]:
+                by_target.setdefault(f"{w['target']:g}", []).append(100 * w["val_top1"])
+        out[mode] = {
+            "seeds": len(names),
+            "steps": round(statistics.mean(runs[n]["timing.json"]["steps"] for n in names)),
+            "winners_mean": {t: round(statistics.mean(v), 2) for t, v in sorted(by_target.items(), key=lambda kv: float(kv[0]))},
+            "winners_spread": {t: round(max(v) - min(v), 2) for t, v in by_target.items()},
+            "mean_winner_top1": round(statistics.mean(100 * w["val_top1"] for n in names for w in runs[n]["winners.json"]), 2),
+        }
+    return out
+
+
+def _markdown(summary) -> str:
+    """Per mode: mean winner top-1 over seeds at each target, and the seeds' rank agreement."""
+    targets = sorted({t for m in summary["per_mode"].values() for t in m["winners_mean"]}, key=float)
+    lines = ["| mode | seeds | steps | " + " | ".join(f"{t}M" for t in targets) + " | mean | Kendall tau |",
+             "|---|---|---|" + "---|" * (len(targets) + 2)]
+    for mode, m in summary["per_mode"].items():
+        cells = [f"{m['winners_mean'][t]:.2f}" if t in m["winners_mean"] else "-" for t in targets]
+        tau = summary["kendall_tau"].get(mode)
+        lines.append(f"| {mode} | {m['seeds']} | {m['steps']} | " + " | ".join(cells)
+                     + f" | {m['mean_winner_top1']:.2f} | {'-' if tau is None else f'{tau:.2f}'} |")
+    return "\n".join(lines)
 
 
 def main():

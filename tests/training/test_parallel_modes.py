@@ -2,7 +2,7 @@
 
 The group pass itself is checked for exactness in tests/models/test_parallel.py;
 here the steps score each slice from its own examples, and both modes train,
-resume exactly and export.
+resume exactly and export their winners.
 """
 
 import json
@@ -88,6 +88,17 @@ def test_parallel_modes_train_and_resume_exactly(tmp_path, changes):
     records = Job(str(tmp_path / "straight")).records().records()
     drawn = changes["parallel_subnets"] - (1 if changes.get("pse_anchor") or changes["mode"] == "sandwich" else 0)
     assert len(records) <= 6 * drawn and records
+    # The resumed run exports like any other: its winners, with the accuracy the run measured.
+    from pss_tf.export import exporter
+    from pss_tf.export.options import ExportOptions
+
+    options = ExportOptions(job_dir=str(tmp_path / "resumed"), export_dir=str(tmp_path / "export"))
+    manifest = exporter.export(options.replace(tflite_kinds=(), bundle=False, latency=False), log=lambda m: None).manifest
+    winners = json.load(open(tmp_path / "resumed" / "winners.json"))
+    assert sorted(s["name"] for s in manifest["subnets"]) == sorted(w["name"] for w in winners)
+    by_name = {w["name"]: w for w in winners}
+    for subnet in manifest["subnets"]:
+        assert subnet["accuracy"]["keras"] == pytest.approx(by_name[subnet["name"]]["val_top1"])
 
 
 def test_parallel_settings_are_checked_before_any_work(tmp_path):
