@@ -1,6 +1,6 @@
 """Does training several subnets per pass pay? Four modes on Fashion-MNIST at one wall-clock budget.
 
-    python bench/mode_study.py run --mode=pss --seed=0        # one run (about 9 minutes)
+    python bench/mode_study.py run --mode=pss --seed=0        # one run (11 to 13 minutes on 2 cores)
     python bench/mode_study.py report                         # the plot and tables from every run so far
 
 Modes (all from configs/fashion_mnist.flags):
