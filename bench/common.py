@@ -38,3 +38,28 @@ def time_calls(fn, warmup: int, repeats: int) -> list[float]:
         fn()
         times.append(time.perf_counter() - start)
     return times
+
+
+def spread_over_cost(space, cost, count: int, draws: int, seed: int) -> list:
+    """`count` distinct networks at evenly spaced quantiles of the cost of `draws` random configs.
+
+    The same arguments give the same subnets, so studies can share a fixed set.
+    """
+    import random
+
+    from pss_tf.search.genes import network_key
+
+    rng = random.Random(seed)
+    pool = sorted((space.random_config(rng) for _ in range(draws)), key=cost)  # Stable: reproducible.
+    distinct = len({network_key(c) for c in pool})
+    if distinct < count:
+        raise ValueError(f"the {draws} draws hold only {distinct} distinct networks")
+    chosen, keys = [], set()
+    for i in range(count):
+        index = round(i * (len(pool) - 1) / (count - 1))
+        # A network drawn twice is one subnet: take the nearest unused neighbour.
+        nearest = sorted(range(len(pool)), key=lambda j: (abs(j - index), j))
+        config = next(pool[j] for j in nearest if network_key(pool[j]) not in keys)
+        keys.add(network_key(config))
+        chosen.append(config)
+    return sorted(chosen, key=cost)

@@ -86,18 +86,15 @@ def _seconds_per_step(mode, seed) -> float:
 
 def _fixed_subnets():
     """30 subnets of the Fashion-MNIST space, evenly spread over its MACs range (made once)."""
-    import random
+    from common import spread_over_cost
 
     from pss_tf import SubnetConfig, count_flops
+    from pss_tf.io_utils import atomic_write_json
 
     if os.path.exists(FIXED):
         return [SubnetConfig.from_dict(c) for c in json.load(open(FIXED))["configs"]]
     space = _config("unused", "pss", 0).search_space()
-    rng = random.Random(2024)
-    pool = sorted((space.random_config(rng) for _ in range(3000)), key=lambda c: count_flops(c, 10, True, 1))
-    chosen = [pool[round(i * (len(pool) - 1) / 29)] for i in range(30)]
-    from pss_tf.io_utils import atomic_write_json
-
+    chosen = spread_over_cost(space, lambda c: count_flops(c, 10, True, 1), 30, 3000, 2024)
     atomic_write_json(FIXED, {"seed": 2024, "drawn": 3000, "configs": [c.to_dict() for c in chosen]})
     return chosen
 

@@ -59,24 +59,12 @@ STATE_VERSION = 1
 
 def choose_subnets(space, cost, count: int, draws: int, seed: int) -> list:
     """`count` distinct networks at evenly spaced MACs quantiles of `draws` random configs."""
-    import random
+    from common import spread_over_cost
 
-    from pss_tf.search.genes import network_key
-
-    rng = random.Random(seed)
-    pool = sorted((space.random_config(rng) for _ in range(draws)), key=cost)  # Stable: reproducible.
-    distinct = len({network_key(c) for c in pool})
-    if distinct < count:
-        raise SystemExit(f"error: --subnets: the {draws} draws hold only {distinct} distinct networks; ask fewer")
-    chosen, keys = [], set()
-    for i in range(count):
-        index = round(i * (len(pool) - 1) / (count - 1))
-        # A network drawn twice is one subnet: take the nearest unused neighbour.
-        nearest = sorted(range(len(pool)), key=lambda j: (abs(j - index), j))
-        config = next(pool[j] for j in nearest if network_key(pool[j]) not in keys)
-        keys.add(network_key(config))
-        chosen.append(config)
-    return sorted(chosen, key=cost)
+    try:
+        return spread_over_cost(space, cost, count, draws, seed)
+    except ValueError as e:
+        raise SystemExit(f"error: --subnets: {e}; ask fewer") from None
 
 
 # --- training one subnet alone -------------------------------------------------
