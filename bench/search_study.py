@@ -243,6 +243,8 @@ def first_reach(mean_curve: dict, target: float):
 
 def read_study(job_dir: str, metric: str) -> tuple[dict, dict]:
     """{(budget, init): {seed: entry}} of every seed directory, and {seed: study_run.json}."""
+    from pss_tf.search.driver import read_searched
+
     found, runs = {}, {}
     for path in sorted(glob.glob(os.path.join(job_dir, STUDY_DIR, "seed*", "searched.json"))):
         directory = os.path.dirname(path)
@@ -250,10 +252,9 @@ def read_study(job_dir: str, metric: str) -> tuple[dict, dict]:
         if not match:
             continue
         seed = int(match.group(1))
-        with open(path) as f:
-            for entry in json.load(f):
-                if entry["metric"] == metric:
-                    found.setdefault((entry["budget"], entry["init"]), {})[seed] = entry
+        for entry in read_searched(directory):
+            if entry["metric"] == metric:
+                found.setdefault((entry["budget"], entry["init"]), {})[seed] = entry
         record = os.path.join(directory, RUN_FILE)
         if os.path.exists(record):
             with open(record) as f:
