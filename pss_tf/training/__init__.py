@@ -4,7 +4,9 @@
     runtime       process-wide settings (precision, determinism, seeds); `run(config)`
     distribute    tf.distribute strategies and the chief
     optimization  SGD, learning-rate schedule, weight decay
-    step          `SandwichStep`: max net, chosen subnet and min net in one update
+    step          the traced steps: `SandwichStep` (max net, chosen subnet and min net in
+                  one update), `ParallelSandwichStep`, `ParallelLabelsStep`
+    modes         one object per training mode (sandwich, pse, plain) and their registry
     evaluation    BN calibration and accuracy of subnets
     trainer       `Trainer`: the loop, checkpoints, evaluations and winners
 """

@@ -16,6 +16,7 @@ from pss_tf import config_flags
 from pss_tf.config_flags import group, option
 from pss_tf.errors import ConfigError
 from pss_tf.space import architectures
+from pss_tf.training import modes
 from pss_tf.space.config import SearchSpace
 
 METRIC_NAMES = ("flops", "latency_cpu")
@@ -104,12 +105,7 @@ class SamplingConfig:
         "targets, no priorities), or uniform (the baseline: uniformly random subnets).",
         choices=("pss", "uniform", "conditional"),
     )
-    mode: str = option(
-        "sandwich",
-        help="sandwich: the max net learns from the labels and teaches the others (PSS); pse: every subnet "
-        "learns from its labels (PSE-Net's parallel-subnets training, needs parallel_subnets >= 2).",
-        choices=("sandwich", "pse"),
-    )
+    mode: str = option("sandwich", help=f"Training mode: {modes.help_text()}", choices=modes.NAMES)
     parallel_subnets: int = option(
         1,
         help="Subnets per masked pass (PSE-Net): 1 trains them one after the other; with sandwich, N carries the "

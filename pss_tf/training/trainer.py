@@ -1,12 +1,12 @@
 """The PSS training run: a thin loop over library pieces.
 
 `Trainer(config)` checks everything cheap first (settings, job directory,
-data), then builds the pure-Python sampling side (metrics, conditional
-samplers, pools) and the TensorFlow side (supernet, optimizer, step,
+data), then builds the pure-Python side (metrics, pools, the training mode's
+sampling) and the TensorFlow side (supernet, optimizer, the mode's step,
 checkpoint) under the strategy. `run()` records the run in its job directory
-(`pss_tf.job`), draws a subnet per step, runs the traced sandwich step, feeds
-the returned score to the pools, evaluates at epoch ends and writes the
-winners at the end. Process-wide settings (precision, determinism, seeds) are
+(`pss_tf.job`), lets the mode (`pss_tf.training.modes`) draw and train each
+step's subnets, files the scores where the mode says, evaluates at epoch ends
+and writes the winners at the end. Process-wide settings (precision, determinism, seeds) are
 the driver's: `pss_tf.training.runtime`.
 """
 
@@ -24,24 +24,13 @@ import tensorflow as tf
 
 from pss_tf.errors import ConfigError, TrainingDiverged
 from pss_tf.job import JobDir, build_metrics, build_supernet, mark_pareto_front
-from pss_tf.models.supernet import encode_group
-from pss_tf.sampling.conditional_sampler import ConditionalSampler
 from pss_tf.sampling.pools import PoolManager
-from pss_tf.sampling.samplers import PrioritizedSampler, UniformSampler
-from pss_tf.sampling.schedules import ExponentialSchedule
 from pss_tf.search.records import TrainingRecords
-from pss_tf.space.config import SubnetConfig
 from pss_tf.stop import StopRequest
-from pss_tf.training import distribute
+from pss_tf.training import distribute, modes
 from pss_tf.training.config import TrainConfig
 from pss_tf.training.evaluation import make_evaluator
 from pss_tf.training.optimization import build_optimizer, learning_rate_schedule
-from pss_tf.training.step import (
-    NONFINITE_WEIGHTS,
-    ParallelLabelsStep,
-    ParallelSandwichStep,
-    SandwichStep,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +44,7 @@ class TrainResult:
 
 
 class _HostState(tf.train.experimental.PythonState):
-    """The host side of a run (pools, the sampler's random state, training
+    """The host side of a run (pools, the mode's random state, training
     records, evaluations), saved and restored inside each TF checkpoint with the
     weights, so a resumed run continues exactly."""
 
@@ -67,7 +56,7 @@ class _HostState(tf.train.experimental.PythonState):
         return json.dumps(
             {
                 "pools": trainer.pools.to_dict(),
-                "sampler": trainer.sampler.get_state(),
+                "sampler": trainer.mode.get_state(),
                 "records": trainer.records.to_dict(),
                 "evaluations": trainer.evaluations,
             }
@@ -77,8 +66,8 @@ class _HostState(tf.train.experimental.PythonState):
         state = json.loads(string.numpy() if hasattr(string, "numpy") else string)
         trainer = self._trainer
         trainer.pools = PoolManager.from_dict(state["pools"])
-        trainer.sampler.pools = trainer.pools
-        trainer.sampler.set_state(state["sampler"])
+        trainer.mode.use_pools(trainer.pools)
+        trainer.mode.set_state(state["sampler"])
         trainer.records = TrainingRecords.from_dict(state["records"])
         trainer.evaluations = state["evaluations"]
 
@@ -118,37 +107,14 @@ class Trainer:
         self._build_model()
         self._build_checkpoint()
 
-    # Pure-Python side: metrics, conditional samplers, pools, subnet sampler.
+    # Pure-Python side: metrics, pools, the training mode's sampling.
 
     def _build_sampling(self):
         config = self.config
         self.metrics = build_metrics(config, self.info.num_classes, self.info.channels)
         self.pools = PoolManager(config.sampling.pool_capacity, config.sampling.score_momentum)
-        sampling, epochs = config.sampling, config.optimization.epochs
-        if sampling.sampler in ("pss", "conditional"):
-            self.conditional_samplers = {}
-            for name, metric in self.metrics.items():
-                cache = self.job.sampler_cache(name)
-                sampler = ConditionalSampler.build_or_load(
-                    cache if os.path.exists(cache) else None,
-                    self.space, metric, sampling.sampler_samples, config.runtime.seed, sampling.sampler_extremes,
-                )
-                if not sampler.targets:
-                    raise ConfigError(f"{name}_targets", f"no subnet of the search space reaches any target of {metric.grid}")
-                self.conditional_samplers[name] = sampler
-            self.sampler = PrioritizedSampler(
-                self.pools,
-                self.conditional_samplers,
-                ExponentialSchedule(sampling.p_fresh_start, sampling.p_fresh_end, epochs),
-                ExponentialSchedule(sampling.temperature_start, sampling.temperature_end, epochs),
-                seed=config.runtime.seed,
-                use_pools=sampling.sampler == "pss",
-            )
-            self.pool_keys = list(self.sampler.keys)
-        else:
-            self.conditional_samplers = {}
-            self.sampler = UniformSampler(self.space, list(self.metrics.values()), seed=config.runtime.seed)
-            self.pool_keys = [(m.name, t) for m in self.metrics.values() for t in m.grid.targets]
+        self.mode = modes.create(config, self.space, self.metrics, self.pools, self.job)
+        self.pool_keys = self.mode.pool_keys
         self.max_config = self.space.max_config()
         self.min_config = self.space.min_config()
 
@@ -164,14 +130,7 @@ class Trainer:
                 self.schedule, optimization.momentum, loss_scale=optimization.mixed_precision == "float16"
             )
             self.optimizer.build(self.supernet.trainable_variables)
-        sampling = config.sampling
-        if sampling.mode == "pse":
-            step_class = ParallelLabelsStep
-        else:
-            step_class = SandwichStep if sampling.parallel_subnets == 1 else ParallelSandwichStep
-        self.step_fn = step_class(
-            self.supernet, self.optimizer, self.strategy, optimization.global_batch_size, optimization.weight_decay
-        )
+        self.mode.build(self.supernet, self.optimizer, self.strategy)
         self._agree = None
         if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
             # A stop must happen at the same step on every worker, or the others
@@ -227,7 +186,7 @@ class Trainer:
             return
         if not self.job.holds_run():
             self.job.write_config(self.config)
-        for name, sampler in self.conditional_samplers.items():
+        for name, sampler in self.mode.conditional_samplers.items():
             if not os.path.exists(self.job.sampler_cache(name)):
                 sampler.save(self.job.sampler_cache(name))
 
@@ -254,8 +213,6 @@ class Trainer:
     def run(self) -> TrainResult:
         self.evaluator = make_evaluator(self.supernet, self.config, self.data)
         self._iterator = self._train_iterator(self.step)
-        self._max_vector = tf.constant(self.supernet.encode(self.max_config))
-        self._min_vector = tf.constant(self.supernet.encode(self.min_config))
         self._record_start()  # Only a run that gets this far holds the directory.
         writer = (
             tf.summary.create_file_writer(self.job.tensorboard_dir) if self.is_chief else tf.summary.create_noop_writer()
@@ -321,47 +278,17 @@ class Trainer:
         return float(self._agree(tf.constant(1.0 if stop.requested else 0.0))) > 0
 
     def train_step(self, epoch: int) -> dict:
-        """One step on the next batch; each drawn subnet's score goes to its pool."""
-        sampling = self.config.sampling
-        if sampling.parallel_subnets == 1:
-            draws = [self.sampler.draw(epoch)]
-            chosen = tf.constant(self.supernet.encode(draws[0].config))
-            outputs = self.step_fn(next(self._iterator), self._max_vector, chosen, self._min_vector)
-            scores = [outputs["chosen_ce"]]
-        else:
-            draws, fixed, group = self._draw_group(epoch)
-            if sampling.mode == "pse":
-                outputs = self.step_fn(next(self._iterator), group)
-            else:
-                outputs = self.step_fn(next(self._iterator), self._max_vector, group)
-            scores = list(outputs.pop("slice_ce").numpy()[fixed:])
-        losses = {k: float(v) for k, v in outputs.items()}
-        nonfinite_weights = losses.pop(NONFINITE_WEIGHTS)
-        scores = [float(v) for v in scores]
-        if len(draws) > 1:
-            losses["chosen_ce"] = sum(scores) / len(scores)
-        self._check_finite({**losses, **{f"slice_ce_{i}": v for i, v in enumerate(scores)}}, nonfinite_weights)
-        for draw, ce in zip(draws, scores):
-            if draw.key is not None:
-                self.pools.update(draw.key, draw.config, -ce)
+        """One step of the mode on the next batch; its scores go where the mode says."""
+        subnets = self.mode.draw(epoch)
+        result = self.mode.step(next(self._iterator), subnets)
+        scores = {f"slice_ce_{i}": v for i, v in enumerate(result.scores)}
+        self._check_finite({**result.losses, **scores}, result.nonfinite_weights)
+        for key, config, ce in self.mode.pool_updates(result):
+            self.pools.update(key, config, -ce)
         self.global_step.assign_add(1)
-        for draw, ce in zip(draws, scores):
-            self.records.add(draw.config, self.step, ce)
-        return losses
-
-    def _draw_group(self, epoch: int):
-        """The subnets of one masked pass, all of the step's resolution: the fixed
-        ones first (the thinnest with sandwich, the widest with pse_anchor), then
-        the drawn ones. Returns (draws, number of fixed subnets, encoded group)."""
-        sampling = self.config.sampling
-        resolution = self.sampler.draw_resolution()
-        if sampling.mode == "pse":
-            fixed = [SubnetConfig.uniform(self.space.model, resolution, self.space.max_width)] if sampling.pse_anchor else []
-        else:
-            fixed = [SubnetConfig.uniform(self.space.model, resolution, self.space.min_width)]
-        draws = [self.sampler.draw(epoch, resolution=resolution) for _ in range(sampling.parallel_subnets - len(fixed))]
-        group = encode_group(fixed + [d.config for d in draws])
-        return draws, len(fixed), tf.constant(group)
+        for config, ce in self.mode.record_updates(result):
+            self.records.add(config, self.step, ce)
+        return result.losses
 
     def _check_finite(self, losses: dict, nonfinite_weights: float) -> None:
         """Stops a diverged run before anything of the bad step is kept or saved."""
@@ -401,12 +328,11 @@ class Trainer:
             tf.summary.scalar(f"train/{name}", value, step=step)
         tf.summary.scalar("train/learning_rate", float(self.schedule(step - 1)), step=step)
         tf.summary.scalar("train/images_per_second", images_per_second, step=step)
-        if isinstance(self.sampler, PrioritizedSampler):
-            tf.summary.scalar("sampling/p_fresh", self.sampler.p_fresh_schedule(epoch), step=step)
-            tf.summary.scalar("sampling/temperature", self.sampler.temperature_schedule(epoch), step=step)
-        fill = self.pools.fill()
+        for name, value in self.mode.summaries(epoch).items():
+            tf.summary.scalar(name, value, step=step)
         capacity = self.config.sampling.pool_capacity * len(self.pool_keys)
-        tf.summary.scalar("pools/fill", sum(fill.values()) / capacity, step=step)
+        if capacity:
+            tf.summary.scalar("pools/fill", sum(self.pools.fill().values()) / capacity, step=step)
         for (metric, target), (_, score) in self.pools.winners().items():
             tf.summary.scalar(f"pools/best_score/{self.metrics[metric].label(target)}", score, step=step)
 

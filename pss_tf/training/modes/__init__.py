@@ -1,0 +1,42 @@
+"""Training modes: what one step trains, and the registry that names them.
+
+A mode (`base.TrainingMode`) draws a step's subnets, runs its traced step
+through one call (`mode.step(batch, subnets) -> StepResult`) and says which
+scores go to which pool and which training records; the trainer is the loop
+around it. Each mode lives in its own module, which provides
+`create(config, space, metrics, pools, job)`; the `--mode` flag's choices and
+help come from `MODES` below. Adding a mode is one module and one line here.
+
+This module imports no TensorFlow: the run's config takes its choices from it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# --mode value -> (module under pss_tf.training.modes, one line for the flag's help).
+MODES = {
+    "sandwich": (
+        "sandwich",
+        "the max net learns from the labels and teaches the others (PSS; with parallel_subnets >= 2, "
+        "one masked pass carries the thinnest subnet and the chosen ones)",
+    ),
+    "pse": ("pse", "every subnet learns from its labels (PSE-Net's parallel-subnets training, needs parallel_subnets >= 2)"),
+    "plain": ("plain", "the max net alone learns from the labels (the plain-training baseline; no pools)"),
+}
+
+NAMES = tuple(MODES)
+
+
+def help_text() -> str:
+    return "; ".join(f"{name}: {line}" for name, (_, line) in MODES.items()) + "."
+
+
+def module(name: str):
+    """The module of mode `name`."""
+    return importlib.import_module(f"{__name__}.{MODES[name][0]}")
+
+
+def create(config, space, metrics, pools, job):
+    """The `TrainingMode` of `config.sampling.mode` for a run (its host side; `build` adds the step)."""
+    return module(config.sampling.mode).create(config, space, metrics, pools, job)
