@@ -1,0 +1,76 @@
+"""The training-mode registry and the plain (max net only) mode.
+
+Every mode's numerics are pinned by tests/training/test_mode_replay.py; here the
+registry gives the `mode` option its choices and each mode its module, and the
+plain baseline trains the max net alone on its labels.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from support import smoke_config
+
+from pss_tf import SearchSpace, build_supernet
+from pss_tf.config_flags import leaves
+from pss_tf.training import modes
+from pss_tf.training.config import TrainConfig
+from pss_tf.training.optimization import build_optimizer, learning_rate_schedule
+from pss_tf.training.step import cross_entropy
+
+SPACE = SearchSpace("mobilenet_v1", 24, 32, 4, 0.35, 0.5)
+
+
+def test_the_mode_option_lists_the_registered_modes_and_each_has_a_module():
+    (mode,) = [leaf for leaf in leaves(TrainConfig) if leaf.name == "mode"]
+    assert mode.choices == modes.NAMES == ("sandwich", "pse", "plain")
+    for name in modes.NAMES:
+        assert f"{name}: " in mode.help
+        assert callable(modes.module(name).create)
+
+
+def test_the_plain_step_trains_the_max_net_on_its_labels():
+    from pss_tf.training.modes.plain import PlainMode
+
+    config = smoke_config("unused", mode="plain", global_batch_size=8, weight_decay=0.0)
+    supernet = build_supernet("mobilenet_v1", num_classes=4, small_input=True)
+    optimizer = build_optimizer(learning_rate_schedule(0.05, 10))
+    optimizer.build(supernet.trainable_variables)
+    mode = PlainMode(config, SPACE, None)
+    mode.build(supernet, optimizer, tf.distribute.get_strategy())
+    images = tf.random.stateless_uniform([8, 32, 32, 3], seed=[1, 2], minval=-1, maxval=1)
+    labels = tf.constant([0, 1, 2, 3, 3, 2, 1, 0])
+    expected = float(tf.reduce_mean(cross_entropy(labels, supernet(images, SPACE.max_config(), training=True))))
+    subnets = mode.draw(epoch=0)
+    assert subnets.draws == () and mode.pool_keys == [] and mode.get_state() == {}
+    result = mode.step((images, labels), subnets)
+    assert result.losses["loss"] == pytest.approx(expected, rel=1e-5) == result.losses["max_ce"]
+    assert result.scores == [] and result.nonfinite_weights == 0.0
+    assert mode.pool_updates(result) == [] and mode.record_updates(result) == []
+    # The step applied the update: the max net's loss on the batch went down.
+    after = float(tf.reduce_mean(cross_entropy(labels, supernet(images, SPACE.max_config(), training=True))))
+    assert after < expected
+
+
+def test_plain_takes_no_parallel_subnets(tmp_path):
+    from pss_tf.errors import ConfigError
+    from pss_tf.training.trainer import Trainer
+
+    with pytest.raises(ConfigError) as raised:
+        Trainer(smoke_config(tmp_path / "job", mode="plain", parallel_subnets=2))
+    assert raised.value.field == "parallel_subnets"
+
+
+@pytest.mark.slow
+def test_a_plain_run_trains_and_evaluates_the_max_net_and_keeps_no_pools(tmp_path):
+    from pss_tf.training.runtime import run
+
+    result = run(smoke_config(tmp_path, mode="plain", epochs=1, steps_per_epoch=3, eval_winners_per_epoch=0))
+    assert result.finished and result.steps == 3 and result.winners == []
+    assert all(not pool["members"] for pool in json.load(open(tmp_path / "pools.json"))["pools"])
+    records = json.load(open(tmp_path / "records.json"))
+    assert records["entries"] == [] and records["count"] == 0
+    (evaluation,) = json.load(open(tmp_path / "evaluations.json"))
+    assert set(evaluation) == {"epoch", "step", "max", "min"} and 0.0 <= evaluation["max"]["top1"] <= 1.0
+    assert np.isfinite(evaluation["max"]["top1"])
