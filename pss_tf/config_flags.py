@@ -2,9 +2,10 @@
 
 A run's configuration is a tree of small dataclasses (`TrainConfig.space`,
 `TrainConfig.sampling`, ...). Every leaf field is declared once with
-`option(default, help=..., choices=...)`; the command-line tools derive their
-flags from those fields (`define_flags`, `from_flags`), so a flag's name, type,
-default, help and choices can never drift from the config. A leaf's flag is its
+`option(default, help=..., choices=..., minimum=...)`; the command-line tools
+derive their flags from those fields (`define_flags`, `from_flags`), so a
+flag's name, type, default, help, choices and range can never drift from the
+config, and `check_declared` checks every value against its declaration. A leaf's flag is its
 field name, which is unique across the tree: flagfiles stay flat
 (`--min_width=0.25`, `--flops_targets=2,11,1`).
 
@@ -19,22 +20,38 @@ import functools
 import re
 import typing
 
+from pss_tf import checks
 from pss_tf.errors import ConfigError
 
 _HELP = "help"
 _CHOICES = "choices"
 _RESUMABLE = "resumable"
 _REPEATED = "repeated"
+_BOUNDS = "bounds"
 
 
-def option(default=dataclasses.MISSING, *, help: str, choices=(), resumable: bool = False, repeated: bool = False):
+def option(
+    default=dataclasses.MISSING,
+    *,
+    help: str,
+    choices=(),
+    resumable: bool = False,
+    repeated: bool = False,
+    minimum=None,
+    maximum=None,
+    above=None,
+    below=None,
+):
     """A leaf field: its default, its flag's help, allowed values, and whether a
     resumed run may change it without starting a different experiment.
 
-    A tuple field's flag takes comma-separated values, or with `repeated` one
-    value per use of the flag (values that may hold commas, such as JSON).
+    A number's range is `minimum`/`maximum` (inclusive) or `above`/`below`
+    (exclusive); the flag's help states it (`pss_tf.checks.Bounds`). A tuple
+    field's flag takes comma-separated values, or with `repeated` one value per
+    use of the flag (values that may hold commas, such as JSON).
     """
-    metadata = {_HELP: help, _CHOICES: tuple(choices), _RESUMABLE: resumable, _REPEATED: repeated}
+    bounds = checks.Bounds(minimum, maximum, above, below)
+    metadata = {_HELP: help, _CHOICES: tuple(choices), _RESUMABLE: resumable, _REPEATED: repeated, _BOUNDS: bounds}
     if isinstance(default, (list, dict, set)):
         raise TypeError("option: use a tuple default, configs are compared and hashed by value")
     return dataclasses.field(default=default, metadata=metadata)
@@ -64,6 +81,10 @@ class Leaf:
     @property
     def choices(self) -> tuple:
         return self.field.metadata.get(_CHOICES, ())
+
+    @property
+    def bounds(self) -> checks.Bounds:
+        return self.field.metadata.get(_BOUNDS, checks.Bounds())
 
     @property
     def resumable(self) -> bool:
@@ -184,16 +205,20 @@ def replace(config, /, **changes):
     return dataclasses.replace(config, **top)
 
 
-def check_choices(config) -> None:
-    """ConfigError for the first leaf whose value is not one of its choices."""
+def check_declared(config) -> None:
+    """ConfigError for the first leaf whose value is not one of its choices or
+    not a number of its kind inside its declared range."""
+    values = leaf_values(config)
     for leaf in leaves(type(config)):
-        if not leaf.choices:
-            continue
-        value = leaf_values(config)[leaf.name]
-        values = value if isinstance(value, tuple) else (value,)
-        for item in values:
-            if item not in leaf.choices:
-                raise ConfigError(leaf.name, f"unknown value {item!r}; expected one of {list(leaf.choices)}")
+        value = values[leaf.name]
+        if leaf.choices:
+            for item in value if isinstance(value, tuple) else (value,):
+                if item not in leaf.choices:
+                    raise ConfigError(leaf.name, f"unknown value {item!r}; expected one of {list(leaf.choices)}")
+        if not leaf.bounds.empty and value is not None:
+            scalar = _base(leaf.type)[0]
+            for item in value if isinstance(value, tuple) else (value,):
+                checks.declared(leaf.name, item, leaf.bounds, scalar is int)
 
 
 # --- absl flags -----------------------------------------------------------------
@@ -211,6 +236,8 @@ def define_flags(cls, flag_values=None, skip: tuple[str, ...] = ()) -> None:
         scalar, is_tuple, _ = _base(leaf.type)
         default = defaults[leaf.name]
         text = leaf.help
+        if not leaf.bounds.empty:
+            text = f"{text.rstrip('.')}; {'each ' if is_tuple else ''}{leaf.bounds.describe()}."
         if leaf.choices and (is_tuple or scalar is not str):
             text += f" One or more of: {', '.join(map(str, leaf.choices))}."
         kwargs = dict(flag_values=flag_values)

@@ -112,7 +112,7 @@ class ExportOptions:
             raise ConfigError("export_dir", "required")
         if os.path.abspath(self.export_dir) == os.path.abspath(self.job_dir):
             raise ConfigError("export_dir", "must differ from `job_dir`")
-        config_flags.check_choices(self)
+        config_flags.check_declared(self)
         for part in (self.subnets, self.tflite, self.checks, self.quantization):
             part.validate()
 

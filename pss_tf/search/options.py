@@ -90,7 +90,7 @@ class SearchOptions:
     def validate(self) -> None:
         if not self.job_dir:
             raise ConfigError("job_dir", "required")
-        config_flags.check_choices(self)
+        config_flags.check_declared(self)
         if not self.budgets:
             raise ConfigError("budgets", "name at least one budget, e.g. 7.5 or 6,8,10")
         for budget in self.budgets:

@@ -11,14 +11,17 @@ import dataclasses
 import functools
 import json
 import math
-import numbers
 import random as _random
 
 import numpy as np
 
+from pss_tf import checks
+from pss_tf.errors import ConfigError
 from pss_tf.space import architectures
 
 CHANNEL_DIVISOR = 8
+# Width multipliers (and the resolution end weight) lie in (0, 1].
+WIDTH_RANGE = checks.Bounds(above=0.0, maximum=1.0)
 
 
 def make_divisible(value: float, divisor: int = CHANNEL_DIVISOR, min_value: int | None = None) -> int:
@@ -55,13 +58,7 @@ class SubnetConfig:
             raise ValueError(
                 f"model: unknown model {self.model!r}; expected one of {list(architectures.MODEL_NAMES)}"
             )
-        if (
-            isinstance(self.resolution, bool)
-            or not isinstance(self.resolution, numbers.Integral)
-            or self.resolution <= 0
-        ):
-            raise ValueError(f"resolution: must be a positive int, got {self.resolution!r}")
-        object.__setattr__(self, "resolution", int(self.resolution))
+        object.__setattr__(self, "resolution", checks.integer("resolution", self.resolution, 1, error=ValueError))
         try:
             widths = tuple(float(w) for w in self.widths)
         except (TypeError, ValueError):
@@ -148,31 +145,25 @@ class SearchSpace:
     resolution_end_weight: float = 0.5
 
     def __post_init__(self):
+        """ConfigError naming the first bad field (a run's settings build the space)."""
         if self.model not in architectures.MODEL_NAMES:
-            raise ValueError(
-                f"model: unknown model {self.model!r}; expected one of {list(architectures.MODEL_NAMES)}"
-            )
+            raise ConfigError("model", f"unknown model {self.model!r}; expected one of {list(architectures.MODEL_NAMES)}")
         for name in ("min_resolution", "max_resolution", "resolution_step"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-                raise ValueError(f"{name}: must be a positive int, got {value!r}")
+            checks.integer(name, getattr(self, name), 1)
         if self.min_resolution > self.max_resolution:
-            raise ValueError(
-                f"min_resolution: {self.min_resolution} is larger than max_resolution {self.max_resolution}"
+            raise ConfigError(
+                "min_resolution", f"{self.min_resolution} is larger than max_resolution {self.max_resolution}"
             )
         if (self.max_resolution - self.min_resolution) % self.resolution_step:
-            raise ValueError(
-                f"resolution_step: {self.resolution_step} does not divide "
-                f"max_resolution - min_resolution = {self.max_resolution - self.min_resolution}"
+            raise ConfigError(
+                "resolution_step",
+                f"{self.resolution_step} does not divide "
+                f"max_resolution - min_resolution = {self.max_resolution - self.min_resolution}",
             )
-        for name in ("min_width", "max_width"):
-            value = getattr(self, name)
-            if not (0.0 < value <= 1.0):
-                raise ValueError(f"{name}: must lie in (0, 1], got {value}")
+        for name in ("min_width", "max_width", "resolution_end_weight"):
+            checks.number(name, getattr(self, name), WIDTH_RANGE)
         if self.min_width > self.max_width:
-            raise ValueError(f"min_width: {self.min_width} is larger than max_width {self.max_width}")
-        if not 0.0 < self.resolution_end_weight <= 1.0:
-            raise ValueError(f"resolution_end_weight: must lie in (0, 1], got {self.resolution_end_weight}")
+            raise ConfigError("min_width", f"{self.min_width} is larger than max_width {self.max_width}")
 
     @property
     def num_stages(self) -> int:

@@ -9,10 +9,7 @@ a resumed run can check it continues the same experiment. Validation raises
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
-
-from pss_tf import config_flags
+from pss_tf import checks, config_flags
 from pss_tf.config_flags import group, option
 from pss_tf.errors import ConfigError
 from pss_tf.space import architectures
@@ -28,17 +25,19 @@ class SpaceConfig:
 
     model: str = option("mobilenet_v1", help="Supernet.", choices=architectures.MODEL_NAMES)
     small_input: bool = option(False, help="Stem stride 1, for 28 to 64 pixel images.")
-    min_resolution: int = option(128, help="Smallest subnet resolution.")
-    max_resolution: int = option(224, help="Largest subnet resolution (images load at it).")
-    resolution_step: int = option(8, help="Resolution grid step.")
-    min_width: float = option(0.75, help="Smallest width multiplier.")
-    max_width: float = option(1.0, help="Largest width multiplier.")
+    min_resolution: int = option(128, help="Smallest subnet resolution.", minimum=1)
+    max_resolution: int = option(224, help="Largest subnet resolution (images load at it).", minimum=1)
+    resolution_step: int = option(8, help="Resolution grid step.", minimum=1)
+    min_width: float = option(0.75, help="Smallest width multiplier.", above=0.0, maximum=1.0)
+    max_width: float = option(1.0, help="Largest width multiplier.", above=0.0, maximum=1.0)
     resolution_end_weight: float = option(
         0.5,
         help="Weight of the smallest and largest resolution against an inner one when subnets are drawn "
         "(0.5: the release's make_divisible(uniform(min, max)) draw; 1: uniform).",
+        above=0.0,
+        maximum=1.0,
     )
-    bn_epsilon: float = option(1e-5, help="Epsilon of every batch norm (1e-5 as the release).")
+    bn_epsilon: float = option(1e-5, help="Epsilon of every batch norm (1e-5 as the release).", above=0.0, below=1.0)
     resize_align_corners: bool = option(
         True, help="The network resizes its input bilinearly with align_corners (the release) or half-pixel centres."
     )
@@ -50,13 +49,7 @@ class SpaceConfig:
         )
 
     def validate(self) -> None:
-        try:
-            self.search_space()
-        except ValueError as e:
-            field, _, message = str(e).partition(": ")
-            raise ConfigError(field, message) from None
-        if not 0.0 < self.bn_epsilon < 1.0:
-            raise ConfigError("bn_epsilon", f"must lie in (0, 1), got {self.bn_epsilon}")
+        self.search_space()  # Raises ConfigError naming the field.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,16 +103,18 @@ class SamplingConfig:
         1,
         help="Subnets per masked pass (PSE-Net): 1 trains them one after the other; with sandwich, N carries the "
         "thinnest subnet of the step's resolution and N-1 chosen ones, each on 1/N of the batch.",
+        minimum=1,
     )
     pse_anchor: bool = option(False, help="With mode pse, the widest subnet of the step's resolution in every group.")
-    pool_capacity: int = option(50, help="Subnets per pool (K).")
-    score_momentum: float = option(0.9, help="EMA momentum of pool scores.")
-    p_fresh_start: float = option(1.0, help="Fresh-sampling probability at epoch 0.")
-    p_fresh_end: float = option(0.01, help="Fresh-sampling probability at the last epoch.")
-    temperature_start: float = option(1.0, help="Pool softmax temperature at epoch 0.")
-    temperature_end: float = option(0.01, help="Pool softmax temperature at the last epoch.")
+    pool_capacity: int = option(50, help="Subnets per pool (K).", minimum=1)
+    score_momentum: float = option(0.9, help="EMA momentum of pool scores.", minimum=0.0, below=1.0)
+    p_fresh_start: float = option(1.0, help="Fresh-sampling probability at epoch 0.", above=0.0, maximum=1.0)
+    p_fresh_end: float = option(0.01, help="Fresh-sampling probability at the last epoch.", above=0.0, maximum=1.0)
+    temperature_start: float = option(1.0, help="Pool softmax temperature at epoch 0.", above=0.0)
+    temperature_end: float = option(0.01, help="Pool softmax temperature at the last epoch.", above=0.0)
     sampler_samples: int = option(
-        100_000, help="Random subnets strictly inside the target grid that the conditional sampler bins."
+        100_000, help="Random subnets strictly inside the target grid that the conditional sampler bins.",
+        minimum=1,
     )
     sampler_extremes: bool = option(
         False,
@@ -128,50 +123,30 @@ class SamplingConfig:
     )
 
     def validate(self) -> None:
-        _positive_int(self, "pool_capacity", "sampler_samples", "parallel_subnets")
         if self.mode == "pse" and self.parallel_subnets < 2:
             raise ConfigError("parallel_subnets", "mode pse trains a group of subnets per pass: give 2 or more")
         if self.pse_anchor and self.mode != "pse":
             raise ConfigError("pse_anchor", "given without `mode` pse")
-        if not 0.0 <= self.score_momentum < 1.0:
-            raise ConfigError("score_momentum", f"must lie in [0, 1), got {self.score_momentum}")
-        for name in ("p_fresh_start", "p_fresh_end"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise ConfigError(name, f"a probability in (0, 1], got {getattr(self, name)}")
-        for name in ("temperature_start", "temperature_end"):
-            if not getattr(self, name) > 0.0:
-                raise ConfigError(name, f"must be positive, got {getattr(self, name)}")
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimizationConfig:
     """SGD, the learning-rate schedule and what the step computes in."""
 
-    epochs: int = option(250, help="Training epochs.")
-    global_batch_size: int = option(1024, help="Batch over all replicas.")
-    steps_per_epoch: int = option(0, help="Steps per epoch (0: one pass over the training split).")
-    learning_rate: float = option(0.3, help="Peak learning rate (cosine decay to zero per step).")
-    warmup_epochs: float = option(0.0, help="Linear warm-up length in epochs.")
-    momentum: float = option(0.9, help="Nesterov momentum.")
-    weight_decay: float = option(1e-4, help="L2 decay of conv and classifier kernels.")
-    dropout_rate: float = option(0.0, help="Dropout before the classifier.")
+    epochs: int = option(250, help="Training epochs.", minimum=1)
+    global_batch_size: int = option(1024, help="Batch over all replicas.", minimum=1)
+    steps_per_epoch: int = option(0, help="Steps per epoch (0: one pass over the training split).", minimum=0)
+    learning_rate: float = option(0.3, help="Peak learning rate (cosine decay to zero per step).", above=0.0)
+    warmup_epochs: float = option(0.0, help="Linear warm-up length in epochs.", minimum=0.0)
+    momentum: float = option(0.9, help="Nesterov momentum.", minimum=0.0, below=1.0)
+    weight_decay: float = option(1e-4, help="L2 decay of conv and classifier kernels.", minimum=0.0)
+    dropout_rate: float = option(0.0, help="Dropout before the classifier.", minimum=0.0, below=1.0)
     synchronized_bn: bool = option(False, help="BN statistics over all replicas (global-batch semantics).")
     mixed_precision: str = option("none", help="Compute dtype.", choices=("none", "float16", "bfloat16"))
 
     def validate(self) -> None:
-        _positive_int(self, "epochs", "global_batch_size")
-        if self.steps_per_epoch < 0:
-            raise ConfigError("steps_per_epoch", f"must be >= 0, got {self.steps_per_epoch}")
-        if not self.learning_rate > 0.0:
-            raise ConfigError("learning_rate", f"must be positive, got {self.learning_rate}")
-        if not 0.0 <= self.warmup_epochs < self.epochs:
+        if not self.warmup_epochs < self.epochs:
             raise ConfigError("warmup_epochs", f"must lie in [0, `epochs`), got {self.warmup_epochs}")
-        if self.weight_decay < 0:
-            raise ConfigError("weight_decay", f"must be >= 0, got {self.weight_decay}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ConfigError("momentum", f"must lie in [0, 1), got {self.momentum}")
-        if not 0.0 <= self.dropout_rate < 1.0:
-            raise ConfigError("dropout_rate", f"must lie in [0, 1), got {self.dropout_rate}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,40 +159,32 @@ class DataConfig:
     data_dir: str | None = option(
         None, help="Data location (fashion_mnist defaults to /usr/share/datasets/fashion-mnist)."
     )
-    crop_scale_min: float = option(0.25, help="Smallest area fraction of the random resized crop.")
+    crop_scale_min: float = option(0.25, help="Smallest area fraction of the random resized crop.", above=0.0, maximum=1.0)
     flip: bool = option(True, help="Random horizontal flips in training.")
     color_jitter: float = option(
-        0.4, help="Brightness, contrast and saturation jitter strength in training (0: none)."
+        0.4, help="Brightness, contrast and saturation jitter strength in training (0: none).",
+        minimum=0.0,
+        below=1.0,
     )
-    lighting: float = option(0.1, help="Std of AlexNet-style PCA lighting noise in training, RGB only (0: none).")
+    lighting: float = option(0.1, help="Std of AlexNet-style PCA lighting noise in training, RGB only (0: none).", minimum=0.0)
     normalization: str = option(
         "imagenet",
         help="How pixels become inputs: imagenet (mean/std), minus_one_to_one (x / 127.5 - 1).",
         choices=("imagenet", "minus_one_to_one"),
     )
     crop_fraction: float = option(
-        0.875, help="Evaluation (and serving): resize the shorter side to size/crop_fraction, centre-crop size."
+        0.875, help="Evaluation (and serving): resize the shorter side to size/crop_fraction, centre-crop size.",
+        above=0.0,
+        maximum=1.0,
     )
-    synthetic_train_examples: int = option(1024, help="Size of synthetic train.")
-    synthetic_val_examples: int = option(256, help="Size of synthetic val.")
-    synthetic_classes: int = option(10, help="Classes of the synthetic dataset.")
+    synthetic_train_examples: int = option(1024, help="Size of synthetic train.", minimum=1)
+    synthetic_val_examples: int = option(256, help="Size of synthetic val.", minimum=1)
+    synthetic_classes: int = option(10, help="Classes of the synthetic dataset.", minimum=1)
     holdout_examples: int = option(
         0,
         help="Keep the last N training examples out of training and BN calibration (held-out data for the search).",
+        minimum=0,
     )
-
-    def validate(self) -> None:
-        for name in ("crop_scale_min", "crop_fraction"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise ConfigError(name, f"must lie in (0, 1], got {getattr(self, name)}")
-        if not 0.0 <= self.color_jitter < 1.0:
-            raise ConfigError("color_jitter", f"must lie in [0, 1), got {self.color_jitter}")
-        if self.lighting < 0.0:
-            raise ConfigError("lighting", f"must be >= 0, got {self.lighting}")
-        _positive_int(self, "synthetic_train_examples", "synthetic_val_examples", "synthetic_classes")
-        holdout = self.holdout_examples
-        if isinstance(holdout, bool) or not isinstance(holdout, numbers.Integral) or holdout < 0:
-            raise ConfigError("holdout_examples", f"must be an int >= 0, got {holdout!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,17 +192,13 @@ class EvaluationConfig:
     """BN calibration and validation during and at the end of training."""
 
     calibration_batches: int = option(
-        9, help="Batches for BN re-estimation (the release's ComputeBN(num_batch=8) runs 9: it checks after the forward)."
+        9, help="Batches for BN re-estimation (the release's ComputeBN(num_batch=8) runs 9: it checks after the forward).",
+        minimum=1,
     )
-    eval_batch_size: int = option(256, help="Evaluation batch size.")
-    eval_every_epochs: int = option(1, help="Evaluate every N epochs.")
-    eval_winners_per_epoch: int = option(3, help="Pool winners evaluated per epoch.")
-    final_top_k: int = option(5, help="Members per pool validated at the end; best kept.")
-
-    def validate(self) -> None:
-        _positive_int(self, "calibration_batches", "eval_batch_size", "eval_every_epochs", "final_top_k")
-        if self.eval_winners_per_epoch < 0:
-            raise ConfigError("eval_winners_per_epoch", f"must be >= 0, got {self.eval_winners_per_epoch}")
+    eval_batch_size: int = option(256, help="Evaluation batch size.", minimum=1)
+    eval_every_epochs: int = option(1, help="Evaluate every N epochs.", minimum=1)
+    eval_winners_per_epoch: int = option(3, help="Pool winners evaluated per epoch.", minimum=0)
+    final_top_k: int = option(5, help="Members per pool validated at the end; best kept.", minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,20 +208,14 @@ class RuntimeConfig:
     strategy: str = option(
         "mirrored", help="tf.distribute strategy.", choices=("mirrored", "multi_worker", "one_device"), resumable=True
     )
-    seed: int = option(0, help="Seed of every random choice.")
+    seed: int = option(0, help="Seed of every random choice.", minimum=0)
     deterministic: bool = option(False, help="TensorFlow's deterministic ops (slower).", resumable=True)
     resume: bool = option(False, help="Continue the run in job_dir.", resumable=True)
-    max_steps: int = option(0, help="Stop after this many steps in total, resumably (0: no).", resumable=True)
-    checkpoint_every_steps: int = option(0, help="Extra checkpoints (0: epochs).", resumable=True)
-    keep_checkpoints: int = option(3, help="Checkpoints kept.")
-    log_every_steps: int = option(10, help="TensorBoard scalars every N steps.", resumable=True)
+    max_steps: int = option(0, help="Stop after this many steps in total, resumably (0: no).", resumable=True, minimum=0)
+    checkpoint_every_steps: int = option(0, help="Extra checkpoints (0: epochs).", resumable=True, minimum=0)
+    keep_checkpoints: int = option(3, help="Checkpoints kept.", minimum=1)
+    log_every_steps: int = option(10, help="TensorBoard scalars every N steps.", resumable=True, minimum=1)
     progress: bool = option(True, help="Progress bars and per-epoch summaries on stdout.", resumable=True)
-
-    def validate(self) -> None:
-        _positive_int(self, "keep_checkpoints", "log_every_steps")
-        for name in ("max_steps", "checkpoint_every_steps"):
-            if getattr(self, name) < 0:
-                raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,9 +264,9 @@ class TrainConfig:
         """Raises ConfigError naming the first bad field."""
         if not self.job_dir:
             raise ConfigError("job_dir", "required")
-        config_flags.check_choices(self)
-        for part in (self.space, self.targets, self.sampling, self.optimization, self.data, self.evaluation, self.runtime):
-            part.validate()
+        config_flags.check_declared(self)  # Every field's kind, choices and range.
+        for part in (self.space, self.targets, self.sampling, self.optimization):
+            part.validate()  # What involves several fields.
 
     def to_dict(self) -> dict:
         return config_flags.to_dict(self)
@@ -371,19 +328,10 @@ def _from_flat(data: dict) -> dict:
     return nested
 
 
-def _positive_int(config, *names: str) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ConfigError(name, f"must be a positive int, got {value!r}")
-
-
 def _check_grid(field: str, grid) -> None:
     if len(grid) != 3:
         raise ConfigError(field, f"expected start,stop,step, got {list(grid)}")
-    start, stop, step = (float(v) for v in grid)
-    if not all(math.isfinite(v) for v in (start, stop, step)):
-        raise ConfigError(field, f"values must be finite, got {list(grid)}")
+    start, stop, step = (checks.number(field, float(v)) for v in grid)
     if step <= 0:
         raise ConfigError(field, f"step must be positive, got {step:g}")
     if start > stop:

@@ -1,0 +1,108 @@
+"""The checks of numbers that settings and library arguments share.
+
+A setting is a number of the right kind (an int is not a bool, a float is
+finite) inside its range. `Bounds` is a range as options declare it
+(`pss_tf.config_flags.option(..., minimum=1)`), so that the flag's help states
+it and the config's validation checks it; `number` and `integer` check one
+value. Errors name the field: `ConfigError(field, message)` for settings, or
+`error=ValueError` for a library argument (the message then reads
+`field: message` just the same).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+
+from pss_tf.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """A closed (`minimum`, `maximum`) or open (`above`, `below`) range; None: unbounded."""
+
+    minimum: float | None = None
+    maximum: float | None = None
+    above: float | None = None
+    below: float | None = None
+
+    def __post_init__(self):
+        if self.minimum is not None and self.above is not None:
+            raise TypeError("Bounds: give minimum or above, not both")
+        if self.maximum is not None and self.below is not None:
+            raise TypeError("Bounds: give maximum or below, not both")
+
+    @property
+    def empty(self) -> bool:
+        return self == Bounds()
+
+    def contains(self, value) -> bool:
+        return (
+            (self.minimum is None or value >= self.minimum)
+            and (self.maximum is None or value <= self.maximum)
+            and (self.above is None or value > self.above)
+            and (self.below is None or value < self.below)
+        )
+
+    def describe(self) -> str:
+        """The range in words: "at least 1", "positive", "in (0, 1]"."""
+        low = self.minimum if self.minimum is not None else self.above
+        high = self.maximum if self.maximum is not None else self.below
+        if low is not None and high is not None:
+            opening = "[" if self.minimum is not None else "("
+            closing = "]" if self.maximum is not None else ")"
+            return f"in {opening}{low:g}, {high:g}{closing}"
+        if self.above == 0:
+            return "positive"
+        if low is not None:
+            return f"at least {low:g}" if self.minimum is not None else f"above {low:g}"
+        if high is not None:
+            return f"at most {high:g}" if self.maximum is not None else f"below {high:g}"
+        return "any"
+
+
+def _fail(error, field: str, message: str):
+    if issubclass(error, ConfigError):
+        raise error(field, message)
+    raise error(f"{field}: {message}")
+
+
+def number(field: str, value, bounds: Bounds = Bounds(), *, error=ConfigError, **limits) -> float:
+    """`value` as a float: a finite real number (not a bool) inside `bounds` (or
+    the same given as keywords: `number("alpha", a, above=0, maximum=1)`)."""
+    bounds = Bounds(**limits) if limits else bounds
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        _fail(error, field, f"must be a finite number, got {value!r}")
+    if not bounds.contains(value):
+        text = bounds.describe()
+        _fail(error, field, f"must {'lie' if text.startswith('in ') else 'be'} {text}, got {value!r}")
+    return float(value)
+
+
+def integer(field: str, value, minimum: int | None = None, *, maximum: int | None = None, error=ConfigError) -> int:
+    """`value` as an int: an integral number (not a bool), at least `minimum` and at most `maximum`."""
+    bounds = Bounds(minimum=minimum, maximum=maximum)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not bounds.contains(value):
+        if minimum == 1 and maximum is None:
+            _fail(error, field, f"must be a positive int, got {value!r}")
+        if bounds.empty:
+            _fail(error, field, f"must be an int, got {value!r}")
+        if minimum is not None and maximum is not None:
+            _fail(error, field, f"must be an int in [{minimum}, {maximum}], got {value!r}")
+        limit = f">= {minimum}" if minimum is not None else f"<= {maximum}"
+        _fail(error, field, f"must be an int {limit}, got {value!r}")
+    return int(value)
+
+
+def probability(field: str, value, *, error=ConfigError) -> float:
+    """A number in [0, 1]."""
+    return number(field, value, Bounds(minimum=0.0, maximum=1.0), error=error)
+
+
+def declared(field: str, value, bounds: Bounds, is_int: bool) -> None:
+    """A declared option's value (`pss_tf.config_flags`): of its kind and inside its bounds."""
+    if is_int:
+        integer(field, value, bounds.minimum, maximum=bounds.maximum)
+    else:
+        number(field, value, bounds)
