@@ -84,13 +84,14 @@ def integer(field: str, value, minimum: int | None = None, *, maximum: int | Non
     """`value` as an int: an integral number (not a bool), at least `minimum` and at most `maximum`."""
     bounds = Bounds(minimum=minimum, maximum=maximum)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not bounds.contains(value):
-        if minimum == 1 and maximum is None:
-            _fail(error, field, f"must be a positive int, got {value!r}")
         if bounds.empty:
             _fail(error, field, f"must be an int, got {value!r}")
         if minimum is not None and maximum is not None:
             _fail(error, field, f"must be an int in [{minimum}, {maximum}], got {value!r}")
-        limit = f">= {minimum}" if minimum is not None else f"<= {maximum}"
+        if minimum is None:
+            limit = f"<= {maximum}"
+        else:
+            limit = ">= 0" if minimum == 0 else f"of at least {minimum}"
         _fail(error, field, f"must be an int {limit}, got {value!r}")
     return int(value)
 

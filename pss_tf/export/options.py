@@ -48,25 +48,18 @@ class TfliteOptions:
 
     tflite_kinds: tuple[str, ...] = option(KINDS, help="TFLite files per subnet (empty: none).", choices=KINDS)
     bundle: bool = option(True, help="Also write one multi-signature .tflite per kind holding every subnet.")
-    representative_examples: int = option(200, help="Training images that calibrate the int8 conversion.")
-
-    def validate(self) -> None:
-        _at_least_one(self, "representative_examples")
+    representative_examples: int = option(200, help="Training images that calibrate the int8 conversion.", minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)
 class CheckOptions:
     """How the exported subnets are calibrated, evaluated and timed."""
 
-    calibration_batches: int = option(0, help="BN calibration batches per subnet (0: the run's setting).")
+    calibration_batches: int = option(0, help="BN calibration batches per subnet (0: the run's setting).", minimum=0)
     evaluate: bool = option(True, help="Measure Keras and TFLite top-1 on the validation split.")
-    eval_examples: int = option(0, help="Validation examples to evaluate on (0: all).")
+    eval_examples: int = option(0, help="Validation examples to evaluate on (0: all).", minimum=0)
     latency: bool = option(True, help="Time every .tflite file (batch 1) on this machine.")
-    latency_threads: int = option(1, help="Interpreter threads for the latency measurements.")
-
-    def validate(self) -> None:
-        _at_least_one(self, "latency_threads")
-        _not_negative(self, "calibration_batches", "eval_examples")
+    latency_threads: int = option(1, help="Interpreter threads for the latency measurements.", minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,16 +68,12 @@ class QatOptions:
 
     qat: bool = option(False, help="Quantization-aware fine-tuning of one subnet before an extra int8 conversion.")
     qat_subnet: str | None = option(None, help="The subnet to fine-tune (default: the largest).")
-    qat_epochs: int = option(2, help="QAT epochs.")
-    qat_steps_per_epoch: int = option(0, help="QAT steps per epoch (0: one pass over the training split).")
-    qat_learning_rate: float = option(1e-3, help="QAT learning rate (SGD, momentum 0.9).")
-    qat_batch_size: int = option(0, help="QAT batch size (0: the run's global_batch_size).")
+    qat_epochs: int = option(2, help="QAT epochs.", minimum=1)
+    qat_steps_per_epoch: int = option(0, help="QAT steps per epoch (0: one pass over the training split).", minimum=0)
+    qat_learning_rate: float = option(1e-3, help="QAT learning rate (SGD, momentum 0.9).", above=0.0)
+    qat_batch_size: int = option(0, help="QAT batch size (0: the run's global_batch_size).", minimum=0)
 
     def validate(self) -> None:
-        _at_least_one(self, "qat_epochs")
-        _not_negative(self, "qat_steps_per_epoch", "qat_batch_size")
-        if not self.qat_learning_rate > 0:
-            raise ConfigError("qat_learning_rate", f"must be positive, got {self.qat_learning_rate}")
         if self.qat_subnet and not self.qat:
             raise ConfigError("qat_subnet", "given without `qat`")
 
@@ -96,7 +85,7 @@ class ExportOptions:
     job_dir: str = option("", help="Training run to export (tools/train.py's job_dir).")
     export_dir: str = option("", help="Output directory; must be new or empty unless new_version.")
     data_dir: str | None = option(None, help="The run's data, if it moved since training.")
-    seed: int = option(0, help="Seed of the representative and QAT data.")
+    seed: int = option(0, help="Seed of the representative and QAT data.", minimum=0)
     subnets: SubnetChoice = group(SubnetChoice)
     tflite: TfliteOptions = group(TfliteOptions)
     checks: CheckOptions = group(CheckOptions)
@@ -112,18 +101,7 @@ class ExportOptions:
             raise ConfigError("export_dir", "required")
         if os.path.abspath(self.export_dir) == os.path.abspath(self.job_dir):
             raise ConfigError("export_dir", "must differ from `job_dir`")
-        config_flags.check_declared(self)
-        for part in (self.subnets, self.tflite, self.checks, self.quantization):
-            part.validate()
+        config_flags.check_declared(self)  # Every field's kind, choices and range.
+        for part in (self.subnets, self.quantization):
+            part.validate()  # What involves several fields.
 
-
-def _at_least_one(options, *names):
-    for name in names:
-        if getattr(options, name) < 1:
-            raise ConfigError(name, f"must be at least 1, got {getattr(options, name)}")
-
-
-def _not_negative(options, *names):
-    for name in names:
-        if getattr(options, name) < 0:
-            raise ConfigError(name, f"must be >= 0, got {getattr(options, name)}")

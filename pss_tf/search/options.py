@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import os
 
 from pss_tf import config_flags
@@ -24,37 +23,32 @@ INITS = ("uniform", "conditional", "prior")
 class EvolutionOptions:
     """The evolutionary search of every budget."""
 
-    alpha: float = option(0.8, help="Candidates must cost within [alpha * budget, budget]; alpha in (0, 1].")
-    population: int = option(80, help="Candidates per generation.")
-    generations: int = option(40, help="Generations, the initial population included.")
-    parents: int = option(10, help="Best subnets kept as parents.")
-    mutations: int = option(40, help="Mutated parents per generation.")
-    mutation_prob: float = option(0.1, help="Probability that a mutation redraws each gene.")
-    crossovers: int = option(40, help="Children of two parents per generation.")
-
-    def validate(self) -> None:
-        alpha = self.alpha
-        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 < alpha <= 1.0:
-            raise ConfigError("alpha", f"must lie in (0, 1], got {self.alpha!r}")
-        if not 0.0 <= self.mutation_prob <= 1.0:
-            raise ConfigError("mutation_prob", f"must lie in [0, 1], got {self.mutation_prob!r}")
-        _at_least(self, 1, "population", "generations", "parents")
-        _at_least(self, 0, "mutations", "crossovers")
+    alpha: float = option(
+        0.8, help="Candidates must cost within [alpha * budget, budget].", above=0.0, maximum=1.0
+    )
+    population: int = option(80, help="Candidates per generation.", minimum=1)
+    generations: int = option(40, help="Generations, the initial population included.", minimum=1)
+    parents: int = option(10, help="Best subnets kept as parents.", minimum=1)
+    mutations: int = option(40, help="Mutated parents per generation.", minimum=0)
+    mutation_prob: float = option(
+        0.1, help="Probability that a mutation redraws each gene.", minimum=0.0, maximum=1.0
+    )
+    crossovers: int = option(40, help="Children of two parents per generation.", minimum=0)
 
 
 @dataclasses.dataclass(frozen=True)
 class FitnessOptions:
     """How a candidate is scored: top-1 after BN calibration on held-out training data."""
 
-    calibration_batches: int = option(0, help="BN calibration batches per candidate (0: the run's setting).")
+    calibration_batches: int = option(
+        0, help="BN calibration batches per candidate (0: the run's setting).", minimum=0
+    )
     fitness_examples: int = option(
         0,
         help="Held-out examples each candidate is scored on (0: all; a run without held-out data uses this many "
         "training examples, 0: as many as its validation split).",
+        minimum=0,
     )
-
-    def validate(self) -> None:
-        _at_least(self, 0, "calibration_batches", "fitness_examples")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +67,7 @@ class SearchOptions:
         "and seeded with pool members.",
         choices=INITS,
     )
-    seed: int = option(0, help="Seed of the evolution.")
+    seed: int = option(0, help="Seed of the evolution.", minimum=0)
     out: str = option("", help="Output directory (default: JOB_DIR/search).", resumable=True)
     data_dir: str | None = option(None, help="The run's data, if it moved since training.", resumable=True)
     progress: bool = option(True, help="Progress bars.", resumable=True)
@@ -90,11 +84,11 @@ class SearchOptions:
     def validate(self) -> None:
         if not self.job_dir:
             raise ConfigError("job_dir", "required")
-        config_flags.check_declared(self)
+        config_flags.check_declared(self)  # Every field's kind, choices and range.
         if not self.budgets:
             raise ConfigError("budgets", "name at least one budget, e.g. 7.5 or 6,8,10")
         for budget in self.budgets:
-            if not (math.isfinite(budget) and budget > 0):
+            if not (math.isfinite(budget) and budget > 0):  # One message for the whole list.
                 raise ConfigError("budgets", f"budgets must be positive numbers, got {budget!r}")
         if len(set(self.budgets)) != len(self.budgets):
             raise ConfigError("budgets", f"a budget is named twice in {list(self.budgets)}")
@@ -102,10 +96,6 @@ class SearchOptions:
             raise ConfigError("init", f"name at least one of {list(INITS)}")
         if len(set(self.init)) != len(self.init):
             raise ConfigError("init", f"an init is named twice in {list(self.init)}")
-        if self.seed < 0:
-            raise ConfigError("seed", f"must be >= 0, got {self.seed}")
-        self.evolution.validate()
-        self.fitness.validate()
 
     def search_settings(self) -> dict:
         """The leaf values a saved search must share to be resumed (budget and init name the search)."""
@@ -113,9 +103,3 @@ class SearchOptions:
         skip = {leaf.name for leaf in config_flags.leaves(SearchOptions) if leaf.resumable} | {"budgets", "init"}
         return {name: value for name, value in values.items() if name not in skip}
 
-
-def _at_least(options, minimum: int, *names: str) -> None:
-    for name in names:
-        value = getattr(options, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(name, f"must be an int of at least {minimum}, got {value!r}")
