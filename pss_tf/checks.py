@@ -68,11 +68,16 @@ def _fail(error, field: str, message: str):
     raise error(f"{field}: {message}")
 
 
+def is_finite_number(value) -> bool:
+    """A finite real number that is not a bool (for checks with their own message)."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+
+
 def number(field: str, value, bounds: Bounds = Bounds(), *, error=ConfigError, **limits) -> float:
     """`value` as a float: a finite real number (not a bool) inside `bounds` (or
     the same given as keywords: `number("alpha", a, above=0, maximum=1)`)."""
     bounds = Bounds(**limits) if limits else bounds
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    if not is_finite_number(value):
         _fail(error, field, f"must be a finite number, got {value!r}")
     if not bounds.contains(value):
         text = bounds.describe()
@@ -99,6 +104,15 @@ def integer(field: str, value, minimum: int | None = None, *, maximum: int | Non
 def probability(field: str, value, *, error=ConfigError) -> float:
     """A number in [0, 1]."""
     return number(field, value, Bounds(minimum=0.0, maximum=1.0), error=error)
+
+
+def generator(field: str, value, *, error=ValueError):
+    """A numpy random Generator (the search's draws take one)."""
+    import numpy as np
+
+    if not isinstance(value, np.random.Generator):
+        _fail(error, field, f"must be a numpy Generator, got {type(value).__name__}")
+    return value
 
 
 def declared(field: str, value, bounds: Bounds, is_int: bool) -> None:

@@ -17,6 +17,7 @@ import subprocess
 import time
 from typing import Callable
 
+from pss_tf import checks
 from pss_tf.errors import ConfigError
 from pss_tf.latency import grid as grid_lib
 from pss_tf.latency.lut import SETUP_FIELDS, LatencyTable, SpaceSpec
@@ -119,8 +120,7 @@ def build_table(
             fastest pass: on a shared or virtual machine a pass can land in
             a stretch where a core is taken away, which only ever adds time.
     """
-    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
-        raise ConfigError("passes", f"must be a positive int, got {passes!r}")
+    checks.integer("passes", passes, 1)
     prepare = prepare or (lambda variant: variant)
     chunk = 1 if passes == 1 else max(1, int(chunk))
     started = time.perf_counter()

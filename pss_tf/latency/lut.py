@@ -24,9 +24,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 
+from pss_tf import checks
 from pss_tf.errors import ConfigError
 from pss_tf.io_utils import atomic_write_json, read_json
 from pss_tf.latency.variants import Variant
@@ -210,7 +210,7 @@ class LatencyTable:
         for name in SETUP_FIELDS:
             if name not in data:
                 raise ConfigError(field, f"{where}: header field {name!r} is missing")
-        if isinstance(data["threads"], bool) or not isinstance(data["threads"], int) or data["threads"] < 1:
+        if not isinstance(data["threads"], int) or isinstance(data["threads"], bool) or data["threads"] < 1:
             raise ConfigError(field, f"{where}: threads must be a positive int, got {data['threads']!r}")
         tables = {}
         for section in ("measured", "interpolated"):
@@ -219,7 +219,7 @@ class LatencyTable:
                 raise ConfigError(field, f"{where}: {section!r} must map block keys to milliseconds")
             for key, value in entries.items():
                 Variant.from_key(key)  # Raises on a malformed key.
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                if not checks.is_finite_number(value) or value < 0:
                     raise ConfigError(field, f"{where}: {section} entry {key} is not a latency in ms: {value!r}")
             tables[section] = {k: float(v) for k, v in entries.items()}
         header = {k: v for k, v in data.items() if k not in ("measured", "interpolated")}

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from pss_tf.errors import ConfigError
+from pss_tf import checks
 from pss_tf.latency.variants import Variant
 
 
@@ -184,9 +184,7 @@ class Timer:
     """Times TFLite models with `threads` interpreter threads under `protocol`."""
 
     def __init__(self, threads: int, protocol: Protocol = Protocol()):
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ConfigError("threads", f"must be a positive int, got {threads!r}")
-        self.threads = threads
+        self.threads = checks.integer("threads", threads, 1)
         self.protocol = protocol
         self._interpreter = _interpreter_class()
 

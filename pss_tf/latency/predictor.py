@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import copy
 import logging
-import numbers
 
 import numpy as np
 
+from pss_tf import checks
 from pss_tf.latency.lut import LatencyTable, SpaceSpec
 from pss_tf.latency.variants import (
     Slot,
@@ -111,14 +111,11 @@ class LatencyMetric(Metric):
         super().__init__(name, model, grid)
         if not isinstance(table, LatencyTable):
             raise ValueError(f"table: must be a LatencyTable, got {type(table).__name__}")
-        for field, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-                raise ValueError(f"{field}: must be a positive int, got {value!r}")
         self.table = table
         self.table_path = table_path
-        self.num_classes = int(num_classes)
+        self.num_classes = checks.integer("num_classes", num_classes, 1, error=ValueError)
         self.small_input = bool(small_input)
-        self.in_channels = int(in_channels)
+        self.in_channels = checks.integer("in_channels", in_channels, 1, error=ValueError)
         self._slots = slots(model, self.small_input, self.in_channels, self.num_classes)
         self._overhead = table.invoke_overhead_ms
         self._scale, self._offset = _calibration_terms(table.header.get("calibration"))

@@ -25,12 +25,12 @@ import dataclasses
 import json
 import logging
 import math
-import numbers
 import os
 import time
 
 import numpy as np
 
+from pss_tf import checks
 from pss_tf.io_utils import atomic_write
 from pss_tf.space.config import SearchSpace, SubnetConfig
 from pss_tf.space.metrics import Metric
@@ -140,10 +140,8 @@ class ConditionalSampler:
         """Bins a population drawn by `space.sample_arrays` from `default_rng(seed)`:
         `num_samples` subnets strictly inside the grid, plus the uniform-width
         and correlated subnets with `extremes` (see the module docstring)."""
-        if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
-            raise ValueError(f"num_samples: must be a positive int, got {num_samples!r}")
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise ValueError(f"seed: must be a non-negative int, got {seed!r}")
+        num_samples = checks.integer("num_samples", num_samples, 1, error=ValueError)
+        seed = checks.integer("seed", seed, 0, error=ValueError)
         if metric.model != space.model:
             raise ValueError(f"metric: measures {metric.model} but the space is for {space.model}")
         started = time.perf_counter()

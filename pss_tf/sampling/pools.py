@@ -13,11 +13,10 @@ from __future__ import annotations
 import decimal
 import json
 import math
-import numbers
 import os
 import random
 
-from pss_tf import io_utils
+from pss_tf import checks, io_utils
 from pss_tf.space.config import SubnetConfig
 
 _FORMAT = "pss_tf.pools"
@@ -34,16 +33,14 @@ def _make_key(key) -> Key:
         raise ValueError(f"key: expected a (metric name, target) pair, got {key!r}") from None
     if not isinstance(name, str) or not name:
         raise ValueError(f"key: metric name must be a non-empty string, got {name!r}")
-    if isinstance(target, bool) or not isinstance(target, numbers.Real) or not math.isfinite(target):
+    if not checks.is_finite_number(target):
         raise ValueError(f"key: target must be a finite number, got {target!r}")
     return (name, float(target))
 
 
 def _check_score(score) -> float:
     # A NaN or infinite loss would poison the moving average for good.
-    if isinstance(score, bool) or not isinstance(score, numbers.Real) or not math.isfinite(score):
-        raise ValueError(f"score: must be a finite number, got {score!r}")
-    return float(score)
+    return checks.number("score", score, error=ValueError)
 
 
 class PoolManager:
@@ -59,15 +56,8 @@ class PoolManager:
     """
 
     def __init__(self, capacity: int = 50, ema_momentum: float = 0.9):
-        if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral) or capacity < 1:
-            raise ValueError(f"capacity: must be a positive int, got {capacity!r}")
-        if (
-            isinstance(ema_momentum, bool)
-            or not isinstance(ema_momentum, numbers.Real)
-            or not 0.0 <= ema_momentum < 1.0
-        ):
-            raise ValueError(f"ema_momentum: must lie in [0, 1), got {ema_momentum!r}")
-        self.capacity = int(capacity)
+        self.capacity = checks.integer("capacity", capacity, 1, error=ValueError)
+        checks.number("ema_momentum", ema_momentum, minimum=0.0, below=1.0, error=ValueError)
         self.ema_momentum = float(ema_momentum)
         # 1 - 0.9 is 0.09999999999999998 in binary floats; taking the complement in
         # decimal gives exactly 0.1, so the update is literally `0.9 s + 0.1 new`.
@@ -120,8 +110,7 @@ class PoolManager:
     def probabilities(self, key, temperature: float, resolution: int | None = None) -> list[float]:
         """`softmax(score / temperature)` over pool `key` (its members of
         `resolution` only, if given), in joining order."""
-        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not temperature > 0:
-            raise ValueError(f"temperature: must be positive, got {temperature!r}")
+        checks.number("temperature", temperature, above=0.0, error=ValueError)
         scores = [score for _, score in self._non_empty(key, resolution)]
         best = max(scores)
         # Subtracting the best score keeps every exponent <= 0: no overflow at any

@@ -9,8 +9,8 @@ members dominate.
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
+
+from pss_tf import checks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,15 +28,10 @@ class ExponentialSchedule:
 
     def __post_init__(self):
         for name in ("start", "end", "total_epochs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-                raise ValueError(f"{name}: must be a finite number, got {value!r}")
-            if value <= 0:
-                raise ValueError(f"{name}: must be positive, got {value}")
+            checks.number(name, getattr(self, name), above=0.0, error=ValueError)
 
     def __call__(self, epoch: float) -> float:
-        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Real) or not epoch >= 0:
-            raise ValueError(f"epoch: must be a non-negative number, got {epoch!r}")
+        checks.number("epoch", epoch, minimum=0.0, error=ValueError)
         if epoch >= self.total_epochs:
             return float(self.end)  # Exactly `end`, without the rounding of the power.
         return float(self.start * (self.end / self.start) ** (epoch / self.total_epochs))

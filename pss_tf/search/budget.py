@@ -9,11 +9,9 @@ the same `Budget`, so they can never disagree about what fits.
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 
+from pss_tf import checks
 from pss_tf.space.config import SearchSpace, SubnetConfig
 from pss_tf.space.metrics import Metric
 
@@ -28,13 +26,9 @@ class Budget:
     def __init__(self, metric: Metric, value: float, alpha: float = 0.8):
         if not isinstance(metric, Metric):
             raise ValueError(f"metric: must be a Metric, got {type(metric).__name__}")
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"budget: must be a positive finite number, got {value!r}")
-        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 < alpha <= 1.0:
-            raise ValueError(f"alpha: must lie in (0, 1], got {alpha!r}")
         self.metric = metric
-        self.value = float(value)
-        self.alpha = float(alpha)
+        self.value = checks.number("budget", value, above=0.0, error=ValueError)
+        self.alpha = checks.number("alpha", alpha, above=0.0, maximum=1.0, error=ValueError)
         self.low = self.alpha * self.value
         self.high = self.value
 

@@ -42,7 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pss_tf.search._checks import check_count, check_probability
+from pss_tf import checks
 from pss_tf.search.genes import network_key
 from pss_tf.search.proposals import Proposal
 from pss_tf.space.config import SubnetConfig
@@ -66,7 +66,7 @@ def _canonical(data) -> str:
 
 
 def _check_fitness(value, config: SubnetConfig) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    if not checks.is_finite_number(value):
         raise ValueError(f"fitness: returned {value!r} for {config}; fitness must be a finite number")
     return float(value)
 
@@ -119,15 +119,15 @@ class EvolutionSearch:
         if identity not in IDENTITIES:
             raise ValueError(f"identity: must be one of {IDENTITIES}, got {identity!r}")
         self.settings = {
-            "population": check_count("population", population, 1),
-            "generations": check_count("generations", generations, 1),
-            "parents": check_count("parents", parents, 1),
-            "mutations": check_count("mutations", mutations),
-            "crossovers": check_count("crossovers", crossovers),
-            "gene_prob": check_probability("gene_prob", gene_prob),
-            "max_tries": check_count("max_tries", max_tries, 1),
+            "population": checks.integer("population", population, 1, error=ValueError),
+            "generations": checks.integer("generations", generations, 1, error=ValueError),
+            "parents": checks.integer("parents", parents, 1, error=ValueError),
+            "mutations": checks.integer("mutations", mutations, 0, error=ValueError),
+            "crossovers": checks.integer("crossovers", crossovers, 0, error=ValueError),
+            "gene_prob": checks.probability("gene_prob", gene_prob, error=ValueError),
+            "max_tries": checks.integer("max_tries", max_tries, 1, error=ValueError),
             "identity": identity,
-            "seed": check_count("seed", seed),
+            "seed": checks.integer("seed", seed, 0, error=ValueError),
         }
         self.proposal = proposal
         self.space = proposal.space
@@ -388,13 +388,13 @@ class EvolutionSearch:
         try:
             seeds = [SubnetConfig.from_dict(c) for c in state["seeds"]]
             search = cls(proposal, fitness, batch_fitness=batch_fitness, seeds=seeds, **state["settings"])
-            generation = check_count("generation", state["generation"])
+            generation = checks.integer("generation", state["generation"], 0, error=ValueError)
             search.population = [SubnetConfig.from_dict(c) for c in state["population"]]
             search.parents = [SubnetConfig.from_dict(c) for c in state["parents"]]
             for item in state["cache"]:
                 config = SubnetConfig.from_dict(item["config"])
                 fitness_value = _check_fitness(item["fitness"], config)
-                entry = Evaluation(config, fitness_value, check_count("generation", item["generation"]))
+                entry = Evaluation(config, fitness_value, checks.integer("generation", item["generation"], 0, error=ValueError))
                 search._cache[search._key(config)] = entry
                 if entry.generation < generation:
                     search._seen.add(search._key(config))

@@ -23,12 +23,11 @@ same channel count build the same network, so they share one estimate.
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 from collections.abc import Iterable
 
 import numpy as np
 
+from pss_tf import checks
 from pss_tf.search.genes import GeneSpace
 from pss_tf.search.records import TrainingRecords
 from pss_tf.space.config import SubnetConfig
@@ -81,8 +80,7 @@ class ExpectedLoss:
         """
         if not isinstance(genes, GeneSpace):
             raise ValueError(f"genes: must be a GeneSpace, got {type(genes).__name__}")
-        if isinstance(ridge, bool) or not isinstance(ridge, numbers.Real) or not ridge > 0 or not math.isfinite(ridge):
-            raise ValueError(f"ridge: must be a positive number, got {ridge!r}")
+        checks.number("ridge", ridge, above=0.0, error=ValueError)
         configs, losses = list(configs), np.asarray(list(losses), dtype=np.float64)
         if len(configs) != len(losses):
             raise ValueError(f"losses: {len(losses)} losses for {len(configs)} configs")

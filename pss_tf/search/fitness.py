@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable
 
-from pss_tf.errors import ConfigError
+from pss_tf import checks
 from pss_tf.search.genes import network_key
 from pss_tf.space.config import SubnetConfig
 from pss_tf.training.evaluation import SubnetEvaluator, calibration_stream
@@ -98,8 +98,7 @@ def fitness_source(job, examples: int = 0) -> tuple[str, int]:
     `examples`: 0 takes every held-out example, or, when the run kept none, as
     many training examples as the validation split has.
     """
-    if isinstance(examples, bool) or not isinstance(examples, int) or examples < 0:
-        raise ConfigError("fitness_examples", f"must be an int >= 0, got {examples!r}")
+    checks.integer("fitness_examples", examples, 0)
     data, info = job.data, job.info
     if data.holdout_examples:
         return "holdout", min(examples, data.holdout_examples) if examples else data.holdout_examples
@@ -138,8 +137,7 @@ def make_fitness(
         batch_size: evaluation batch size (0: the run's `eval_batch_size`).
     """
     config = job.config
-    if isinstance(calibration_batches, bool) or not isinstance(calibration_batches, int) or calibration_batches < 0:
-        raise ConfigError("calibration_batches", f"must be an int >= 0, got {calibration_batches!r}")
+    checks.integer("calibration_batches", calibration_batches, 0)
     batches = calibration_batches or config.evaluation.calibration_batches
     name, dataset, count = fitness_dataset(job, batch_size or config.evaluation.eval_batch_size, examples)
     image_bytes = 4 * job.data.image_size**2 * job.info.channels

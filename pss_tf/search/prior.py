@@ -29,12 +29,11 @@ the same for every multiplier of a level.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
+from pss_tf import checks
 from pss_tf.sampling.pools import PoolManager
-from pss_tf.search._checks import check_count, check_probability, check_rng
 from pss_tf.search.budget import Budget
 from pss_tf.search.expected_loss import ExpectedLoss
 from pss_tf.search.genes import GeneSpace
@@ -89,19 +88,14 @@ class Prior:
         tables = expected.gene_tables()
         if tuple(len(t) for t in tables) != self.genes.level_sizes():
             raise ValueError("expected: was fitted for another search space (level counts differ)")
-        if (
-            isinstance(strength, bool)
-            or not isinstance(strength, numbers.Real)
-            or not (strength >= 0 and math.isfinite(strength))
-        ):
-            raise ValueError(f"strength: must be a non-negative number, got {strength!r}")
-        check_count("fit_samples", fit_samples, minimum=16)
+        checks.number("strength", strength, minimum=0.0, error=ValueError)
+        checks.integer("fit_samples", fit_samples, 16, error=ValueError)
         budget.check_feasible(self.space)
         self.budget = budget
         self.expected = expected
         self.strength = float(strength)
         self._loss_logits = [-self.strength * (t - expected.mean) / expected.spread for t in tables]
-        self._uniforms = np.random.default_rng(check_count("seed", seed)).random((fit_samples, self.genes.num_genes))
+        self._uniforms = np.random.default_rng(checks.integer("seed", seed, 0, error=ValueError)).random((fit_samples, self.genes.num_genes))
         self._centre = 0.5 * (math.log(budget.low) + math.log(budget.high))
 
         # First pass around the middle levels, second around the fitted medians.
@@ -204,8 +198,8 @@ class Prior:
         Raises RuntimeError when 64 vectorised batches find fewer than `n`, which
         only a prior far too strong for a narrow window does (see `acceptance`).
         """
-        check_rng(rng)
-        n = check_count("n", n)
+        checks.generator("rng", rng)
+        n = checks.integer("n", n, 0, error=ValueError)
         out: list[SubnetConfig] = []
         if n == 0:
             return out
@@ -227,8 +221,8 @@ class Prior:
 
         The result lies in the space but not necessarily in the budget window.
         """
-        gene_prob = check_probability("gene_prob", gene_prob)
-        check_rng(rng)
+        gene_prob = checks.probability("gene_prob", gene_prob, error=ValueError)
+        checks.generator("rng", rng)
         genes = self.genes.encode(config)
         redraw = rng.random(self.genes.num_genes) < gene_prob
         drawn = self.genes.genes_of_levels(self._levels(rng.random((1, self.genes.num_genes)), self._cdf))[0]

@@ -18,8 +18,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from pss_tf import checks
 from pss_tf.sampling.conditional_sampler import ConditionalSampler
-from pss_tf.search._checks import check_count, check_probability, check_rng
 from pss_tf.search.budget import Budget
 from pss_tf.search.genes import GeneSpace
 from pss_tf.space.config import SearchSpace, SubnetConfig
@@ -88,8 +88,8 @@ class UniformProposal:
         That happens when the window holds a tiny fraction of the space (a budget
         near the min or max net), which is why the prior exists.
         """
-        check_rng(rng)
-        n = check_count("n", n)
+        checks.generator("rng", rng)
+        n = checks.integer("n", n, 0, error=ValueError)
         out: list[SubnetConfig] = []
         tries = 0
         while len(out) < n:
@@ -106,8 +106,8 @@ class UniformProposal:
         return out
 
     def mutate(self, config: SubnetConfig, gene_prob: float, rng: np.random.Generator) -> SubnetConfig:
-        gene_prob = check_probability("gene_prob", gene_prob)
-        check_rng(rng)
+        gene_prob = checks.probability("gene_prob", gene_prob, error=ValueError)
+        checks.generator("rng", rng)
         return _redraw(self.genes, config, gene_prob, rng, self._draw(rng, 1)[0])
 
     def to_dict(self) -> dict:
@@ -152,8 +152,8 @@ class ConditionalProposal:
         return self.sampler.sample(self.targets[int(rng.integers(len(self.targets)))], rng)
 
     def sample(self, rng: np.random.Generator, n: int) -> list[SubnetConfig]:
-        check_rng(rng)
-        n = check_count("n", n)
+        checks.generator("rng", rng)
+        n = checks.integer("n", n, 0, error=ValueError)
         out: list[SubnetConfig] = []
         budget_tries = max(64, 20 * n)
         for _ in range(budget_tries):
@@ -170,8 +170,8 @@ class ConditionalProposal:
         )
 
     def mutate(self, config: SubnetConfig, gene_prob: float, rng: np.random.Generator) -> SubnetConfig:
-        gene_prob = check_probability("gene_prob", gene_prob)
-        check_rng(rng)
+        gene_prob = checks.probability("gene_prob", gene_prob, error=ValueError)
+        checks.generator("rng", rng)
         return _redraw(self.genes, config, gene_prob, rng, self.genes.encode(self._draw(rng)))
 
     def to_dict(self) -> dict:

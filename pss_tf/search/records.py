@@ -18,12 +18,10 @@ newcomer evicts it (the worst retained loss goes first).
 from __future__ import annotations
 
 import heapq
-import math
-import numbers
 import os
 from typing import NamedTuple
 
-from pss_tf import io_utils
+from pss_tf import checks, io_utils
 from pss_tf.space.config import SubnetConfig
 
 _FORMAT = "pss_tf.search.records"
@@ -37,13 +35,11 @@ class Record(NamedTuple):
 
 
 def _check_step(step) -> int:
-    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-        raise ValueError(f"step: must be a non-negative int, got {step!r}")
-    return int(step)
+    return checks.integer("step", step, 0, error=ValueError)
 
 
 def _check_loss(loss) -> float:
-    if isinstance(loss, bool) or not isinstance(loss, numbers.Real) or not math.isfinite(loss):
+    if not checks.is_finite_number(loss):
         raise ValueError(
             f"loss: must be a finite number, got {loss!r} (a NaN or infinite training loss "
             f"says nothing about the subnet; skip it)"
@@ -65,9 +61,7 @@ class TrainingRecords:
     """
 
     def __init__(self, capacity: int = 1000):
-        if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral) or capacity < 1:
-            raise ValueError(f"capacity: must be a positive int, got {capacity!r}")
-        self.capacity = int(capacity)
+        self.capacity = checks.integer("capacity", capacity, 1, error=ValueError)
         self.count = 0
         self.last_step = -1
         # config -> (loss, step, sequence number of its last update).
@@ -156,10 +150,9 @@ class TrainingRecords:
         if not isinstance(entries, list) or len(entries) > records.capacity:
             raise ValueError(f"entries: expected a list of at most {records.capacity} entries")
         count, last_step = data["count"], data["last_step"]
-        if isinstance(count, bool) or not isinstance(count, int) or count < len(entries):
+        if not isinstance(count, int) or count < len(entries) or isinstance(count, bool):
             raise ValueError(f"count: must be an int of at least {len(entries)} (the entries), got {count!r}")
-        if isinstance(last_step, bool) or not isinstance(last_step, int) or last_step < -1:
-            raise ValueError(f"last_step: must be an int of at least -1, got {last_step!r}")
+        checks.integer("last_step", last_step, -1, error=ValueError)
         for i, entry in enumerate(entries):
             try:
                 config = SubnetConfig.from_dict(entry["config"])

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 
 import numpy as np
 
+from pss_tf import checks
 from pss_tf.space import architectures, cost
 from pss_tf.space.config import SearchSpace, SubnetConfig
 from pss_tf.space.targets import TargetGrid
@@ -131,12 +131,9 @@ class FlopsMetric(Metric):
         name: str = "flops",
     ):
         super().__init__(name, model, grid)
-        for field, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-                raise ValueError(f"{field}: must be a positive int, got {value!r}")
-        self.num_classes = int(num_classes)
+        self.num_classes = checks.integer("num_classes", num_classes, 1, error=ValueError)
         self.small_input = bool(small_input)
-        self.in_channels = int(in_channels)
+        self.in_channels = checks.integer("in_channels", in_channels, 1, error=ValueError)
 
     def value(self, config: SubnetConfig) -> float:
         self._check_model(config)

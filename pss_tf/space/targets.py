@@ -15,6 +15,8 @@ import functools
 import math
 import numbers
 
+from pss_tf import checks
+
 import numpy as np
 
 # Grids with more decimals than this are not meaningful budgets; capping keeps
@@ -44,12 +46,8 @@ class TargetGrid:
 
     def __post_init__(self):
         for name in ("start", "stop", "step"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-                raise ValueError(f"{name}: must be a finite number, got {value!r}")
-            object.__setattr__(self, name, float(value))
-        if self.step <= 0:
-            raise ValueError(f"step: must be positive, got {self.step}")
+            object.__setattr__(self, name, checks.number(name, getattr(self, name), error=ValueError))
+        checks.number("step", self.step, above=0.0, error=ValueError)
         if self.start > self.stop:
             raise ValueError(f"start: {self.start} is larger than stop {self.stop}")
 
