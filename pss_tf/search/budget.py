@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from pss_tf import checks
+from pss_tf.errors import ConfigError
 from pss_tf.space.config import SearchSpace, SubnetConfig
 from pss_tf.space.metrics import Metric
 
@@ -45,26 +46,29 @@ class Budget:
         return (values >= self.low) & (values <= self.high)
 
     def check_feasible(self, space: SearchSpace) -> None:
-        """Raises ValueError, before any heavy work, when no subnet of `space` can fit.
+        """Raises ConfigError (a ValueError naming `budget` or `space`), before any
+        heavy work, when no subnet of `space` can fit.
 
         Cost grows with every width and the resolution, so the min net is the
         cheapest subnet and the max net the most expensive.
         """
         if space.model != self.metric.model:
-            raise ValueError(
-                f"space: is for {space.model} but the {self.metric.name} metric measures {self.metric.model}"
+            raise ConfigError(
+                "space", f"is for {space.model} but the {self.metric.name} metric measures {self.metric.model}"
             )
         cheapest = self.cost(space.min_config())
         priciest = self.cost(space.max_config())
         name = self.metric.name
         if cheapest > self.high:
-            raise ValueError(
-                f"budget: {self.value:g} {name} is below the cheapest subnet of the space "
+            raise ConfigError(
+                "budget",
+                f"{self.value:g} {name} is below the cheapest subnet of the space "
                 f"({cheapest:.4g} {name}, the min net); choose a budget of at least {cheapest:.4g}"
             )
         if priciest < self.low:
-            raise ValueError(
-                f"budget: alpha * budget = {self.low:.4g} {name} is above the most expensive subnet of the "
+            raise ConfigError(
+                "budget",
+                f"alpha * budget = {self.low:.4g} {name} is above the most expensive subnet of the "
                 f"space ({priciest:.4g} {name}, the max net); choose a budget of at most {priciest / self.alpha:.4g} "
                 f"or a smaller alpha"
             )

@@ -126,8 +126,10 @@ def plan(options: SearchOptions) -> SearchPlan:
         budget = Budget(metric, value, evolution.alpha)
         try:
             budget.check_feasible(space)
-        except ValueError as e:
-            raise ConfigError("budgets", str(e).partition(": ")[2]) from None
+        except ConfigError as e:
+            if e.field != "budget":
+                raise
+            raise ConfigError("budgets", e.message) from None
         budgets.append(budget)
     checkpoint = job.dir.latest_checkpoint()
     if checkpoint is None:
@@ -189,8 +191,9 @@ def _proposal(init, space, budget, records, pools, sampler):
         else:
             proposal = Prior.from_records(space, budget, records, pools)
             chosen = seeds(pools, budget, space)
-    except ValueError as e:
-        field = "job_dir" if "records" in str(e) else "budgets"
+    except ConfigError as e:
+        # The library names its argument: the run's records or pools, else the budget.
+        field = "job_dir" if e.field in ("records", "pools") else "budgets"
         raise ConfigError(field, f"{budget.metric.format(budget.value)} with init {init}: {e}") from None
     try:  # One draw on a throwaway generator: can this init meet the budget at all?
         proposal.sample(np.random.default_rng(0), 1)

@@ -394,7 +394,8 @@ class EvolutionSearch:
             for item in state["cache"]:
                 config = SubnetConfig.from_dict(item["config"])
                 fitness_value = _check_fitness(item["fitness"], config)
-                entry = Evaluation(config, fitness_value, checks.integer("generation", item["generation"], 0, error=ValueError))
+                generation_found = checks.integer("generation", item["generation"], 0, error=ValueError)
+                entry = Evaluation(config, fitness_value, generation_found)
                 search._cache[search._key(config)] = entry
                 if entry.generation < generation:
                     search._seen.add(search._key(config))

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from pss_tf import checks
+from pss_tf.errors import ConfigError
 from pss_tf.search.genes import GeneSpace
 from pss_tf.search.records import TrainingRecords
 from pss_tf.space.config import SubnetConfig
@@ -98,8 +99,9 @@ class ExpectedLoss:
                 keep.append(i)
         skipped = len(configs) - len(keep)
         if not keep:
-            raise ValueError(
-                f"records: none of the {len(configs)} observations lies in the search space "
+            raise ConfigError(
+                "records",
+                f"none of the {len(configs)} observations lies in the search space "
                 f"{genes.space.to_dict()}; the prior needs training records of this space"
             )
         levels = np.asarray(rows, dtype=np.int64)
@@ -173,5 +175,5 @@ class ExpectedLoss:
             losses.append(loss)
             steps.append(max(records.last_step, 0))
         if not configs:
-            raise ValueError("records: no training records were kept; the prior needs them (train with records on)")
+            raise ConfigError("records", "no training records were kept; the prior needs them (train with records on)")
         return cls.fit(genes, configs, losses, steps if use_steps else None, ridge)

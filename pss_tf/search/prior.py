@@ -95,7 +95,8 @@ class Prior:
         self.expected = expected
         self.strength = float(strength)
         self._loss_logits = [-self.strength * (t - expected.mean) / expected.spread for t in tables]
-        self._uniforms = np.random.default_rng(checks.integer("seed", seed, 0, error=ValueError)).random((fit_samples, self.genes.num_genes))
+        seed = checks.integer("seed", seed, 0, error=ValueError)
+        self._uniforms = np.random.default_rng(seed).random((fit_samples, self.genes.num_genes))
         self._centre = 0.5 * (math.log(budget.low) + math.log(budget.high))
 
         # First pass around the middle levels, second around the fitted medians.

@@ -19,6 +19,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from pss_tf import checks
+from pss_tf.errors import ConfigError
 from pss_tf.sampling.conditional_sampler import ConditionalSampler
 from pss_tf.search.budget import Budget
 from pss_tf.search.genes import GeneSpace
@@ -142,8 +143,9 @@ class ConditionalProposal:
         half = sampler.metric.grid.step / 2
         self.targets = tuple(t for t in sampler.targets if t - half <= budget.high and t + half >= budget.low)
         if not self.targets:
-            raise ValueError(
-                f"budget: no reachable {budget.metric.name} target of the sampler lies near "
+            raise ConfigError(
+                "budget",
+                f"no reachable {budget.metric.name} target of the sampler lies near "
                 f"[{budget.low:g}, {budget.high:g}] (reachable: {sampler.targets[:1]}..{sampler.targets[-1:]}); "
                 f"use the uniform or prior proposal"
             )
