@@ -249,7 +249,10 @@ class Trainer:
         runtime = self.config.runtime
         stop_at = runtime.max_steps or self.total_steps
         end = (epoch + 1) * self.steps_per_epoch
-        bar = self._progress_bar(epoch, self.step % self.steps_per_epoch)
+        bar = self._progress_bar(
+            f"epoch {epoch + 1}/{self.config.optimization.epochs}", self.steps_per_epoch, "step",
+            initial=self.step % self.steps_per_epoch,
+        )
         window_start, window_images = time.perf_counter(), 0
         try:
             while self.step < end:
@@ -309,18 +312,14 @@ class Trainer:
             "or check the data",
         )
 
-    def _progress_bar(self, epoch: int, done: int):
+    def _progress_bar(self, description: str, total: int, unit: str, initial: int = 0):
+        """A progress bar on the chief when progress is on, else None."""
         if not (self.config.runtime.progress and self.is_chief):
             return None
         from tqdm import tqdm
 
         return tqdm(
-            total=self.steps_per_epoch,
-            initial=done,
-            desc=f"epoch {epoch + 1}/{self.config.optimization.epochs}",
-            unit="step",
-            dynamic_ncols=True,
-            mininterval=1.0,
+            total=total, initial=initial, desc=description, unit=unit, dynamic_ncols=True, mininterval=1.0
         )
 
     def _log_step(self, step, epoch, losses, images_per_second):
@@ -348,14 +347,31 @@ class Trainer:
             return keys
         return [keys[round(i * (len(keys) - 1) / (n - 1))] for i in range(n)] if n > 1 else [keys[-1]]
 
+    def _evaluate(self, configs: list, description: str) -> list:
+        """Validation accuracies of `configs` (each BN-calibrated first), with a
+        progress bar: a run's final evaluation can take minutes."""
+        bar = self._progress_bar(description, len(configs), "subnet")
+        accuracies, started, images = [], time.perf_counter(), 0
+        try:
+            for config in configs:
+                accuracies.append(self.evaluator.evaluate(config))
+                images += accuracies[-1].examples
+                if bar is not None:
+                    bar.set_postfix(val_img_s=f"{images / max(time.perf_counter() - started, 1e-9):.0f}")
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        return accuracies
+
     def evaluate_epoch(self, epoch: int):
         step = self.step
         results = {"epoch": epoch, "step": step}
         subnets = {"max": self.max_config, "min": self.min_config}
         for metric, target in self._evaluated_keys():
             subnets[self.metrics[metric].label(target)] = self.pools.winner((metric, target))[0]
-        for name, config in subnets.items():
-            accuracy = self.evaluator.evaluate(config)
+        accuracies = self._evaluate(list(subnets.values()), f"evaluating epoch {epoch}")
+        for name, accuracy in zip(subnets, accuracies):
             results[name] = {"top1": accuracy.top1, "top5": accuracy.top5}
             tf.summary.scalar(f"val_top1/{name}", accuracy.top1, step=step)
             tf.summary.scalar(f"val_top5/{name}", accuracy.top5, step=step)
@@ -374,11 +390,16 @@ class Trainer:
 
     def final_winners(self) -> list:
         """Evaluates the top-k of every pool and keeps the best by validation top-1."""
+        candidates = {
+            key: self.pools.top_k(key, self.config.evaluation.final_top_k) for key in self.pool_keys if self.pools.size(key)
+        }
+        flat = [config for members in candidates.values() for config, _ in members]
+        accuracies = iter(self._evaluate(flat, "final evaluation of the pools' best"))
         entries = []
-        for metric, target in (k for k in self.pool_keys if self.pools.size(k)):
+        for (metric, target), members in candidates.items():
             best = None
-            for config, score in self.pools.top_k((metric, target), self.config.evaluation.final_top_k):
-                accuracy = self.evaluator.evaluate(config)
+            for config, score in members:
+                accuracy = next(accuracies)
                 if best is None or accuracy.top1 > best[2].top1:
                     best = (config, score, accuracy)
             config, score, accuracy = best

@@ -74,3 +74,17 @@ def test_a_plain_run_trains_and_evaluates_the_max_net_and_keeps_no_pools(tmp_pat
     (evaluation,) = json.load(open(tmp_path / "evaluations.json"))
     assert set(evaluation) == {"epoch", "step", "max", "min"} and 0.0 <= evaluation["max"]["top1"] <= 1.0
     assert np.isfinite(evaluation["max"]["top1"])
+
+
+@pytest.mark.slow
+def test_the_final_evaluation_shows_progress_like_training(tmp_path, capsys):
+    from pss_tf.training.runtime import run
+
+    config = smoke_config(tmp_path, epochs=1, steps_per_epoch=2, eval_winners_per_epoch=0, final_top_k=2, progress=True)
+    result = run(config)
+    err = capsys.readouterr().err
+    evaluated = sum(min(2, len(pool["members"])) for pool in json.load(open(tmp_path / "pools.json"))["pools"])
+    assert result.finished and evaluated >= len(result.winners) > 0
+    final = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("final evaluation")]
+    assert final and f"{evaluated}/{evaluated}" in final[-1] and "subnet" in final[-1] and "val_img_s=" in final[-1]
+    assert any(line.startswith("evaluating epoch 1") for line in err.replace("\r", "\n").splitlines())
