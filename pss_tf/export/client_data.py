@@ -27,13 +27,15 @@ class ClientData:
         self.image_size = data.image_size
         self.channels = data.info.channels
 
-    def _raw(self, split: str, sample: int = 0, seed: int = 0) -> tf.data.Dataset:
-        """(uint8 image, label) of a split, unprocessed: in order, or `sample` at random."""
+    def _raw(self, split: str, sample: int = 0, seed: int = 0, indices=None) -> tf.data.Dataset:
+        """(uint8 image, label) of a split, unprocessed: in order, `sample` at random, or the
+        given `indices` (indexed splits)."""
         raw = self.data.raw_split(split)
         if isinstance(raw, sources.IndexedSplit):
             if sample:
                 indices = np.random.default_rng(seed).permutation(raw.num_examples)[:sample]
-                positions = tf.data.Dataset.from_tensor_slices(indices.astype(np.int64))
+            if indices is not None:
+                positions = tf.data.Dataset.from_tensor_slices(np.asarray(indices, np.int64))
             else:
                 positions = tf.data.Dataset.range(raw.num_examples)
             return positions.map(raw.make_fetch(), num_parallel_calls=tf.data.AUTOTUNE)
@@ -57,9 +59,11 @@ class ClientData:
         return tf.ensure_shape(image, [size, size, self.channels]), label
 
     def batches(self, split: str, batch_size: int, limit: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """uint8 (B, S, S, C) images and int labels of `split`, the first `limit` (0: all)."""
-        dataset = self._raw(split)
-        if limit:
+        """uint8 (B, S, S, C) images and int labels of `split`: all of them, or the `limit`
+        examples `DataSettings.subset_indices` draws (those the Keras checks read too)."""
+        indices = self.data.subset_indices(split, limit)
+        dataset = self._raw(split, indices=indices)
+        if limit and indices is None:
             dataset = dataset.take(limit)
         dataset = dataset.map(self._to_client_size, num_parallel_calls=tf.data.AUTOTUNE)
         for images, labels in dataset.batch(batch_size).prefetch(2).as_numpy_iterator():

@@ -60,7 +60,9 @@ class CheckOptions:
 
     calibration_batches: int = option(0, help="BN calibration batches per subnet (0: the run's setting).")
     evaluate: bool = option(True, help="Measure Keras and TFLite top-1 on the validation split.")
-    eval_examples: int = option(0, help="Validation examples to evaluate on (0: all).")
+    eval_examples: int = option(
+        0, help="Validation examples to evaluate on (0: all); a seeded draw with every class its share."
+    )
     latency: bool = option(True, help="Time every .tflite file (batch 1) on this machine.")
     latency_threads: int = option(1, help="Interpreter threads for the latency measurements.")
 
