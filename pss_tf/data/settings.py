@@ -144,6 +144,11 @@ class DataSettings:
         raw = self.raw_split("train")
         return self.holdout_spec.held_out(raw.num_examples, raw.labels)
 
+    def training_indices(self) -> np.ndarray:
+        """The training examples the run trains and calibrates on (indexed sources), ascending."""
+        raw = self.raw_split("train")
+        return self.holdout_spec.training(raw.num_examples, raw.labels)
+
     def holdout(self, batch_size: int, limit: int = 0) -> tf.data.Dataset:
         """One ordered pass, with evaluation preprocessing, over the held-out training
         examples (the first `limit` of the draw, itself stratified; 0: all)."""
@@ -160,12 +165,11 @@ class DataSettings:
         if train.labels is None or val.labels is None:
             return None
         classes = self.info.num_classes
-        holdout = self.holdout_spec
         counts = {
-            "training": selection.class_counts(train.labels, holdout.training(train.num_examples, train.labels), classes),
+            "training": selection.class_counts(train.labels, self.training_indices(), classes),
             "validation": np.bincount(val.labels, minlength=classes)[:classes],
         }
-        if holdout:
+        if self.holdout_examples:
             held = self.held_out_indices()
             counts["held_out"] = selection.class_counts(train.labels, held[:held_out_limit or None], classes)
         return counts
@@ -193,15 +197,12 @@ class DataSettings:
         available = self.info.num_train - self.holdout_examples
         examples = min(examples, available)
         if self.dataset in sources.BUILTIN_DATASETS:
-            spread = selection.complement(self.info.num_train, self._held_out_or_none())
+            spread = self.training_indices()
             return self._examples("train", batch_size, [spread[i * available // examples] for i in range(examples)])
         dataset = pipeline.load(
             self.dataset, self.data_dir, "train", self.image_size, batch_size, training=False, **self._options()
         )
         return dataset.unbatch().take(examples).batch(batch_size)
-
-    def _held_out_or_none(self) -> np.ndarray:
-        return self.held_out_indices() if self.holdout_examples else np.zeros(0, np.int64)
 
     def _examples(self, split: str, batch_size: int, indices) -> tf.data.Dataset:
         return pipeline.load(

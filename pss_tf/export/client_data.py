@@ -32,8 +32,9 @@ class ClientData:
         given `indices` (indexed splits)."""
         raw = self.data.raw_split(split)
         if isinstance(raw, sources.IndexedSplit):
-            if sample:
-                indices = np.random.default_rng(seed).permutation(raw.num_examples)[:sample]
+            if sample:  # From the examples the run trains on: never its held-out ones.
+                kept = self.data.training_indices() if split == "train" else np.arange(raw.num_examples)
+                indices = np.random.default_rng(seed).permutation(kept)[:sample]
             if indices is not None:
                 positions = tf.data.Dataset.from_tensor_slices(np.asarray(indices, np.int64))
             else:
@@ -70,7 +71,8 @@ class ClientData:
             yield images, labels.astype(np.int64)
 
     def representative_images(self, count: int, seed: int = 0) -> np.ndarray:
-        """`count` training images at client size, drawn at random (int8 calibration)."""
+        """`count` training images at client size, drawn at random from those the run trained
+        on (int8 calibration)."""
         dataset = self._raw("train", sample=count, seed=seed).map(self._to_client_size)
         images = [image for image, _ in dataset.as_numpy_iterator()]
         if not images:
