@@ -32,6 +32,12 @@ class SubnetChoice:
         False, help="Also export the subnets tools/search.py found (searched.json in searched_dir), beside the winners."
     )
     searched_dir: str = option("", help="Where searched.json is (default: JOB_DIR/search).")
+    finetuned: bool = option(
+        False,
+        help="Export the fine-tuned weights of the subnets tools/finetune.py trained (finetuned.json in "
+        "finetuned_dir) instead of their inherited ones; fine-tuned subnets not otherwise chosen join the export.",
+    )
+    finetuned_dir: str = option("", help="Where finetuned.json is (default: JOB_DIR/finetune).")
     new_version: bool = option(False, help="Add the next version to an existing export instead of refusing it.")
     container_dir: str = option("/models", help="Where the server mounts export_dir (models.config).")
 
