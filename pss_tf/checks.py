@@ -80,8 +80,7 @@ def number(field: str, value, bounds: Bounds = Bounds(), *, error=ConfigError, *
     if not is_finite_number(value):
         _fail(error, field, f"must be a finite number, got {value!r}")
     if not bounds.contains(value):
-        text = bounds.describe()
-        _fail(error, field, f"must {'lie' if text.startswith('in ') else 'be'} {text}, got {value!r}")
+        _fail(error, field, f"must {requirement(bounds, False)}, got {value!r}")
     return float(value)
 
 
@@ -89,16 +88,21 @@ def integer(field: str, value, minimum: int | None = None, *, maximum: int | Non
     """`value` as an int: an integral number (not a bool), at least `minimum` and at most `maximum`."""
     bounds = Bounds(minimum=minimum, maximum=maximum)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not bounds.contains(value):
-        if bounds.empty:
-            _fail(error, field, f"must be an int, got {value!r}")
-        if minimum is not None and maximum is not None:
-            _fail(error, field, f"must be an int in [{minimum}, {maximum}], got {value!r}")
-        if minimum is None:
-            limit = f"<= {maximum}"
-        else:
-            limit = ">= 0" if minimum == 0 else f"of at least {minimum}"
-        _fail(error, field, f"must be an int {limit}, got {value!r}")
+        _fail(error, field, f"must {requirement(bounds, True)}, got {value!r}")
     return int(value)
+
+
+def requirement(bounds: Bounds, is_int: bool) -> str:
+    """What a value must be, after "must": "be an int of at least 1", "lie in (0, 1]"."""
+    kind = "an int" if is_int else "a finite number"
+    text = bounds.describe()
+    if text.startswith("in "):
+        return f"be {kind} {text}" if is_int else f"lie {text}"
+    if text == "any":
+        return f"be {kind}"
+    if text == "positive":
+        return "be a positive int" if is_int else "be a positive number"
+    return f"be {kind} of {text}" if text.startswith("at ") else f"be {kind} {text}"
 
 
 def probability(field: str, value, *, error=ConfigError) -> float:

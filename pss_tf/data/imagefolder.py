@@ -112,7 +112,7 @@ def split(data_dir: str, split: str, channels: int) -> IndexedSplit:
 
         return fetch
 
-    return IndexedSplit(len(paths), channels, make_fetch)
+    return IndexedSplit(len(paths), channels, make_fetch, labels=labels)
 
 
 # --- TFDS ----------------------------------------------------------------------

@@ -26,7 +26,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from pss_tf.data import preprocessing, sources
+from pss_tf.data import preprocessing, selection, sources
 
 AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_SHUFFLE_BUFFER = 10_000
@@ -70,20 +70,23 @@ def _fold(key: tf.Tensor, value) -> tf.Tensor:
     return tf.random.experimental.stateless_fold_in(key, tf.cast(value, tf.int64))
 
 
-def _indexed_train_stream(raw: sources.IndexedSplit, prep: _Preprocess, seed, start, pipelines, holdout=0):
+def _indexed_train_stream(raw: sources.IndexedSplit, prep: _Preprocess, seed, start, pipelines, train_indices=None):
     """Positions start, start+P, ... of the global stream, for pipeline `p` of `P`.
 
-    The stream shuffles the first `num_examples - holdout` examples only: the
-    last `holdout` are held out of every epoch.
+    Each epoch is a permutation of the split, or of `train_indices` (the
+    examples left once a run holds some out) when given.
     """
     num_pipelines, pipeline_id = pipelines
-    n = raw.num_examples - holdout
+    n = raw.num_examples if train_indices is None else len(train_indices)
     fetch = raw.make_fetch()
     shuffle_key, augment_key = _key(seed, _SHUFFLE_SALT), _key(seed, _AUGMENT_SALT)
+    kept = None if train_indices is None else tf.constant(train_indices, tf.int64)
 
     def example(position):
         epoch, offset = position // n, position % n
         index = tf.random.experimental.index_shuffle(offset, _fold(shuffle_key, epoch), n - 1)
+        if kept is not None:
+            index = tf.gather(kept, index)
         image, label = fetch(index)
         return prep(image, label, _fold(augment_key, position))
 
@@ -164,10 +167,10 @@ def _record_eval_stream(raw: sources.RecordSplit, prep, pipelines):
     return ds.map(lambda r: prep(*raw.parse(r)), num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
-def _build(raw, prep: _Preprocess, batch_size, seed, start, pipelines, shuffle_buffer, holdout=0, examples=None):
+def _build(raw, prep: _Preprocess, batch_size, seed, start, pipelines, shuffle_buffer, train_indices=None, examples=None):
     indexed = isinstance(raw, sources.IndexedSplit)
     if prep.training and indexed:
-        ds = _indexed_train_stream(raw, prep, seed, start, pipelines, holdout)
+        ds = _indexed_train_stream(raw, prep, seed, start, pipelines, train_indices)
     elif prep.training:
         ds = _record_train_stream(raw, prep, seed, start, pipelines, shuffle_buffer)
     elif indexed:
@@ -215,7 +218,7 @@ def make_input_fn(
     channels: int | None = None,
     synthetic: sources.SyntheticSpec | None = None,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
-    holdout_examples: int = 0,
+    holdout: selection.Holdout | None = None,
     examples=None,
 ) -> Callable[[tf.distribute.InputContext | None], tf.data.Dataset]:
     """Returns `fn(input_context)` for `strategy.distribute_datasets_from_function`.
@@ -226,16 +229,16 @@ def make_input_fn(
     Evaluation streams are one ordered pass, last batch possibly partial.
     The dataset is checked (and, for in-memory sources, loaded) here, once.
 
-    Held-out data (indexed splits only): a training stream with
-    `holdout_examples=N` never visits the split's last N examples; an
-    evaluation stream with `examples` (indices) passes over those examples only,
-    in that order (`holdout_indices` gives the held-out ones).
+    Held-out data (indexed splits only): a training stream with `holdout`
+    (a `selection.Holdout`) never visits the examples it holds out; an
+    evaluation stream with `examples` (indices) passes over those examples
+    only, in that order (`Holdout.held_out` gives the held-out ones).
     """
     _validate(image_size, global_batch_size, training, start_step, crop_scale, crop_fraction)
     info, raw = sources.open_split(
         name, data_dir, split, image_size, channels=channels, synthetic=synthetic
     )
-    holdout_examples, examples = _check_held_out(raw, training, holdout_examples, examples)
+    train_indices, examples = _check_held_out(raw, training, holdout, examples)
     prep = _Preprocess(
         image_size, info.channels, training, tuple(crop_scale), flip, crop_fraction, color_jitter, lighting,
         normalization,
@@ -248,7 +251,7 @@ def make_input_fn(
             pipelines = (input_context.num_input_pipelines, input_context.input_pipeline_id)
             batch_size = input_context.get_per_replica_batch_size(global_batch_size)
         start = start_step * global_batch_size
-        return _build(raw, prep, batch_size, seed, start, pipelines, shuffle_buffer, holdout_examples, examples)
+        return _build(raw, prep, batch_size, seed, start, pipelines, shuffle_buffer, train_indices, examples)
 
     input_fn.info = info
     return input_fn
@@ -280,27 +283,25 @@ def steps_per_epoch(info: sources.DatasetInfo, global_batch_size: int, holdout_e
     return (info.num_train - holdout_examples) // global_batch_size
 
 
-def holdout_indices(num_examples: int, holdout_examples: int) -> range:
-    """The indices of the examples a training stream with `holdout_examples` leaves out: the last ones."""
-    return range(num_examples - holdout_examples, num_examples)
-
-
-def _check_held_out(raw, training: bool, holdout_examples: int, examples):
-    if isinstance(holdout_examples, bool) or not isinstance(holdout_examples, int) or holdout_examples < 0:
-        raise ValueError(f"holdout_examples: must be an int >= 0, got {holdout_examples!r}")
+def _check_held_out(raw, training: bool, holdout, examples):
+    """(the training indices a held-out set leaves, or None; the checked `examples`)."""
+    if holdout is not None and not isinstance(holdout, selection.Holdout):
+        raise TypeError(f"holdout: expected a pss_tf.data.selection.Holdout, got {type(holdout).__name__}")
     indexed = isinstance(raw, sources.IndexedSplit)
-    if holdout_examples:
+    train_indices = None
+    if holdout:
         if not training:
             raise ValueError("holdout_examples: only training streams leave examples out; pass `examples` to read them")
         if not indexed:
             raise ValueError(
                 "holdout_examples: record (TFDS) splits are streamed in shard order and cannot hold examples out"
             )
-        if holdout_examples >= raw.num_examples:
+        if holdout.examples >= raw.num_examples:
             raise ValueError(
-                f"holdout_examples: {holdout_examples} leaves none of the split's {raw.num_examples} examples "
+                f"holdout_examples: {holdout.examples} leaves none of the split's {raw.num_examples} examples "
                 f"to train on"
             )
+        train_indices = holdout.training(raw.num_examples, raw.labels)
     if examples is not None:
         if training:
             raise ValueError("examples: only evaluation streams read chosen examples")
@@ -309,4 +310,4 @@ def _check_held_out(raw, training: bool, holdout_examples: int, examples):
         examples = [int(i) for i in examples]
         if any(not 0 <= i < raw.num_examples for i in examples):
             raise ValueError(f"examples: indices must lie in [0, {raw.num_examples})")
-    return holdout_examples, examples
+    return train_indices, examples

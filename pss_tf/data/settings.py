@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+import numpy as np
 import tensorflow as tf
 
-from pss_tf.data import pipeline, preprocessing, sources
+from pss_tf.data import pipeline, preprocessing, selection, sources
 from pss_tf.errors import ConfigError
 
 
@@ -25,9 +26,11 @@ class DataSettings:
     `image_size` is the search space's largest resolution: every pipeline
     yields images of that size and the network resizes them per subnet.
 
-    `holdout_examples`: the last N examples of the training split are held out
-    of every training stream (hence of BN calibration too) and read with
-    `holdout`; indexed sources only (not TFDS record datasets).
+    `holdout_examples`: N examples of the training split are held out of
+    every training stream (hence of BN calibration too) and read with
+    `holdout`; indexed sources only (not TFDS record datasets). Which ones:
+    `holdout_selection` (`selection.Holdout`), drawn with `selection_seed`
+    (the run's seed), which also draws limited validation subsets.
     """
 
     dataset: str
@@ -41,6 +44,8 @@ class DataSettings:
     normalization: str = "imagenet"
     crop_fraction: float = preprocessing.DEFAULT_CROP_FRACTION
     holdout_examples: int = 0
+    holdout_selection: str = "stratified"
+    selection_seed: int = 0
 
     def with_data_dir(self, data_dir: str | None) -> "DataSettings":
         """The same settings reading the data from `data_dir` (None: unchanged)."""
@@ -70,6 +75,11 @@ class DataSettings:
         """How pixels become network inputs, in words (for manifests)."""
         return preprocessing.NORMALIZATIONS[self.normalization]
 
+    @property
+    def holdout_spec(self) -> selection.Holdout:
+        """Which training examples the run holds out."""
+        return selection.Holdout(self.holdout_examples, self.holdout_selection, self.selection_seed)
+
     def steps_per_epoch(self, global_batch_size: int) -> int:
         """Full batches in one pass over the training examples (held-out ones excluded)."""
         return pipeline.steps_per_epoch(self.info, global_batch_size, self.holdout_examples)
@@ -90,31 +100,90 @@ class DataSettings:
         """The endless augmented training stream, for `distribute_datasets_from_function`."""
         return pipeline.make_input_fn(
             self.dataset, self.data_dir, "train", self.image_size, global_batch_size,
-            training=True, seed=seed, start_step=start_step, holdout_examples=self.holdout_examples,
-            **self._options(),
+            training=True, seed=seed, start_step=start_step, holdout=self.holdout_spec, **self._options(),
         )
 
     def training(self, batch_size: int, seed: int) -> tf.data.Dataset:
         """The endless augmented training stream on one device."""
         return pipeline.load(
             self.dataset, self.data_dir, "train", self.image_size, batch_size, training=True, seed=seed,
-            holdout_examples=self.holdout_examples, **self._options(),
+            holdout=self.holdout_spec, **self._options(),
         )
 
     def validation(self, batch_size: int, limit: int = 0) -> tf.data.Dataset:
-        """One ordered pass over the validation split (the first `limit` examples; 0: all)."""
+        """One ordered pass over the validation split, or over `limit` of its examples
+        (`subset_indices`: a seeded draw, every class its share; TFDS: the first
+        `limit` records)."""
+        indices = self.subset_indices("val", limit)
+        if indices is not None:
+            return self._examples("val", batch_size, indices)
         dataset = pipeline.load(
             self.dataset, self.data_dir, "val", self.image_size, batch_size, training=False, **self._options()
         )
         return dataset.unbatch().take(limit).batch(batch_size) if limit else dataset
 
-    def holdout(self, batch_size: int, limit: int = 0) -> tf.data.Dataset:
-        """One ordered pass, with evaluation preprocessing, over the held-out training
-        examples (the first `limit` of them; 0: all)."""
+    def subset_indices(self, split: str, limit: int):
+        """The examples a pass limited to `limit` reads (0: None, the whole split).
+
+        Indexed sources: a draw stratified by class (`selection.stratified_draw`,
+        seeded by `selection_seed`), the same for every caller, so Keras, SavedModel
+        and TFLite accuracies on a limited split are measured on the same images.
+        TFDS record splits have no random access: None, and callers take the
+        first `limit` records.
+        """
+        if not limit or self.dataset not in sources.BUILTIN_DATASETS:
+            return None
+        raw = self.raw_split(split)
+        count = min(int(limit), raw.num_examples)
+        return selection.stratified_draw(raw.num_examples, count, self.selection_seed, selection.SUBSET_SALT, raw.labels)
+
+    def held_out_indices(self) -> np.ndarray:
+        """The held-out training examples, in the order `holdout` reads them."""
         if not self.holdout_examples:
             raise ConfigError("holdout_examples", "the run holds no training examples out (it is 0)")
-        indices = pipeline.holdout_indices(self.info.num_train, self.holdout_examples)
-        return self._train_examples(batch_size, indices[:limit] if limit else indices)
+        raw = self.raw_split("train")
+        return self.holdout_spec.held_out(raw.num_examples, raw.labels)
+
+    def training_indices(self) -> np.ndarray:
+        """The training examples the run trains and calibrates on (indexed sources), ascending."""
+        raw = self.raw_split("train")
+        return self.holdout_spec.training(raw.num_examples, raw.labels)
+
+    def holdout(self, batch_size: int, limit: int = 0) -> tf.data.Dataset:
+        """One ordered pass, with evaluation preprocessing, over the held-out training
+        examples (the first `limit` of the draw, itself stratified; 0: all)."""
+        indices = self.held_out_indices()
+        return self._examples("train", batch_size, indices[:limit] if limit else indices)
+
+    def class_counts(self, held_out_limit: int = 0) -> dict | None:
+        """Examples per class in the training part, the held-out set (its first
+        `held_out_limit`, if given) and validation.
+
+        None where labels are unknown without decoding (TFDS record datasets).
+        """
+        train, val = self.raw_split("train"), self.raw_split("val")
+        if train.labels is None or val.labels is None:
+            return None
+        classes = self.info.num_classes
+        counts = {
+            "training": selection.class_counts(train.labels, self.training_indices(), classes),
+            "validation": np.bincount(val.labels, minlength=classes)[:classes],
+        }
+        if self.holdout_examples:
+            held = self.held_out_indices()
+            counts["held_out"] = selection.class_counts(train.labels, held[:held_out_limit or None], classes)
+        return counts
+
+    def class_warnings(self, held_out_limit: int = 0) -> dict[str, str]:
+        """`selection.class_balance_warnings` for this run's splits (none if labels are unknown)."""
+        counts = self.class_counts(held_out_limit)
+        return {} if counts is None else selection.class_balance_warnings(counts, self.class_names())
+
+    def class_names(self) -> list[str]:
+        """A name per label: the folder names of an image folder, else the label."""
+        if self.dataset == "imagefolder":
+            return list(sources.imagefolder_classes(self.data_dir))
+        return [str(i) for i in range(self.info.num_classes)]
 
     def train_subset(self, batch_size: int, examples: int) -> tf.data.Dataset:
         """A fixed subset of `examples` training examples (held-out ones excluded), with
@@ -128,15 +197,16 @@ class DataSettings:
         available = self.info.num_train - self.holdout_examples
         examples = min(examples, available)
         if self.dataset in sources.BUILTIN_DATASETS:
-            return self._train_examples(batch_size, [i * available // examples for i in range(examples)])
+            spread = self.training_indices()
+            return self._examples("train", batch_size, [spread[i * available // examples] for i in range(examples)])
         dataset = pipeline.load(
             self.dataset, self.data_dir, "train", self.image_size, batch_size, training=False, **self._options()
         )
         return dataset.unbatch().take(examples).batch(batch_size)
 
-    def _train_examples(self, batch_size: int, indices) -> tf.data.Dataset:
+    def _examples(self, split: str, batch_size: int, indices) -> tf.data.Dataset:
         return pipeline.load(
-            self.dataset, self.data_dir, "train", self.image_size, batch_size, training=False, examples=indices,
+            self.dataset, self.data_dir, split, self.image_size, batch_size, training=False, examples=indices,
             **self._options(),
         )
 
@@ -157,7 +227,7 @@ class DataSettings:
         return preprocessing.normalize(x, self.normalization)
 
     def raw_split(self, split: str):
-        """The undecoded-to-network split: uint8 images as the dataset stores them."""
+        """The undecoded-to-network split: uint8 images as the dataset stores them (labels too, where known)."""
         _, raw = sources.open_split(
             self.dataset, self.data_dir, split, self.image_size, channels=self.info.channels, synthetic=self.synthetic
         )

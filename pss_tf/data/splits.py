@@ -59,12 +59,14 @@ class IndexedSplit:
     """A split with random access. `make_fetch()` builds `fetch(index) -> (image, label)`.
 
     Building the fetch function lazily lets each input pipeline place its
-    tensors on its own host.
+    tensors on its own host. `labels`, when the source knows them without
+    decoding images, lets held-out sets and subsets be stratified by class.
     """
 
     num_examples: int
     channels: int
     make_fetch: Callable[[], Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]]
+    labels: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +110,7 @@ def in_memory_split(images: np.ndarray, labels: np.ndarray, channels: int) -> In
 
         return fetch
 
-    return IndexedSplit(len(labels), channels, make_fetch)
+    return IndexedSplit(len(labels), channels, make_fetch, labels=np.asarray(labels))
 
 
 # --- synthetic ------------------------------------------------------------------

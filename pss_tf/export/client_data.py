@@ -27,13 +27,16 @@ class ClientData:
         self.image_size = data.image_size
         self.channels = data.info.channels
 
-    def _raw(self, split: str, sample: int = 0, seed: int = 0) -> tf.data.Dataset:
-        """(uint8 image, label) of a split, unprocessed: in order, or `sample` at random."""
+    def _raw(self, split: str, sample: int = 0, seed: int = 0, indices=None) -> tf.data.Dataset:
+        """(uint8 image, label) of a split, unprocessed: in order, `sample` at random, or the
+        given `indices` (indexed splits)."""
         raw = self.data.raw_split(split)
         if isinstance(raw, sources.IndexedSplit):
-            if sample:
-                indices = np.random.default_rng(seed).permutation(raw.num_examples)[:sample]
-                positions = tf.data.Dataset.from_tensor_slices(indices.astype(np.int64))
+            if sample:  # From the examples the run trains on: never its held-out ones.
+                kept = self.data.training_indices() if split == "train" else np.arange(raw.num_examples)
+                indices = np.random.default_rng(seed).permutation(kept)[:sample]
+            if indices is not None:
+                positions = tf.data.Dataset.from_tensor_slices(np.asarray(indices, np.int64))
             else:
                 positions = tf.data.Dataset.range(raw.num_examples)
             return positions.map(raw.make_fetch(), num_parallel_calls=tf.data.AUTOTUNE)
@@ -57,16 +60,19 @@ class ClientData:
         return tf.ensure_shape(image, [size, size, self.channels]), label
 
     def batches(self, split: str, batch_size: int, limit: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """uint8 (B, S, S, C) images and int labels of `split`, the first `limit` (0: all)."""
-        dataset = self._raw(split)
-        if limit:
+        """uint8 (B, S, S, C) images and int labels of `split`: all of them, or the `limit`
+        examples `DataSettings.subset_indices` draws (those the Keras checks read too)."""
+        indices = self.data.subset_indices(split, limit)
+        dataset = self._raw(split, indices=indices)
+        if limit and indices is None:
             dataset = dataset.take(limit)
         dataset = dataset.map(self._to_client_size, num_parallel_calls=tf.data.AUTOTUNE)
         for images, labels in dataset.batch(batch_size).prefetch(2).as_numpy_iterator():
             yield images, labels.astype(np.int64)
 
     def representative_images(self, count: int, seed: int = 0) -> np.ndarray:
-        """`count` training images at client size, drawn at random (int8 calibration)."""
+        """`count` training images at client size, drawn at random from those the run trained
+        on (int8 calibration)."""
         dataset = self._raw("train", sample=count, seed=seed).map(self._to_client_size)
         images = [image for image, _ in dataset.as_numpy_iterator()]
         if not images:

@@ -65,8 +65,9 @@ def plan(options: ExportOptions) -> ExportPlan:
         winners = job.winners()
         if not winners:
             raise ConfigError("job_dir", f"{job.path} lists no winners (every pool was empty)")
-    searched = _searched(job, choice) if choice.searched else None
-    chosen = subnets_lib.select(winners, configs, job.metrics, job.cost_kwargs(), searched)
+    searched = searched_subnets(job, choice.searched_dir) if choice.searched else None
+    finetuned = finetuned_subnets(job, choice.finetuned_dir) if choice.finetuned else None
+    chosen = subnets_lib.select(winners, configs, job.metrics, job.cost_kwargs(), searched, finetuned)
     qat_subnet = None
     if options.quantization.qat:
         names = [s.name for s in chosen]
@@ -85,12 +86,13 @@ def plan(options: ExportOptions) -> ExportPlan:
     return ExportPlan(job, chosen, model_name, version, fresh, qat_subnet)
 
 
-def _searched(job: Job, choice) -> list:
-    """The searched subnets of the run (tools/search.py's searched.json), checked to lie in its space."""
+def searched_subnets(job: Job, searched_dir: str = "") -> list:
+    """The searched subnets of the run (tools/search.py's searched.json in `searched_dir`, default
+    JOB_DIR/search), checked to lie in its space."""
     from pss_tf.search.driver import read_searched
     from pss_tf.space.config import SubnetConfig
 
-    directory = choice.searched_dir or job.dir.file("search")
+    directory = searched_dir or job.dir.file("search")
     entries = read_searched(directory)
     if not entries:
         raise ConfigError(
@@ -103,6 +105,26 @@ def _searched(job: Job, choice) -> list:
         if problems:
             raise ConfigError("searched", f"{entry['name']} lies outside the run's space: " + "; ".join(problems))
         found.append((entry, config))
+    return found
+
+
+def finetuned_subnets(job: Job, finetuned_dir: str = "") -> list:
+    """(entry, config, weights file) of tools/finetune.py's subnets (finetuned.json in
+    `finetuned_dir`, default JOB_DIR/finetune), checked to lie in the run's space."""
+    from pss_tf.finetune.driver import read_finetuned, weights_of
+    from pss_tf.space.config import SubnetConfig
+
+    directory = finetuned_dir or job.dir.file("finetune")
+    found = []
+    for entry in read_finetuned(directory):
+        config = SubnetConfig.from_dict(entry["config"])
+        problems = job.space.violations(config)
+        if problems:
+            raise ConfigError("finetuned", f"{entry['name']} lies outside the run's space: " + "; ".join(problems))
+        path = weights_of(directory, entry)
+        if not os.path.exists(path):
+            raise ConfigError("finetuned", f"{path} is missing: fine-tune {entry['name']} again")
+        found.append((entry, config, path))
     return found
 
 
@@ -171,6 +193,7 @@ class _Build:
 
     def extract(self):
         """Calibrates each subnet on the batches training evaluated it with, then extracts it."""
+        from pss_tf.finetune.training import load_weights
         from pss_tf.training.evaluation import make_evaluator
 
         checks = self.options.checks
@@ -181,8 +204,11 @@ class _Build:
             f"({evaluator.calibration_batches} BN calibration batches each)"
         )
         for s in self.subnets:
-            evaluator.calibrate(s.config)
-            self.weights[s.name] = supernet.subnet_weights(s.config)
+            if s.finetuned_weights:  # Trained as the standalone model: its own BN statistics.
+                self.weights[s.name] = load_weights(s.finetuned_weights)
+            else:
+                evaluator.calibrate(s.config)
+                self.weights[s.name] = supernet.subnet_weights(s.config)
             self.models[s.name] = supernet.extract(s.config, name=s.name, weights=self.weights[s.name])
         self.supernet = supernet
         if checks.evaluate:

@@ -32,6 +32,12 @@ class SubnetChoice:
         False, help="Also export the subnets tools/search.py found (searched.json in searched_dir), beside the winners."
     )
     searched_dir: str = option("", help="Where searched.json is (default: JOB_DIR/search).")
+    finetuned: bool = option(
+        False,
+        help="Export the fine-tuned weights of the subnets tools/finetune.py trained (finetuned.json in "
+        "finetuned_dir) instead of their inherited ones; fine-tuned subnets not otherwise chosen join the export.",
+    )
+    finetuned_dir: str = option("", help="Where finetuned.json is (default: JOB_DIR/finetune).")
     new_version: bool = option(False, help="Add the next version to an existing export instead of refusing it.")
     container_dir: str = option("/models", help="Where the server mounts export_dir (models.config).")
 
@@ -57,7 +63,9 @@ class CheckOptions:
 
     calibration_batches: int = option(0, help="BN calibration batches per subnet (0: the run's setting).", minimum=0)
     evaluate: bool = option(True, help="Measure Keras and TFLite top-1 on the validation split.")
-    eval_examples: int = option(0, help="Validation examples to evaluate on (0: all).", minimum=0)
+    eval_examples: int = option(
+        0, help="Validation examples to evaluate on (0: all); a seeded draw with every class its share.", minimum=0
+    )
     latency: bool = option(True, help="Time every .tflite file (batch 1) on this machine.")
     latency_threads: int = option(1, help="Interpreter threads for the latency measurements.", minimum=1)
 

@@ -44,6 +44,11 @@ class Subnet:
     val_top5: float | None = None
     # Validation top-1 measured by the export itself (for hand-given configs).
     measured_top1: float | None = None
+    # Fine-tuned weights (tools/finetune.py's weights.npz) instead of the inherited
+    # ones; val_top1/val_top5 are then the fine-tuned model's, and these the inherited.
+    finetuned_weights: str | None = None
+    inherited_top1: float | None = None
+    inherited_top5: float | None = None
 
     @property
     def accuracy(self) -> float | None:
@@ -64,7 +69,22 @@ class Subnet:
             "params": self.params,
             "val_top1": self.val_top1,
             "val_top5": self.val_top5,
+            "weights": "finetuned" if self.finetuned_weights else "inherited",
+            "inherited_val_top1": self.inherited_top1 if self.finetuned_weights else self.val_top1,
+            "inherited_val_top5": self.inherited_top5 if self.finetuned_weights else self.val_top5,
         }
+
+    def use_finetuned(self, entry: dict, weights_file: str) -> None:
+        """Carries the fine-tuned weights of a finetuned.json `entry` (same config) from now on."""
+        if entry["config"] != self.config.to_dict():
+            raise ConfigError(
+                "finetuned", f"{self.name} was fine-tuned as {entry['config']}, but the export's {self.name} is "
+                f"{self.config.to_dict()}",
+            )
+        self.inherited_top1 = entry.get("val_top1_before", self.val_top1)
+        self.inherited_top5 = entry.get("val_top5_before", self.val_top5)
+        self.val_top1, self.val_top5 = entry["val_top1_after"], entry.get("val_top5_after")
+        self.finetuned_weights = weights_file
 
 
 def parse_config(text: str, space: SearchSpace) -> SubnetConfig:
@@ -94,6 +114,7 @@ def select(
     metrics: dict,
     cost_kwargs: dict,
     searched: list[tuple[dict, SubnetConfig]] | None = None,
+    finetuned: list[tuple[dict, SubnetConfig, str]] | None = None,
 ) -> list[Subnet]:
     """The subnets to export, sorted by their value under the first metric.
 
@@ -104,6 +125,9 @@ def select(
             one orders the subnets and drives the default `adaptive` signature.
         cost_kwargs: num_classes, small_input and in_channels, for MACs and
             parameter counts.
+        finetuned: (finetuned.json entry, config, weights file) of fine-tuned
+            subnets: a chosen subnet of the same name carries those weights,
+            and one not chosen otherwise joins under its own name.
     """
     subnets = []
     for entry, config in searched or []:
@@ -121,6 +145,14 @@ def select(
     for config in configs:
         macs = count_flops(config, **cost_kwargs)
         subnets.append(_make(config, config_name(config, macs), CONFIG, metrics, cost_kwargs))
+    by_name = {s.name: s for s in subnets}
+    for entry, config, weights_file in finetuned or []:
+        if entry["name"] not in by_name:
+            subnet = _make(config, entry["name"], entry.get("source") or CONFIG, metrics, cost_kwargs,
+                           metric=entry.get("metric"), target=entry.get("target"))
+            subnets.append(subnet)
+            by_name[subnet.name] = subnet
+        by_name[entry["name"]].use_finetuned(entry, weights_file)
     if not subnets:
         raise ConfigError("config", "nothing to export: no winners, no searched subnets and no config")
     names = [s.name for s in subnets]

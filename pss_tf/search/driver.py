@@ -287,6 +287,9 @@ def execute(the_plan: SearchPlan, log: Callable[[str], None] = print) -> SearchR
             f"fitness: top-1 on {fitness.examples} {data} examples after BN calibration on "
             f"{fitness.evaluator.calibration_batches} training batches"
         )
+        if fitness.data == "holdout":
+            for warning in job.data.class_warnings(held_out_limit=fitness.examples).values():
+                log(f"warning: {warning}")
         validation = make_evaluator(supernet, job.config, job.data)
     entries = []
     message = "stopping after this generation; its state is saved and the same command resumes"

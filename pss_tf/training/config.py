@@ -182,9 +182,21 @@ class DataConfig:
     synthetic_classes: int = option(10, help="Classes of the synthetic dataset.", minimum=1)
     holdout_examples: int = option(
         0,
-        help="Keep the last N training examples out of training and BN calibration (held-out data for the search).",
-        minimum=0,
+        help="Keep N training examples out of training and BN calibration (held-out data for the search); >= 0.",
     )
+    holdout_selection: str = option(
+        "stratified",
+        help="Which examples holdout_examples keeps out: stratified (a draw seeded by --seed, every class its "
+        "share) or last (the split's last N in file order, as runs before this option; class-sorted sources such "
+        "as image folders then lose whole classes).",
+        choices=("stratified", "last"),
+    )
+
+
+    def validate(self) -> None:
+        value = self.holdout_examples
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:  # Its message predates pss_tf.checks.
+            raise ConfigError("holdout_examples", f"must be an int >= 0, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,6 +266,8 @@ class TrainConfig:
             normalization=data.normalization,
             crop_fraction=data.crop_fraction,
             holdout_examples=data.holdout_examples,
+            holdout_selection=data.holdout_selection,
+            selection_seed=self.runtime.seed,
         )
 
     def leaf_values(self) -> dict:
@@ -265,7 +279,7 @@ class TrainConfig:
         if not self.job_dir:
             raise ConfigError("job_dir", "required")
         config_flags.check_declared(self)  # Every field's kind, choices and range.
-        for part in (self.space, self.targets, self.sampling, self.optimization):
+        for part in (self.space, self.targets, self.sampling, self.optimization, self.data):
             part.validate()  # What involves several fields.
 
     def to_dict(self) -> dict:
@@ -276,7 +290,7 @@ class TrainConfig:
         """Reads the nested form, or the flat one `run.json` had before the groups."""
         if isinstance(data, dict) and "space" not in data:
             data = _from_flat(data)
-        return config_flags.from_dict(cls, data, "run.json")
+        return config_flags.from_dict(cls, _with_fields_added_since(data), "run.json")
 
     def replace(self, **changes) -> "TrainConfig":
         """A copy with leaf fields changed by name: `config.replace(epochs=2)`."""
@@ -300,6 +314,18 @@ _BEFORE_GROUPS = {
     "lighting": 0.0,
     "normalization": "minus_one_to_one",
 }
+
+
+def _with_fields_added_since(data: dict) -> dict:
+    """A recorded run's config with the behaviour it had for fields added after it.
+
+    `holdout_selection`: runs recorded before it held out their last
+    `holdout_examples` examples; they keep that set (what they never trained on).
+    """
+    group = data.get("data") if isinstance(data, dict) else None
+    if isinstance(group, dict) and "holdout_selection" not in group and group.get("holdout_examples"):
+        data = {**data, "data": {**group, "holdout_selection": "last"}}
+    return data
 
 
 def _from_flat(data: dict) -> dict:

@@ -86,6 +86,9 @@ class Trainer:
         self.space = config.search_space()
         self.strategy = strategy or distribute.create_strategy(config.runtime.strategy)
         self.is_chief = distribute.is_chief(self.strategy)
+        self.class_warnings = self.data.class_warnings()
+        for warning in self.class_warnings.values():
+            self._report(f"warning: {warning}", logging.WARNING)
         self.replicas = self.strategy.num_replicas_in_sync
         batch = config.optimization.global_batch_size
         if batch % self.replicas:
@@ -381,12 +384,12 @@ class Trainer:
         if self.is_chief:
             self.job.write_evaluations(self.evaluations)
 
-    def _report(self, message: str) -> None:
+    def _report(self, message: str, level: int = logging.INFO) -> None:
         """One line for whoever watches: on stdout beside the progress bars, else in the log."""
         if self.config.runtime.progress and self.is_chief:
             print(message, flush=True)
         else:
-            logger.info(message)
+            logger.log(level, message)
 
     def final_winners(self) -> list:
         """Evaluates the top-k of every pool and keeps the best by validation top-1."""
@@ -422,4 +425,6 @@ class Trainer:
                 value = self.metrics[e["metric"]].format(e["value"])
                 front = "" if e["pareto"] else " (not on the Pareto front: a cheaper winner is as accurate)"
                 self._report(f"winner {e['name']}: {value}, val top-1 {e['val_top1']:.4f}{front}")
+            if "untrained" in self.class_warnings:  # Said before training; again beside the results.
+                self._report(f"warning: {self.class_warnings['untrained']}", logging.WARNING)
         return entries

@@ -1,4 +1,8 @@
-"""Held-out training examples (`holdout_examples`): never trained on, read back exactly, resume intact."""
+"""Held-out training examples (`holdout_examples`): never trained on, read back exactly, resume intact.
+
+Both selections: `stratified` (today's default, a seeded draw) and `last` (the
+split's last examples, which runs recorded before the option keep).
+"""
 
 import gzip
 import os
@@ -8,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from pss_tf import data
+from pss_tf.data.selection import Holdout
 from pss_tf.data.settings import DataSettings
 from pss_tf.errors import ConfigError
 from pss_tf.training.config import TrainConfig
@@ -33,29 +38,39 @@ def fashion_dir(tmp_path_factory):
     return str(root)
 
 
-def settings(fashion_dir, holdout=HOLDOUT):
-    return DataSettings("fashion_mnist", fashion_dir, image_size=28, holdout_examples=holdout)
+def settings(fashion_dir, holdout=HOLDOUT, selection="last", seed=0):
+    return DataSettings(
+        "fashion_mnist", fashion_dir, image_size=28, holdout_examples=holdout, holdout_selection=selection,
+        selection_seed=seed,
+    )
 
 
 def labels_of(dataset, batches):
     return np.concatenate([y.numpy() for _, y in dataset.take(batches)])
 
 
-def test_training_streams_never_visit_held_out_examples(fashion_dir):
+@pytest.mark.parametrize("selection", ["last", "stratified"])
+def test_training_streams_never_visit_held_out_examples(fashion_dir, selection):
     kept = NUM_TRAIN - HOLDOUT
-    data_settings = settings(fashion_dir)
+    data_settings = settings(fashion_dir, selection=selection)
+    held = sorted(data_settings.held_out_indices())
+    training = sorted(set(range(NUM_TRAIN)) - set(held))
+    assert len(held) == HOLDOUT and len(training) == kept
+    if selection == "last":
+        assert held == list(range(kept, NUM_TRAIN))
     # Batches of 5 over 7 examples straddle epochs; 7 batches are 5 epochs.
     for stream in (data_settings.training(5, seed=3), data_settings.input_fn(5, seed=3)(None)):
         labels = labels_of(stream, 7)
         epochs = labels.reshape(5, kept)
         for epoch in epochs:
-            assert sorted(epoch) == list(range(kept))  # Every kept example once per epoch, no held-out one.
+            assert sorted(epoch) == training  # Every kept example once per epoch, no held-out one.
         assert not all(np.array_equal(epochs[0], e) for e in epochs[1:])  # Still reshuffled per epoch.
     assert data_settings.steps_per_epoch(2) == kept // 2
     assert settings(fashion_dir, holdout=0).steps_per_epoch(2) == NUM_TRAIN // 2
 
 
 def test_held_out_stream_is_exactly_the_last_examples_with_evaluation_preprocessing(fashion_dir):
+    """`last`: the selection of runs recorded before `holdout_selection` existed."""
     data_settings = settings(fashion_dir)
     everything = data.load("fashion_mnist", fashion_dir, "train", 28, NUM_TRAIN, training=False)
     (all_images, all_labels), = list(everything)
@@ -71,29 +86,52 @@ def test_held_out_stream_is_exactly_the_last_examples_with_evaluation_preprocess
         settings(fashion_dir, holdout=0).holdout(2)
 
 
-def test_train_subset_is_fixed_spread_and_excludes_held_out_examples(fashion_dir):
-    subset = settings(fashion_dir).train_subset(4, examples=3)
+def test_stratified_held_out_stream_reads_the_seeded_draw_with_evaluation_preprocessing(fashion_dir):
+    everything = data.load("fashion_mnist", fashion_dir, "train", 28, NUM_TRAIN, training=False)
+    (all_images, _), = list(everything)
+    draws = {}
+    for seed in (0, 1, 2, 3):
+        data_settings = settings(fashion_dir, selection="stratified", seed=seed)
+        indices = data_settings.held_out_indices()
+        labels = np.concatenate([y.numpy() for _, y in data_settings.holdout(2)])
+        images = np.concatenate([x.numpy() for x, _ in data_settings.holdout(2)])
+        np.testing.assert_array_equal(labels, indices)  # Labels name their example here.
+        np.testing.assert_array_equal(images, all_images.numpy()[indices])
+        limited = np.concatenate([y.numpy() for _, y in data_settings.holdout(8, limit=2)])
+        np.testing.assert_array_equal(limited, indices[:2])
+        np.testing.assert_array_equal(settings(fashion_dir, selection="stratified", seed=seed).held_out_indices(), indices)
+        draws[seed] = tuple(sorted(indices))
+    assert len(set(draws.values())) > 1  # The seed draws; the file order does not decide.
+
+
+@pytest.mark.parametrize("selection", ["last", "stratified"])
+def test_train_subset_is_fixed_spread_and_excludes_held_out_examples(fashion_dir, selection):
+    data_settings = settings(fashion_dir, selection=selection)
+    training = sorted(set(range(NUM_TRAIN)) - set(data_settings.held_out_indices()))
+    subset = data_settings.train_subset(4, examples=3)
     labels = np.concatenate([y.numpy() for _, y in subset])
-    np.testing.assert_array_equal(labels, [0, 2, 4])  # Spread over the 7 kept examples.
-    again = np.concatenate([y.numpy() for _, y in settings(fashion_dir).train_subset(4, examples=3)])
+    np.testing.assert_array_equal(labels, [training[0], training[2], training[4]])  # Spread over the 7 kept.
+    again = np.concatenate([y.numpy() for _, y in settings(fashion_dir, selection=selection).train_subset(4, 3)])
     np.testing.assert_array_equal(labels, again)
     everything = np.concatenate([y.numpy() for _, y in settings(fashion_dir, 0).train_subset(4, examples=100)])
     np.testing.assert_array_equal(everything, np.arange(NUM_TRAIN))
 
 
+@pytest.mark.parametrize("selection", ["last", "stratified"])
 @pytest.mark.parametrize("start_step", [1, 3, 6])
-def test_resume_with_held_out_examples_equals_uninterrupted_stream(fashion_dir, start_step):
+def test_resume_with_held_out_examples_equals_uninterrupted_stream(fashion_dir, start_step, selection):
+    holdout = Holdout(HOLDOUT, selection, seed=2)
+
     def stream(start):
-        return data.load(
-            "fashion_mnist", fashion_dir, "train", 28, 4, True, seed=5, start_step=start, holdout_examples=HOLDOUT
-        )
+        return data.load("fashion_mnist", fashion_dir, "train", 28, 4, True, seed=5, start_step=start, holdout=holdout)
 
     full = list(stream(0).take(start_step + 3))
     resumed = list(stream(start_step).take(3))
     for (x, y), (x_full, y_full) in zip(resumed, full[start_step:]):
         np.testing.assert_array_equal(x.numpy(), x_full.numpy())
         np.testing.assert_array_equal(y.numpy(), y_full.numpy())
-    assert int(tf.reduce_max(tf.concat([y for _, y in full], 0))) < NUM_TRAIN - HOLDOUT
+    seen = set(tf.concat([y for _, y in full], 0).numpy().tolist())
+    assert seen.isdisjoint(holdout.held_out(NUM_TRAIN, np.arange(NUM_TRAIN) % 10))
 
 
 def test_bad_holdout_settings_are_refused(fashion_dir, tmp_path):
@@ -110,4 +148,21 @@ def test_bad_holdout_settings_are_refused(fashion_dir, tmp_path):
     del stored["data"]["holdout_examples"]
     assert TrainConfig.from_dict(stored).data.holdout_examples == 0
     with pytest.raises(ValueError, match="holdout_examples: only training streams"):
-        data.load("fashion_mnist", fashion_dir, "train", 28, 4, False, holdout_examples=2)
+        data.load("fashion_mnist", fashion_dir, "train", 28, 4, False, holdout=Holdout(2))
+    with pytest.raises(ConfigError, match="holdout_selection: unknown value .first.; expected one of"):
+        config.replace(holdout_selection="first").validate()
+    with pytest.raises(ValueError, match="holdout_selection: must be one of"):
+        Holdout(2, "first")
+
+
+def test_runs_recorded_before_the_selection_keep_their_last_examples(tmp_path):
+    config = TrainConfig(job_dir=str(tmp_path / "job")).replace(holdout_examples=4, seed=7)
+    assert config.data.holdout_selection == "stratified"  # New runs draw.
+    settings_now = config.data_settings()
+    assert (settings_now.holdout_selection, settings_now.selection_seed) == ("stratified", 7)
+    stored = config.to_dict()
+    assert TrainConfig.from_dict(stored).data.holdout_selection == "stratified"  # Recorded: read back as is.
+    del stored["data"]["holdout_selection"]
+    assert TrainConfig.from_dict(stored).data.holdout_selection == "last"  # Recorded before the option.
+    stored["data"]["holdout_examples"] = 0
+    assert TrainConfig.from_dict(stored).data.holdout_selection == "stratified"  # Nothing held out: no difference.

@@ -1,0 +1,66 @@
+"""Fine-tunes (or retrains from scratch) subnets of a trained run as the standalone models that ship.
+
+    python tools/finetune.py --job_dir=runs/fashion_mnist --subnets=winners --epochs=1
+    python tools/finetune.py --job_dir=runs/fashion_mnist --subnets=flops_6M,flops_9M --distill
+    python tools/finetune.py --job_dir=runs/fashion_mnist --subnets=searched --from_scratch --epochs=4 \\
+        --out=runs/fashion_mnist/retrained
+
+Each subnet is extracted (standard Keras layers), BN-calibrated and evaluated as
+it would ship, then trained on the run's training stream (held-out examples
+excluded) with SGD + Nesterov, cosine decay and the release's weight decay:
+from its inherited weights, or re-initialised with --from_scratch; from the
+labels, or with --distill from the supernet's max net. Writes OUT/finetuned.json
+(before and after accuracies, wall time) and OUT/<name>/ (weights, checkpoints,
+TensorBoard); OUT defaults to JOB_DIR/finetune. Ctrl-C saves; the same command
+resumes. `tools/export.py --finetuned` exports the fine-tuned weights. Every
+flag is a field of `pss_tf.finetune.options.FinetuneOptions`.
+"""
+
+import os
+import sys
+import time
+
+from absl import app, flags
+
+from pss_tf import config_flags
+from pss_tf.errors import ConfigError, TrainingDiverged
+from pss_tf.finetune.options import FinetuneOptions
+
+config_flags.define_flags(FinetuneOptions)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)
+    start = time.perf_counter()
+
+    def log(message):
+        print(f"[{time.perf_counter() - start:6.1f} s] {message}", flush=True)
+
+    try:
+        options = config_flags.from_flags(FinetuneOptions)
+        from pss_tf.finetune import driver
+
+        the_plan = driver.plan(options)
+    except ConfigError as e:
+        print(f"error: {config_flags.flag_message(e, flags.FLAGS)}", file=sys.stderr)
+        return 2
+    try:
+        result = driver.execute(the_plan, log=log)
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if not result.finished:
+        print(f"stopped; continue with the same command (outputs in {os.path.abspath(result.out_dir)})")
+        return 0
+    print(driver.describe(result.entries))
+    print(f"wrote {os.path.join(os.path.abspath(result.out_dir), driver.FINETUNED_FILE)}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    app.run(main)
