@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from pss_tf import checks
 from pss_tf.models.blocks import BN_EPSILON, head_weights, make_block, static_head
 from pss_tf.models.layers import (
     BilinearResize,
@@ -105,8 +106,7 @@ class Supernet(keras.Model):
             raise ValueError(f"num_classes: must be at least 1, got {num_classes}")
         if int(in_channels) < 1:
             raise ValueError(f"in_channels: must be at least 1, got {in_channels}")
-        if not 0.0 <= float(dropout_rate) < 1.0:
-            raise ValueError(f"dropout_rate: must lie in [0, 1), got {dropout_rate}")
+        checks.number("dropout_rate", dropout_rate, minimum=0.0, below=1.0, error=ValueError)
         self.model_name = model_name
         self.num_classes = int(num_classes)
         self.small_input = bool(small_input)
