@@ -224,15 +224,24 @@ def _fused_ghost_batch_norm(x, slices, gamma, beta, epsilon):
     Timed on the 2-core CPU (training forward and backward, float32, batch 32,
     56x56x128, N = 4): per-slice kernels 60 ms, the transposed layout 86 ms,
     the moments path 160 ms; the per-slice kernels were also the fastest at
-    7x7x1024 and for N = 8. `_GHOST_LAYOUT = "transpose"` makes the transposed
-    layout serve static N too, to compare on other devices.
+    7x7x1024 and for N = 8 (tests/models/test_parallel.py checks both layouts
+    against the moments path).
     """
-    if isinstance(slices, int) and _GHOST_LAYOUT == "split":
-        outputs = [
-            _fused_training_batch_norm(part, gamma[i], beta[i], epsilon)
-            for i, part in enumerate(tf.split(x, slices, axis=0))
-        ]
-        return tf.concat(outputs, axis=0)
+    if isinstance(slices, int):
+        return _ghost_per_slice_kernels(x, slices, gamma, beta, epsilon)
+    return _ghost_side_by_side(x, slices, gamma, beta, epsilon)
+
+
+def _ghost_per_slice_kernels(x, slices: int, gamma, beta, epsilon):
+    """A static N: one fused kernel per contiguous slice of the batch."""
+    outputs = [
+        _fused_training_batch_norm(part, gamma[i], beta[i], epsilon) for i, part in enumerate(tf.split(x, slices, axis=0))
+    ]
+    return tf.concat(outputs, axis=0)
+
+
+def _ghost_side_by_side(x, slices, gamma, beta, epsilon):
+    """Any N: the slices side by side as channels, one kernel over (b, H, W, N * C)."""
     shape = tf.shape(x)
     height, width, channels = shape[1], shape[2], shape[3]
     side_by_side = tf.transpose(_split_slices(x, slices), [1, 2, 3, 0, 4])  # (b, H, W, N, C)
@@ -246,9 +255,6 @@ def _fused_ghost_batch_norm(x, slices, gamma, beta, epsilon):
 # release's 1e-5 that is 0.1% of epsilon, far below the batch variances it is added
 # to, so training still fuses. Calibration and inference use the exact epsilon.
 _FUSED_MIN_EPSILON = 1e-5
-# How a group pass fuses its per-slice training batch norm (`_fused_ghost_batch_norm`):
-# "split" (one kernel per slice, the fastest measured) or "transpose" (one kernel).
-_GHOST_LAYOUT = "split"
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -318,14 +324,6 @@ class SlimBatchNormalization(keras.layers.Layer):
 
     # --- group passes (several subnets on slices of one batch) -------------------
 
-    # Test-only switches: the two ways of "simplifying" a group pass that make it
-    # differ from N separate passes (tests/models/test_parallel.py shows both).
-    # Whole-batch statistics mix the slices' subnets; a mask before the
-    # normalisation alone leaves beta (and the normalised zeros) in the channels
-    # a slice's subnet lacks, which the next layer then reads.
-    _ghost_statistics = True
-    _mask_after_normalization = True
-
     def _call_slices(self, inputs, slice_channels, training, calibration_rate):
         """Batch norm of a group pass: per-slice statistics and channel masks.
 
@@ -361,20 +359,13 @@ class SlimBatchNormalization(keras.layers.Layer):
         slices = dimension(slice_channels, 0)
         # (N, C) masks: row i keeps the first slice_channels[i] channels.
         mask = tf.sequence_mask(slice_channels, channels, dtype=self.gamma.dtype)
-        gamma = self.gamma[:channels][None, :]
-        beta = self.beta[:channels][None, :]
-        if self._mask_after_normalization:
-            gamma, beta = gamma * mask, beta * mask
-        else:
-            masked = _split_slices(inputs, slices) * ops.cast(mask, inputs.dtype)[:, None, None, None, :]
-            inputs = tf.reshape(masked, tf.shape(inputs))
-            gamma, beta = tf.tile(gamma, [slices, 1]), tf.tile(beta, [slices, 1])
-        if training and self._ghost_statistics and self._can_fuse(inputs):
+        gamma = self.gamma[:channels][None, :] * mask
+        beta = self.beta[:channels][None, :] * mask
+        if training and self._can_fuse(inputs):
             return _fused_ghost_batch_norm(inputs, slices, gamma, beta, self.epsilon)
         x = _split_slices(inputs, slices)  # (N, b, H, W, C)
         if training:
-            axes = [1, 2, 3] if self._ghost_statistics else [0, 1, 2, 3]
-            mean, variance = self._statistics(x, axes=axes, keepdims=True)
+            mean, variance = self._statistics(x, axes=[1, 2, 3], keepdims=True)
         else:
             mean, variance = self._moving_statistics(channels)
         # (N, C) parameters broadcast over each slice's (b, H, W).
