@@ -146,22 +146,36 @@ def export(options: ExportOptions, log: Callable[[str], None] = logger.info) -> 
 
 
 def _build(options: ExportOptions, checked: ExportPlan, staging: str, log) -> dict:
+    """The export's stages in order, each given what the ones before it made."""
     build = _Build(options, checked, staging, log)
     try:
-        build.extract()
-        build.saved_model()
-        build.tflite_files()
-        if options.tflite.bundle:
-            build.bundles()
-        if checked.qat_subnet:
-            build.quantization_aware()
-        return build.manifest()
+        extracted = build.extract()
+        signatures = build.saved_model(extracted.models)
+        build.tflite_files(extracted.models)
+        bundles = build.bundles(extracted.models) if options.tflite.bundle else {}
+        qat_report = build.quantization_aware(extracted) if checked.qat_subnet else None
+        return build.manifest(signatures, bundles, qat_report)
     finally:
         shutil.rmtree(build.work, ignore_errors=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Extracted:
+    """What extraction gives the later stages: the restored supernet, and per subnet
+    name its standalone Keras model and the (calibrated) weights it was built from."""
+
+    supernet: object
+    models: dict
+    weights: dict
+
+
 class _Build:
-    """The steps of one export, writing into `staging`; state shared through attributes."""
+    """The stages of one export, writing into `staging`.
+
+    Each stage takes what it needs from the stages before it as arguments and
+    returns what it made; `entries` (the manifest's per-subnet records) is the
+    one thing they add to together.
+    """
 
     def __init__(self, options: ExportOptions, checked: ExportPlan, staging: str, log):
         from pss_tf.export.client_data import ClientData
@@ -174,7 +188,6 @@ class _Build:
         self.tflite_dir = serving.tflite_path(staging, checked.version)
         self.work = tempfile.mkdtemp(dir=staging, prefix=".work-")
         self.entries = {s.name: {**s.to_dict(), "signature": s.name, "accuracy": {}, "tflite": {}} for s in self.subnets}
-        self.models, self.weights, self.signatures, self.bundle_files, self.qat_report = {}, {}, {}, {}, None
         self._representative = None
 
     def relative(self, path: str) -> str:
@@ -191,7 +204,7 @@ class _Build:
         """Client-side validation batches (uint8 at S x S), for TFLite accuracy."""
         return self.client_data.batches("val", 256, self.options.checks.eval_examples)
 
-    def extract(self):
+    def extract(self) -> _Extracted:
         """Calibrates each subnet on the batches training evaluated it with, then extracts it."""
         from pss_tf.finetune.training import load_weights
         from pss_tf.training.evaluation import make_evaluator
@@ -203,39 +216,42 @@ class _Build:
             f"calibrating and extracting {len(self.subnets)} subnets "
             f"({evaluator.calibration_batches} BN calibration batches each)"
         )
+        models, weights = {}, {}
         for s in self.subnets:
             if s.finetuned_weights:  # Trained as the standalone model: its own BN statistics.
-                self.weights[s.name] = load_weights(s.finetuned_weights)
+                weights[s.name] = load_weights(s.finetuned_weights)
             else:
                 evaluator.calibrate(s.config)
-                self.weights[s.name] = supernet.subnet_weights(s.config)
-            self.models[s.name] = supernet.extract(s.config, name=s.name, weights=self.weights[s.name])
-        self.supernet = supernet
+                weights[s.name] = supernet.subnet_weights(s.config)
+            models[s.name] = supernet.extract(s.config, name=s.name, weights=weights[s.name])
         if checks.evaluate:
             batch_size = self.job.config.evaluation.eval_batch_size
             for s in self.subnets:
                 validation = self.job.data.validation(batch_size, checks.eval_examples)
-                s.measured_top1 = keras_top1(self.models[s.name], validation)
+                s.measured_top1 = keras_top1(models[s.name], validation)
                 self.entries[s.name]["accuracy"]["keras"] = s.measured_top1
+        return _Extracted(supernet, models, weights)
 
-    def saved_model(self):
+    def saved_model(self, models: dict) -> dict:
+        """Writes the SavedModel of every subnet's signature; returns the signatures."""
         from pss_tf.export import savedmodel
 
-        functions, self.signatures = savedmodel.signatures(self.subnets, self.models, self.job.data, list(self.job.metrics))
+        functions, signatures = savedmodel.signatures(self.subnets, models, self.job.data, list(self.job.metrics))
         for metric in self.job.metrics:
             front = {s.name for s in subnets_lib.candidates(self.subnets, metric)}
             for s in self.subnets:
                 self.entries[s.name].setdefault("pareto_front", {})[metric] = s.name in front
-        self.log(f"writing the SavedModel ({len(self.signatures)} signatures)")
-        savedmodel.save(self.saved_model_dir, self.models.values(), functions)
+        self.log(f"writing the SavedModel ({len(signatures)} signatures)")
+        savedmodel.save(self.saved_model_dir, models.values(), functions)
+        return signatures
 
-    def fixed_size_source(self, name: str, subnets) -> str:
+    def fixed_size_source(self, name: str, subnets, models: dict) -> str:
         """The TFLite converter's source: per-subnet signatures on S x S images."""
         from pss_tf.export import savedmodel
 
         path = os.path.join(self.work, name)
-        functions, _ = savedmodel.signatures(subnets, self.models, self.job.data, fixed_size=True)
-        savedmodel.save(path, [self.models[s.name] for s in subnets], functions)
+        functions, _ = savedmodel.signatures(subnets, models, self.job.data, fixed_size=True)
+        savedmodel.save(path, [models[s.name] for s in subnets], functions)
         return path
 
     def write_tflite(self, name: str, kind: str, content: bytes) -> None:
@@ -251,34 +267,38 @@ class _Build:
         if checks.evaluate:
             self.entries[name]["accuracy"][f"tflite_{kind}"] = tflite.top1(content, self.validation())
 
-    def tflite_files(self):
+    def tflite_files(self, models: dict) -> None:
         from pss_tf.export import tflite
 
         for s in self.subnets:
-            source = self.fixed_size_source(s.name, [s])
+            source = self.fixed_size_source(s.name, [s], models)
             for kind in self.options.tflite.tflite_kinds:
                 self.log(f"converting {s.name} to TFLite ({kind})")
                 representative = self.representative() if kind == "int8" else None
                 self.write_tflite(s.name, kind, tflite.convert(source, [s.name], kind, representative))
 
-    def bundles(self):
+    def bundles(self, models: dict) -> dict:
+        """One multi-signature .tflite per kind; returns their manifest entries by kind."""
         from pss_tf.export import tflite
 
         kinds = self.options.tflite.tflite_kinds
+        files = {}
         if not kinds:
-            return
+            return files
         names = [s.name for s in self.subnets]
-        source = self.fixed_size_source("bundle", self.subnets)
+        source = self.fixed_size_source("bundle", self.subnets, models)
         for kind in kinds:
             self.log(f"converting the {kind} bundle of {len(names)} subnets")
             representative = self.representative() if kind == "int8" else None
             content = tflite.convert(source, names, kind, representative)
             path = os.path.join(self.tflite_dir, f"bundle_{kind}.tflite")
             _write_bytes(path, content)
-            self.bundle_files[kind] = {"file": self.relative(path), "bytes": len(content), "signatures": names}
+            files[kind] = {"file": self.relative(path), "bytes": len(content), "signatures": names}
+        return files
 
-    def quantization_aware(self):
-        """Fine-tunes one subnet with QAT, converts it to int8, compares it with plain int8."""
+    def quantization_aware(self, extracted: _Extracted) -> dict:
+        """Fine-tunes one subnet with QAT, converts it to int8, compares it with plain int8;
+        returns the manifest's report."""
         from pss_tf.export import qat, tflite
 
         options, subnet = self.options.quantization, next(s for s in self.subnets if s.name == self.checked.qat_subnet)
@@ -286,7 +306,7 @@ class _Build:
         batch_size = options.qat_batch_size or config.optimization.global_batch_size
         steps = options.qat_steps_per_epoch or max(1, self.job.data.steps_per_epoch(batch_size))
         self.log(f"quantization-aware fine-tuning of {subnet.name}: {options.qat_epochs} epochs of {steps} steps")
-        rebuilt = qat.rebuild(self.supernet, subnet.config, self.weights[subnet.name])
+        rebuilt = qat.rebuild(extracted.supernet, subnet.config, extracted.weights[subnet.name])
         quantized = qat.finetune(
             rebuilt, subnet.config.resolution, self.job.data.training(batch_size, self.options.seed),
             options.qat_epochs, steps, options.qat_learning_rate,
@@ -301,9 +321,10 @@ class _Build:
             with_qat = tflite.top1(content, self.validation())
         without = accuracy.get("tflite_int8")
         if without is None:
-            plain = tflite.convert(self.fixed_size_source("plain", [subnet]), [subnet.name], "int8", self.representative())
+            source = self.fixed_size_source("plain", [subnet], extracted.models)
+            plain = tflite.convert(source, [subnet.name], "int8", self.representative())
             without = tflite.top1(plain, self.validation())
-        self.qat_report = {
+        return {
             "subnet": subnet.name,
             "epochs": options.qat_epochs,
             "steps_per_epoch": steps,
@@ -314,7 +335,7 @@ class _Build:
             "file": self.entries[subnet.name]["tflite"][QAT_KIND]["file"],
         }
 
-    def manifest(self) -> dict:
+    def manifest(self, signatures: dict, bundles: dict, qat_report: dict | None) -> dict:
         from pss_tf.export import manifest as manifest_lib
 
         checks = self.options.checks
@@ -334,11 +355,11 @@ class _Build:
             version=self.checked.version,
             job=self.job,
             subnet_entries=[self.entries[s.name] for s in self.subnets],
-            signatures=self.signatures,
+            signatures=signatures,
             saved_model_path=self.relative(self.saved_model_dir),
-            bundles=self.bundle_files,
+            bundles=bundles,
             latency=latency,
-            qat=self.qat_report,
+            qat=qat_report,
         )
         atomic_write_json(os.path.join(self.saved_model_dir, "assets.extra", "pss_manifest.json"), result)
         return result

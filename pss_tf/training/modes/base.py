@@ -78,6 +78,10 @@ class SubnetSource:
         )
         self.pool_keys = list(self.sampler.keys)
 
+    def use_pools(self, pools) -> None:
+        if isinstance(self.sampler, PrioritizedSampler):
+            self.sampler.pools = pools
+
     def summaries(self, epoch: int) -> dict:
         """The sampling schedules' values at `epoch`, for TensorBoard."""
         if not isinstance(self.sampler, PrioritizedSampler):
@@ -93,6 +97,8 @@ class TrainingMode:
 
     `source` is the run's `SubnetSource`, or None for a mode that draws nothing.
     """
+
+    step_class = None  # The `pss_tf.training.step._Step` subclass this mode runs.
 
     def __init__(self, config, space, source: SubnetSource | None):
         self.config = config
@@ -113,8 +119,8 @@ class TrainingMode:
 
     def use_pools(self, pools) -> None:
         """Draws from `pools` from now on (a resumed run restores them)."""
-        if self.source and hasattr(self.source.sampler, "pools"):
-            self.source.sampler.pools = pools
+        if self.source:
+            self.source.use_pools(pools)
 
     def get_state(self) -> dict:
         return self.source.sampler.get_state() if self.source else {}
@@ -137,8 +143,6 @@ class TrainingMode:
         self.step_fn = self.step_class(
             supernet, optimizer, strategy, optimization.global_batch_size, optimization.weight_decay
         )
-
-    step_class = None  # The `pss_tf.training.step._Step` subclass this mode runs.
 
     def draw(self, epoch: int) -> StepSubnets:
         raise NotImplementedError
