@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 
+from pss_tf import compat
 from pss_tf.errors import ConfigError
 from pss_tf.io_utils import atomic_write_json, read_json
 from pss_tf.pareto import pareto_front
@@ -130,13 +131,8 @@ class JobDir:
             raise ConfigError(
                 "job_dir", f"{self.path} has no {WINNERS_FILE} (the run has not finished); train it to the end first"
             )
-        # Configs take the run's model: runs of pss_tf 0.1 wrote "mobilenet_v2" for
-        # what is mobilenet_v2_slim_last_conv today (run.json maps it the same way).
-        model = self.read_config().space.model
-        entries = read_json(path, WINNERS_FILE)
-        if any("pareto" not in e for e in entries):  # Written before winners were marked.
-            mark_pareto_front(entries)
-        return [(e, SubnetConfig.from_dict({**e["config"], "model": model})) for e in entries]
+        entries = compat.winner_entries(read_json(path, WINNERS_FILE), self.read_config().space.model)
+        return [(e, SubnetConfig.from_dict(e["config"])) for e in entries]
 
     def latest_checkpoint(self) -> str | None:
         import tensorflow as tf

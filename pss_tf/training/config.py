@@ -9,7 +9,7 @@ a resumed run can check it continues the same experiment. Validation raises
 from __future__ import annotations
 
 import dataclasses
-from pss_tf import checks, config_flags
+from pss_tf import checks, compat, config_flags
 from pss_tf.config_flags import group, option
 from pss_tf.errors import ConfigError
 from pss_tf.space import architectures
@@ -303,19 +303,6 @@ class TrainConfig:
         return sorted(k for k in mine if k not in resumable and mine[k] != theirs[k])
 
 
-# What runs written before configs had groups (pss_tf 0.1) did where today's
-# defaults follow the release instead.
-_BEFORE_GROUPS = {
-    "resolution_end_weight": 1.0,
-    "bn_epsilon": 1e-3,
-    "resize_align_corners": False,
-    "sampler_extremes": True,
-    "color_jitter": 0.0,
-    "lighting": 0.0,
-    "normalization": "minus_one_to_one",
-}
-
-
 def _with_fields_added_since(data: dict) -> dict:
     """A recorded run's config with the behaviour it had for fields added after it.
 
@@ -329,29 +316,8 @@ def _with_fields_added_since(data: dict) -> dict:
 
 
 def _from_flat(data: dict) -> dict:
-    """The nested form of a run.json written before configs had groups.
-
-    Fields added since keep the behaviour those runs had, and their
-    MobileNetV2 slimmed its last conv (`mobilenet_v2_slim_last_conv` today).
-    """
-    data = {**_BEFORE_GROUPS, **data}
-    if data.get("model") == "mobilenet_v2":
-        data["model"] = "mobilenet_v2_slim_last_conv"
-    targets = data.pop("targets", {}) or {}
-    for metric, grid in targets.items():
-        data[f"{metric}_targets"] = grid
-    paths = {leaf.name: leaf.path for leaf in config_flags.leaves(TrainConfig)}
-    unknown = sorted(set(data) - set(paths))
-    if unknown:
-        raise ConfigError(None, f"run.json: unknown field(s) {unknown}")
-    nested: dict = {}
-    for name, value in data.items():
-        *groups, leaf = paths[name]
-        node = nested
-        for part in groups:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return nested
+    """The nested form of a run.json written before configs had groups (pss_tf 0.1)."""
+    return compat.nested_run_config(data, {leaf.name: leaf.path for leaf in config_flags.leaves(TrainConfig)})
 
 
 def _check_grid(field: str, grid) -> None:

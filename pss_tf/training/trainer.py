@@ -22,6 +22,7 @@ import time
 
 import tensorflow as tf
 
+from pss_tf import compat
 from pss_tf.errors import ConfigError, TrainingDiverged
 from pss_tf.job import JobDir, build_metrics, build_supernet, mark_pareto_front
 from pss_tf.sampling.pools import PoolManager
@@ -171,7 +172,7 @@ class Trainer:
         latest = tf.train.latest_checkpoint(self.job.checkpoints_dir)
         if latest is None:
             raise ConfigError("resume", f"{self.job.path} has no checkpoint to resume from")
-        if not any(name.startswith("host/") for name, _ in tf.train.list_variables(latest)):
+        if compat.checkpoint_is_0_1(latest):
             raise ConfigError(
                 "resume",
                 f"{latest} was written by pss_tf 0.1, which kept the pools in another form: it cannot be "
