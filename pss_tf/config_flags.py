@@ -28,6 +28,7 @@ _CHOICES = "choices"
 _RESUMABLE = "resumable"
 _REPEATED = "repeated"
 _BOUNDS = "bounds"
+_REQUIRED = "required"
 
 
 def option(
@@ -37,6 +38,7 @@ def option(
     choices=(),
     resumable: bool = False,
     repeated: bool = False,
+    required: bool = False,
     minimum=None,
     maximum=None,
     above=None,
@@ -46,12 +48,16 @@ def option(
     resumed run may change it without starting a different experiment.
 
     A number's range is `minimum`/`maximum` (inclusive) or `above`/`below`
-    (exclusive); the flag's help states it (`pss_tf.checks.Bounds`). A tuple
+    (exclusive); the flag's help states it (`pss_tf.checks.Bounds`). A
+    `required` field must not be empty. A tuple
     field's flag takes comma-separated values, or with `repeated` one value per
     use of the flag (values that may hold commas, such as JSON).
     """
     bounds = checks.Bounds(minimum, maximum, above, below)
-    metadata = {_HELP: help, _CHOICES: tuple(choices), _RESUMABLE: resumable, _REPEATED: repeated, _BOUNDS: bounds}
+    metadata = {
+        _HELP: help, _CHOICES: tuple(choices), _RESUMABLE: resumable, _REPEATED: repeated, _BOUNDS: bounds,
+        _REQUIRED: required,
+    }
     if isinstance(default, (list, dict, set)):
         raise TypeError("option: use a tuple default, configs are compared and hashed by value")
     return dataclasses.field(default=default, metadata=metadata)
@@ -87,12 +93,24 @@ class Leaf:
         return self.field.metadata.get(_BOUNDS, checks.Bounds())
 
     @property
+    def required(self) -> bool:
+        return self.field.metadata.get(_REQUIRED, False)
+
+    @property
     def resumable(self) -> bool:
         return self.field.metadata.get(_RESUMABLE, False)
 
     @property
     def repeated(self) -> bool:
         return self.field.metadata.get(_REPEATED, False)
+
+
+class Declared:
+    """What every config class of `option` fields shares (a base of the frozen dataclasses)."""
+
+    def replace(self, **changes):
+        """A copy with leaf fields changed by name: `config.replace(epochs=2)`."""
+        return replace(self, **changes)
 
 
 @functools.lru_cache(maxsize=None)
@@ -206,11 +224,13 @@ def replace(config, /, **changes):
 
 
 def check_declared(config) -> None:
-    """ConfigError for the first leaf whose value is not one of its choices or
-    not a number of its kind inside its declared range."""
+    """ConfigError for the first leaf that is required but empty, not one of its
+    choices, or not a number of its kind inside its declared range."""
     values = leaf_values(config)
     for leaf in leaves(type(config)):
         value = values[leaf.name]
+        if leaf.required and not value:
+            raise ConfigError(leaf.name, "required")
         if leaf.choices:
             for item in value if isinstance(value, tuple) else (value,):
                 if item not in leaf.choices:
@@ -236,6 +256,8 @@ def define_flags(cls, flag_values=None, skip: tuple[str, ...] = ()) -> None:
         scalar, is_tuple, _ = _base(leaf.type)
         default = defaults[leaf.name]
         text = leaf.help
+        if leaf.required:
+            text = f"{text.rstrip('.')}; required."
         if not leaf.bounds.empty:
             text = f"{text.rstrip('.')}; {'each ' if is_tuple else ''}{leaf.bounds.describe()}."
         if leaf.choices and (is_tuple or scalar is not str):

@@ -87,11 +87,11 @@ class QatOptions:
 
 
 @dataclasses.dataclass(frozen=True)
-class ExportOptions:
+class ExportOptions(config_flags.Declared):
     """Everything `tools/export.py` is told (one flag per leaf field)."""
 
-    job_dir: str = option("", help="Training run to export (tools/train.py's job_dir).")
-    export_dir: str = option("", help="Output directory; must be new or empty unless new_version.")
+    job_dir: str = option("", help="Training run to export (tools/train.py's job_dir).", required=True)
+    export_dir: str = option("", help="Output directory; must be new or empty unless new_version.", required=True)
     data_dir: str | None = option(None, help="The run's data, if it moved since training.")
     seed: int = option(0, help="Seed of the representative and QAT data.", minimum=0)
     subnets: SubnetChoice = group(SubnetChoice)
@@ -99,17 +99,10 @@ class ExportOptions:
     checks: CheckOptions = group(CheckOptions)
     quantization: QatOptions = group(QatOptions)
 
-    def replace(self, **changes) -> "ExportOptions":
-        return config_flags.replace(self, **changes)
-
     def validate(self) -> None:
-        if not self.job_dir:
-            raise ConfigError("job_dir", "required")
-        if not self.export_dir:
-            raise ConfigError("export_dir", "required")
+        config_flags.check_declared(self)  # Every field's kind, choices and range; job_dir, export_dir given.
         if os.path.abspath(self.export_dir) == os.path.abspath(self.job_dir):
             raise ConfigError("export_dir", "must differ from `job_dir`")
-        config_flags.check_declared(self)  # Every field's kind, choices and range.
         for part in (self.subnets, self.quantization):
             part.validate()  # What involves several fields.
 

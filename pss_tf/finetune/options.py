@@ -27,10 +27,10 @@ INHERITED_LEARNING_RATE_FACTOR = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
-class FinetuneOptions:
+class FinetuneOptions(config_flags.Declared):
     """Everything `tools/finetune.py` is told (one flag per field)."""
 
-    job_dir: str = option("", help="The training run whose subnets to fine-tune.", resumable=True)
+    job_dir: str = option("", help="The training run whose subnets to fine-tune.", resumable=True, required=True)
     subnets: tuple[str, ...] = option(
         (),
         help="Comma-separated: winner names (e.g. flops_6M), `winners` (all of them), `searched` (tools/search.py's "
@@ -67,19 +67,14 @@ class FinetuneOptions:
     out: str = option("", help="Output directory (default: JOB_DIR/finetune).", resumable=True)
     progress: bool = option(True, help="Progress bars.", resumable=True)
 
-    def replace(self, **changes) -> "FinetuneOptions":
-        return config_flags.replace(self, **changes)
-
     @property
     def out_dir(self) -> str:
         return self.out or os.path.join(self.job_dir, "finetune")
 
     def validate(self) -> None:
-        if not self.job_dir:
-            raise ConfigError("job_dir", "required")
+        config_flags.check_declared(self)  # Every field's kind and range; job_dir given.
         if not self.subnets:
             raise ConfigError("subnets", f"name at least one: a winner's name, {ALL_WINNERS}, {ALL_SEARCHED} or a config JSON")
-        config_flags.check_declared(self)  # Every field's kind and range.
         if self.warmup_epochs >= self.epochs:
             raise ConfigError("warmup_epochs", f"must be shorter than epochs ({self.epochs}), got {self.warmup_epochs}")
 

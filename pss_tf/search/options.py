@@ -52,10 +52,10 @@ class FitnessOptions:
 
 
 @dataclasses.dataclass(frozen=True)
-class SearchOptions:
+class SearchOptions(config_flags.Declared):
     """Everything `tools/search.py` is told (one flag per leaf field)."""
 
-    job_dir: str = option("", help="Training run to search (tools/train.py's job_dir).", resumable=True)
+    job_dir: str = option("", help="Training run to search (tools/train.py's job_dir).", resumable=True, required=True)
     metric: str = option("flops", help="Resource metric of the budgets (one the run trained).", choices=METRIC_NAMES)
     budgets: tuple[float, ...] = option(
         (), help="Budgets in the metric's unit (M MACs, ms), comma-separated; one search per budget and init."
@@ -74,16 +74,11 @@ class SearchOptions:
     evolution: EvolutionOptions = group(EvolutionOptions)
     fitness: FitnessOptions = group(FitnessOptions)
 
-    def replace(self, **changes) -> "SearchOptions":
-        return config_flags.replace(self, **changes)
-
     @property
     def out_dir(self) -> str:
         return self.out or os.path.join(self.job_dir, "search")
 
     def validate(self) -> None:
-        if not self.job_dir:
-            raise ConfigError("job_dir", "required")
         config_flags.check_declared(self)  # Every field's kind, choices and range.
         if not self.budgets:
             raise ConfigError("budgets", "name at least one budget, e.g. 7.5 or 6,8,10")

@@ -231,8 +231,8 @@ class RuntimeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    job_dir: str = option("", help="Directory for checkpoints, pools, winners and TensorBoard events.")
+class TrainConfig(config_flags.Declared):
+    job_dir: str = option("", help="Directory for checkpoints, pools, winners and TensorBoard events.", required=True)
     space: SpaceConfig = group(SpaceConfig)
     targets: TargetsConfig = group(TargetsConfig)
     sampling: SamplingConfig = group(SamplingConfig)
@@ -276,8 +276,6 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raises ConfigError naming the first bad field."""
-        if not self.job_dir:
-            raise ConfigError("job_dir", "required")
         config_flags.check_declared(self)  # Every field's kind, choices and range.
         for part in (self.space, self.targets, self.sampling, self.optimization, self.data):
             part.validate()  # What involves several fields.
@@ -291,10 +289,6 @@ class TrainConfig:
         if isinstance(data, dict) and "space" not in data:
             data = _from_flat(data)
         return config_flags.from_dict(cls, _with_fields_added_since(data), "run.json")
-
-    def replace(self, **changes) -> "TrainConfig":
-        """A copy with leaf fields changed by name: `config.replace(epochs=2)`."""
-        return config_flags.replace(self, **changes)
 
     def differences(self, other: "TrainConfig") -> list[str]:
         """Leaf fields whose values differ, ignoring those a resumed run may change."""
