@@ -52,7 +52,7 @@ def nonfinite(variables) -> tf.Tensor:
     return 1.0 - tf.cast(finite, tf.float32)
 
 
-class _Step:
+class Step:
     """What every step shares: the tf.distribute plumbing, the loss scale, the decay.
 
     Subclasses implement `_replica_step(images, labels, *configs)`, which
@@ -148,7 +148,7 @@ class _Step:
         }
 
 
-class SandwichStep(_Step):
+class SandwichStep(Step):
     """The serial sandwich step; call it with a batch and three encoded configs
     (max net, chosen subnet, min net).
 
@@ -172,7 +172,7 @@ class SandwichStep(_Step):
         return [max_grads, chosen_grads, min_grads], outputs
 
 
-class ParallelSandwichStep(_Step):
+class ParallelSandwichStep(Step):
     """The sandwich rule with parallel subnets; call it with a batch, the max net's
     encoding and a group's (`encode_group`: the thinnest subnet of the step's
     resolution first, then the chosen ones).
@@ -190,7 +190,7 @@ class ParallelSandwichStep(_Step):
         return [max_grads, group_grads], outputs
 
 
-class ParallelLabelsStep(_Step):
+class ParallelLabelsStep(Step):
     """PSE-Net's step: one masked pass of a group, every slice learning from its
     own labels. Returns `slice_ce` (each slice's cross-entropy) and `loss`."""
 

@@ -98,7 +98,7 @@ class TrainingMode:
     `source` is the run's `SubnetSource`, or None for a mode that draws nothing.
     """
 
-    step_class = None  # The `pss_tf.training.step._Step` subclass this mode runs.
+    step_class = None  # The `pss_tf.training.step.Step` subclass this mode runs.
 
     def __init__(self, config, space, source: SubnetSource | None):
         self.config = config

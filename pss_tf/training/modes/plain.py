@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pss_tf.errors import ConfigError
 from pss_tf.training.modes.base import StepResult, StepSubnets, TrainingMode
-from pss_tf.training.step import _Step
+from pss_tf.training.step import Step
 
 
-class MaxNetStep(_Step):
+class MaxNetStep(Step):
     """One pass of the max net with the labels; returns `loss` and `max_ce`."""
 
     def _replica_step(self, images, labels, max_vector):
