@@ -69,14 +69,14 @@ def resolve_subnets(job: Job, values) -> list:
         try:
             configs.append(subnets_lib.parse_config(text, job.space))
         except ConfigError as e:
-            raise ConfigError("subnets", str(e).partition(": ")[2] or str(e)) from None
+            raise ConfigError("subnets", e.message) from None
     wants_searched = ALL_SEARCHED in names
     winners = job.winners() if [n for n in names if n != ALL_SEARCHED] else None
     searched = searched_subnets(job, "") if wants_searched else None
     try:
         available = subnets_lib.select(winners, configs, job.metrics, job.cost_kwargs(), searched)
     except ConfigError as e:
-        raise ConfigError("subnets", str(e).partition(": ")[2] or str(e)) from None
+        raise ConfigError("subnets", e.message) from None
     by_name = {s.name: s for s in available}
     chosen = []
     for name in names:
