@@ -26,7 +26,7 @@ from pss_tf.pareto import pareto_front
 from pss_tf.space.config import SubnetConfig
 from pss_tf.space.metrics import FlopsMetric, Metric
 from pss_tf.space.targets import TargetGrid
-from pss_tf.training.config import METRIC_NAMES, TrainConfig
+from pss_tf.training.config import INIT_SOURCE, METRIC_NAMES, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +83,16 @@ class JobDir:
             raise ConfigError("job_dir", f"{self.path} holds no training run ({RUN_FILE} is missing)")
         return TrainConfig.from_dict(read_json(self.run_file, RUN_FILE))
 
-    def write_config(self, config: TrainConfig) -> None:
-        atomic_write_json(self.run_file, config.to_dict())
+    def write_config(self, config: TrainConfig, init_source: dict | None = None) -> None:
+        """run.json: the config, and the warm start's source when there is one."""
+        data = config.to_dict()
+        if init_source is not None:
+            data[INIT_SOURCE] = init_source
+        atomic_write_json(self.run_file, data)
+
+    def read_init_source(self) -> dict | None:
+        """The source a warm-started run began from (path, step, checkpoint, sha256), or None."""
+        return read_json(self.run_file, RUN_FILE).get(INIT_SOURCE) if self.holds_run() else None
 
     def check_start(self, config: TrainConfig) -> None:
         """Refuses to mix two runs in one directory; checks a resumed run matches.

@@ -205,6 +205,7 @@ class DataConfig:
     synthetic_train_examples: int = option(1024, help="Size of synthetic train.")
     synthetic_val_examples: int = option(256, help="Size of synthetic val.")
     synthetic_classes: int = option(10, help="Classes of the synthetic dataset.")
+    synthetic_channels: int = option(3, help="Channels of the synthetic dataset's images.", choices=(1, 3))
     holdout_examples: int = option(
         0,
         help="Keep N training examples out of training and BN calibration (held-out data for the search).",
@@ -273,6 +274,26 @@ class RuntimeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class WarmStartConfig:
+    """Starting from another run's supernet (`pss_tf.training.warm_start`)."""
+
+    init_from: str = option(
+        "",
+        help="A pss_tf run (trained or imported) whose supernet weights and BN statistics start this run (not its "
+        "optimizer, step or schedule). Same model; this run's space must lie inside its space.",
+    )
+    init_pools: bool = option(
+        False,
+        help="With init_from: seed the pools with its members that lie in this run's space and grid, each scored "
+        "afresh on the first training batch.",
+    )
+
+    def validate(self) -> None:
+        if self.init_pools and not self.init_from:
+            raise ConfigError("init_pools", "needs init_from (the run whose pools seed this one)")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     job_dir: str = option("", help="Directory for checkpoints, pools, winners and TensorBoard events.")
     space: SpaceConfig = group(SpaceConfig)
@@ -282,6 +303,7 @@ class TrainConfig:
     data: DataConfig = group(DataConfig)
     evaluation: EvaluationConfig = group(EvaluationConfig)
     runtime: RuntimeConfig = group(RuntimeConfig)
+    warm_start: WarmStartConfig = group(WarmStartConfig)
 
     def search_space(self) -> SearchSpace:
         return self.space.search_space()
@@ -298,6 +320,7 @@ class TrainConfig:
             image_size=self.space.max_resolution,
             synthetic=SyntheticSpec(
                 num_classes=data.synthetic_classes,
+                channels=data.synthetic_channels,
                 num_train=data.synthetic_train_examples,
                 num_val=data.synthetic_val_examples,
             ),
@@ -321,7 +344,9 @@ class TrainConfig:
         if not self.job_dir:
             raise ConfigError("job_dir", "required")
         config_flags.check_choices(self)
-        for part in (self.space, self.targets, self.sampling, self.optimization, self.data, self.evaluation, self.runtime):
+        parts = (self.space, self.targets, self.sampling, self.optimization, self.data, self.evaluation, self.runtime,
+                 self.warm_start)
+        for part in parts:
             part.validate()
 
     def to_dict(self) -> dict:
@@ -330,6 +355,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         """Reads the nested form, or the flat one `run.json` had before the groups."""
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k != INIT_SOURCE}  # The warm start's record, not a setting.
         if isinstance(data, dict) and "space" not in data:
             data = _from_flat(data)
         return config_flags.from_dict(cls, _with_fields_added_since(data), "run.json")
@@ -344,6 +371,9 @@ class TrainConfig:
         resumable = {leaf.name for leaf in config_flags.leaves(TrainConfig) if leaf.resumable}
         return sorted(k for k in mine if k not in resumable and mine[k] != theirs[k])
 
+
+# run.json's record of a warm start's source (path, step, checksum), beside the config.
+INIT_SOURCE = "init_source"
 
 # What runs written before configs had groups (pss_tf 0.1) did where today's
 # defaults follow the release instead.

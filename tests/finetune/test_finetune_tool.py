@@ -1,6 +1,5 @@
-"""tools/finetune.py on the smoke run: results, modes, bad input, Ctrl-C, and export --finetuned."""
+"""tools/finetune.py on a warm-started smoke run: results, modes, bad input, Ctrl-C, and export --finetuned."""
 
-import hashlib
 import json
 import os
 import signal
@@ -8,7 +7,7 @@ import signal
 import numpy as np
 import pytest
 import tensorflow as tf
-from support import run_tool, start_tool
+from support import run_tool, start_tool, tree_digest
 
 from pss_tf.errors import ConfigError
 from pss_tf.export import serving, tflite
@@ -26,16 +25,6 @@ FIELDS = {
 }
 
 
-def digest(root):
-    found = {}
-    for folder, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                found[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-    return found
-
-
 def finetune(job, out, *extra, expect=0):
     result = run_tool("finetune.py", f"--job_dir={job}", f"--out={out}", *STEPS, *extra, timeout=600)
     assert result.returncode == expect, result.stdout[-2000:] + result.stderr[-3000:]
@@ -43,19 +32,19 @@ def finetune(job, out, *extra, expect=0):
 
 
 @pytest.fixture(scope="module")
-def finetuned(smoke_job, tmp_path_factory):
+def finetuned(warm_job, tmp_path_factory):
     """Every winner of the smoke run fine-tuned from its inherited weights (3 steps)."""
     out = tmp_path_factory.mktemp("finetuned")
-    before = digest(smoke_job)
-    result = finetune(smoke_job, out, "--subnets=winners")
-    assert digest(smoke_job) == before  # The run is only read.
+    before = tree_digest(warm_job)
+    result = finetune(warm_job, out, "--subnets=winners")
+    assert tree_digest(warm_job) == before  # The run is only read.
     return str(out), driver.read_finetuned(str(out)), result.stdout
 
 
 @pytest.mark.slow
-def test_finetuning_writes_every_result(finetuned, smoke_job):
+def test_finetuning_writes_every_result(finetuned, warm_job):
     out, entries, stdout = finetuned
-    winners = [e for e, _ in Job(smoke_job).winners()]
+    winners = [e for e, _ in Job(warm_job).winners()]
     assert [e["name"] for e in entries] == sorted((w["name"] for w in winners), key=[w["name"] for w in winners].index)
     for entry, winner in zip(entries, winners):
         assert set(entry) == FIELDS
@@ -69,41 +58,41 @@ def test_finetuning_writes_every_result(finetuned, smoke_job):
         assert weights  # The fine-tuned model's layers.
     assert "| subnet | mode |" in stdout
     # The same command again finds everything finished and changes nothing.
-    before = digest(out)
-    finetune(smoke_job, out, "--subnets=winners")
-    assert digest(out) == before
+    before = tree_digest(out)
+    finetune(warm_job, out, "--subnets=winners")
+    assert tree_digest(out) == before
 
 
 @pytest.mark.slow
-def test_from_scratch_with_distillation_and_a_config(smoke_job, tmp_path):
-    config = Job(smoke_job).space.min_config().to_json()
-    finetune(smoke_job, tmp_path, f"--subnets={config}", "--from_scratch", "--distill")
+def test_from_scratch_with_distillation_and_a_config(warm_job, tmp_path):
+    config = Job(warm_job).space.min_config().to_json()
+    finetune(warm_job, tmp_path, f"--subnets={config}", "--from_scratch", "--distill")
     entry, = driver.read_finetuned(str(tmp_path))
     assert (entry["mode"], entry["distill"], entry["source"]) == ("from_scratch", True, "config")
-    assert entry["name"].startswith("subnet_") and entry["learning_rate"] == Job(smoke_job).config.optimization.learning_rate
+    assert entry["name"].startswith("subnet_") and entry["learning_rate"] == Job(warm_job).config.optimization.learning_rate
 
 
-def test_bad_input_is_refused_before_any_work(smoke_job, tmp_path):
+def test_bad_input_is_refused_before_any_work(warm_job, tmp_path):
     def refused(message, **changes):
-        options = FinetuneOptions(job_dir=smoke_job, subnets=("winners",), out=str(tmp_path / "out")).replace(**changes)
+        options = FinetuneOptions(job_dir=warm_job, subnets=("winners",), out=str(tmp_path / "out")).replace(**changes)
         with pytest.raises(ConfigError, match=message):
             driver.plan(options)
         assert not os.path.exists(tmp_path / "out")
 
-    outside = Job(smoke_job).space.max_config().to_json().replace('"resolution": 32', '"resolution": 64')
+    outside = Job(warm_job).space.max_config().to_json().replace('"resolution": 32', '"resolution": 64')
     refused(r"subnets: .* has no winner named 'flops_99m'; its winners are", subnets=("flops_99m",))
     refused("subnets: .*lies outside the run's search space", subnets=(outside,))
     refused("job_dir: .* holds no training run", job_dir=str(tmp_path / "nothing"))
     refused("batch_size: 100000 is larger than", batch_size=100_000)
     # A subnet directory written with other settings is refused, naming the setting.
     out = tmp_path / "other"
-    name = Job(smoke_job).winners()[0][0]["name"]
+    name = Job(warm_job).winners()[0][0]["name"]
     os.makedirs(out / name)
     (out / name / "notes.txt").write_text("someone else's")
-    options = FinetuneOptions(job_dir=smoke_job, subnets=(name,), out=str(out))
+    options = FinetuneOptions(job_dir=warm_job, subnets=(name,), out=str(out))
     with pytest.raises(ConfigError, match=f"out: .*{name} exists but holds no state.json"):
         driver.plan(options)
-    config = Job(smoke_job).winners()[0][1]
+    config = Job(warm_job).winners()[0][1]
     os.remove(out / name / "notes.txt")
     driver._write_state(str(out / name), type("S", (), {"name": name, "config": config})(), options.replace(epochs=3),
                         {})
@@ -111,20 +100,20 @@ def test_bad_input_is_refused_before_any_work(smoke_job, tmp_path):
         driver.plan(options)
 
 
-def test_a_run_without_winners_is_refused(smoke_job, tmp_path):
+def test_a_run_without_winners_is_refused(warm_job, tmp_path):
     import shutil
 
     copy = tmp_path / "run"
-    shutil.copytree(smoke_job, copy, ignore=shutil.ignore_patterns("tensorboard"))
+    shutil.copytree(warm_job, copy, ignore=shutil.ignore_patterns("tensorboard"))
     os.remove(copy / "winners.json")
     with pytest.raises(ConfigError, match="job_dir: .* has no winners.json"):
         driver.plan(FinetuneOptions(job_dir=str(copy), subnets=("winners",)))
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_and_the_same_command_resumes(smoke_job, tmp_path):
-    name = Job(smoke_job).winners()[0][0]["name"]
-    args = (f"--job_dir={smoke_job}", f"--out={tmp_path}", f"--subnets={name}", "--epochs=2", "--steps_per_epoch=40",
+def test_ctrl_c_saves_and_the_same_command_resumes(warm_job, tmp_path):
+    name = Job(warm_job).winners()[0][0]["name"]
+    args = (f"--job_dir={warm_job}", f"--out={tmp_path}", f"--subnets={name}", "--epochs=2", "--steps_per_epoch=40",
             "--batch_size=16", "--noprogress")
     process = start_tool("finetune.py", *args)
     checkpoints = tmp_path / name / training.CHECKPOINTS_DIR
@@ -152,17 +141,17 @@ def test_ctrl_c_saves_and_the_same_command_resumes(smoke_job, tmp_path):
 
 
 @pytest.mark.slow
-def test_export_carries_the_finetuned_weights(finetuned, smoke_job, tmp_path):
+def test_export_carries_the_finetuned_weights(finetuned, warm_job, tmp_path):
     out, entries, _ = finetuned
     export_dir = tmp_path / "export"
     result = run_tool(
-        "export.py", f"--job_dir={smoke_job}", f"--export_dir={export_dir}", "--finetuned", f"--finetuned_dir={out}",
+        "export.py", f"--job_dir={warm_job}", f"--export_dir={export_dir}", "--finetuned", f"--finetuned_dir={out}",
         "--tflite_kinds=float32,int8", "--nobundle", "--nolatency",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.load(open(export_dir / "manifest.json"))
     by_name = {s["name"]: s for s in manifest["subnets"]}
-    job = Job(smoke_job)
+    job = Job(warm_job)
     images, _ = next(ClientData(job.data).batches("val", 16))
     loaded = tf.saved_model.load(serving.serving_path(str(export_dir), f"pss_{job.config.space.model}", 1))
     supernet = job.restore_supernet()
@@ -172,6 +161,7 @@ def test_export_carries_the_finetuned_weights(finetuned, smoke_job, tmp_path):
         assert exported["val_top1"] == entry["val_top1_after"]
         assert exported["inherited_val_top1"] == entry["val_top1_before"]
         assert exported["accuracy"]["keras"] == pytest.approx(entry["val_top1_after"])  # The same validation pass.
+        assert abs(exported["accuracy"]["tflite_float32"] - entry["val_top1_after"]) <= 1 / entry["val_examples"]
         config = SubnetConfig.from_dict(entry["config"])
         model = supernet.extract(config, weights=training.load_weights(driver.weights_of(out, entry)))
         expected = tf.nn.softmax(model(job.data.prepare_batch(images), training=False)).numpy()
