@@ -204,6 +204,7 @@ def build_supernet(config: TrainConfig, info, synchronized_bn: bool = False):
         synchronized_bn=synchronized_bn,
         bn_epsilon=config.space.bn_epsilon,
         align_corners=config.space.resize_align_corners,
+        padding=config.space.padding,
     )
 
 

@@ -41,6 +41,12 @@ class SpaceConfig:
     resize_align_corners: bool = option(
         True, help="The network resizes its input bilinearly with align_corners (the release) or half-pixel centres."
     )
+    padding: str = option(
+        "same",
+        help="How strided 3x3 convs pad: same (TensorFlow's: bottom and right only on even sizes) or symmetric "
+        "(the release's PyTorch padding=1; imported release weights need it).",
+        choices=("same", "symmetric"),
+    )
 
     def search_space(self) -> SearchSpace:
         return SearchSpace(
