@@ -26,7 +26,7 @@ from pss_tf.pareto import pareto_front
 from pss_tf.space.config import SubnetConfig
 from pss_tf.space.metrics import FlopsMetric, Metric
 from pss_tf.space.targets import TargetGrid
-from pss_tf.training.config import METRIC_NAMES, TrainConfig
+from pss_tf.training.config import IMPORTED_KEY, METRIC_NAMES, RELEASE_LATENCY_METRICS, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +83,19 @@ class JobDir:
             raise ConfigError("job_dir", f"{self.path} holds no training run ({RUN_FILE} is missing)")
         return TrainConfig.from_dict(read_json(self.run_file, RUN_FILE))
 
-    def write_config(self, config: TrainConfig) -> None:
-        atomic_write_json(self.run_file, config.to_dict())
+    def write_config(self, config: TrainConfig, imported: dict | None = None) -> None:
+        """Writes run.json; `imported` records the source of an imported run's weights."""
+        data = config.to_dict()
+        if imported is not None:
+            data[IMPORTED_KEY] = imported
+        atomic_write_json(self.run_file, data)
+
+    def read_imported(self) -> dict | None:
+        """run.json's record of where an imported run came from, or None for a run pss_tf trained."""
+        if not self.holds_run():
+            return None
+        data = read_json(self.run_file, RUN_FILE)
+        return data.get(IMPORTED_KEY) if isinstance(data, dict) else None
 
     def check_start(self, config: TrainConfig) -> None:
         """Refuses to mix two runs in one directory; checks a resumed run matches.
@@ -173,6 +184,10 @@ def build_metrics(
             from pss_tf.latency.predictor import load_latency_metric
 
             metric = load_latency_metric(config.targets.latency_cpu_lut, config.space.model, space, name=name, **common)
+        elif name in RELEASE_LATENCY_METRICS:
+            from pss_tf.release.luts import ReleaseLatencyMetric
+
+            metric = ReleaseLatencyMetric.load(name, config.space.model, config.targets.release_luts)
         else:
             raise ConfigError("metrics", f"unknown metric {name!r}; expected one of {list(METRIC_NAMES)}")
         grid = config.targets.grid(name)
@@ -188,6 +203,10 @@ def metric_class(name: str) -> type[Metric]:
         from pss_tf.latency.predictor import LatencyMetric
 
         return LatencyMetric
+    if name in RELEASE_LATENCY_METRICS:
+        from pss_tf.release.luts import ReleaseLatencyMetric
+
+        return ReleaseLatencyMetric
     raise ConfigError("metric", f"unknown metric {name!r}; expected one of {list(METRIC_NAMES)}")
 
 
@@ -231,8 +250,23 @@ class Job:
 
     @functools.cached_property
     def info(self):
-        """The dataset's description; checks that the data is readable."""
-        return self.data.info
+        """The dataset's description; checks that the data is readable.
+
+        An imported run (tools/import_release.py) whose data is not at hand
+        still opens: its supernet, metrics and winners need only the
+        checkpoint's class count, RGB images. Whatever reads images then
+        reports the data's own error.
+        """
+        try:
+            return self.data.info
+        except ConfigError as e:
+            imported = self.dir.read_imported()
+            if not imported or "num_classes" not in imported:
+                raise
+            from pss_tf.data.splits import DatasetInfo
+
+            logger.warning("%s: %s; using the imported checkpoint's %d classes", self.path, e, imported["num_classes"])
+            return DatasetInfo(self.data.dataset, int(imported["num_classes"]), 3, 0, 0)
 
     @functools.cached_property
     def space(self):

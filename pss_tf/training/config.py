@@ -18,7 +18,10 @@ from pss_tf.errors import ConfigError
 from pss_tf.space import architectures
 from pss_tf.space.config import SearchSpace
 
-METRIC_NAMES = ("flops", "latency_cpu")
+METRIC_NAMES = ("flops", "latency_cpu", "release_latency_cpu", "release_latency_gpu")
+RELEASE_LATENCY_METRICS = ("release_latency_cpu", "release_latency_gpu")
+# run.json's record of an imported run's source (tools/import_release.py).
+IMPORTED_KEY = "imported"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +79,17 @@ class TargetsConfig:
         (), help="CPU latency target grid in ms: start,stop,step (empty: about 10 targets)."
     )
     latency_cpu_lut: str | None = option(None, help="Latency lookup table of latency_cpu (tools/build_lut.py).")
+    release_latency_cpu_targets: tuple[float, ...] = option(
+        (), help="Target grid of the release's CPU latency table in us: start,stop,step (empty: about 10 targets)."
+    )
+    release_latency_gpu_targets: tuple[float, ...] = option(
+        (), help="Target grid of the release's GPU latency table in us: start,stop,step (empty: about 10 targets)."
+    )
+    release_luts: str | None = option(
+        None,
+        help="The PSS-Net release's scripts/lut directory (mbv{1,2}_{cpu,gpu}.pkl), for the release_latency_cpu "
+        "and release_latency_gpu metrics.",
+    )
 
     def grid(self, metric: str) -> tuple[float, ...]:
         """The `start, stop, step` given for `metric`, or () to choose one."""
@@ -98,6 +112,13 @@ class TargetsConfig:
             )
         if self.latency_cpu_lut and "latency_cpu" not in self.metrics:
             raise ConfigError("latency_cpu_lut", "given but latency_cpu is not in `metrics`")
+        release = [m for m in self.metrics if m in RELEASE_LATENCY_METRICS]
+        if release and not self.release_luts:
+            raise ConfigError(
+                "release_luts", f"required with {release[0]} in `metrics`: the release's scripts/lut directory"
+            )
+        if self.release_luts and not release:
+            raise ConfigError("release_luts", f"given but no metric of {list(RELEASE_LATENCY_METRICS)} is in `metrics`")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,7 +347,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        """Reads the nested form, or the flat one `run.json` had before the groups."""
+        """Reads the nested form, or the flat one `run.json` had before the groups.
+
+        An `imported` entry (where an imported run's weights came from, see
+        `pss_tf.release`) is a record, not a setting: it is left out.
+        """
+        if isinstance(data, dict) and IMPORTED_KEY in data:
+            data = {k: v for k, v in data.items() if k != IMPORTED_KEY}
         if isinstance(data, dict) and "space" not in data:
             data = _from_flat(data)
         return config_flags.from_dict(cls, data, "run.json")
