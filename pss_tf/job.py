@@ -183,7 +183,10 @@ def build_metrics(
         elif name == "latency_cpu":
             from pss_tf.latency.predictor import load_latency_metric
 
-            metric = load_latency_metric(config.targets.latency_cpu_lut, config.space.model, space, name=name, **common)
+            metric = load_latency_metric(
+                config.targets.latency_cpu_lut, config.space.model, space, name=name, padding=config.space.padding,
+                **common,
+            )
         elif name in RELEASE_LATENCY_METRICS:
             from pss_tf.release.luts import ReleaseLatencyMetric
 
