@@ -219,3 +219,16 @@ def test_unknown_metric_in_pools(tmp_path, mbv1_contents):
 
     with pytest.raises(ConfigError, match=r"changed\.pt: key \"arch_pools\.pools\['energy'\]\": unknown metric"):
         read_checkpoint(rewritten(tmp_path, mbv1_contents, energy))
+
+
+def test_the_reader_agrees_with_torch_load_where_torch_is_installed(tmp_path):
+    """Optional cross-check (pip install -e ".[torch]"); CI has no torch and skips it."""
+    torch = pytest.importorskip("torch")
+    path = release_file(tmp_path, "mbv2")
+    ours = safe_pickle.load_torch_checkpoint(path)
+    theirs = torch.load(path, weights_only=False)  # our own fixture: trusted
+    assert list(ours["model"]) == list(theirs["model"])
+    for key, tensor in theirs["model"].items():
+        np.testing.assert_array_equal(ours["model"][key], tensor.numpy())
+    assert ours["arch_pools"] == theirs["arch_pools"] and ours["last_epoch"] == theirs["last_epoch"]
+    np.testing.assert_array_equal(ours["torch_rng_state"], theirs["torch_rng_state"].numpy())
