@@ -232,3 +232,20 @@ def test_the_reader_agrees_with_torch_load_where_torch_is_installed(tmp_path):
         np.testing.assert_array_equal(ours["model"][key], tensor.numpy())
     assert ours["arch_pools"] == theirs["arch_pools"] and ours["last_epoch"] == theirs["last_epoch"]
     np.testing.assert_array_equal(ours["torch_rng_state"], theirs["torch_rng_state"].numpy())
+
+
+def test_a_block_missing_from_a_release_table_is_named(tmp_path):
+    table = read_release_lut(os.path.join(FIXTURES, "lut", "mbv1_cpu.pkl"))
+    metric = ReleaseLatencyMetric("release_latency_cpu", "mobilenet_v1", table, "mbv1_cpu.pkl")
+    with pytest.raises(ConfigError, match=r"mbv1_cpu\.pkl has no entry for BlockCfg\(block_type='Conv2d', in_size=224"):
+        metric.value(SubnetConfig.uniform("mobilenet_v1", 224, 1.0))
+
+
+def test_release_latency_metrics_need_the_release_tables():
+    from pss_tf.training.config import TrainConfig
+
+    config = TrainConfig(job_dir="/tmp/x").replace(metrics=("flops", "release_latency_gpu"))
+    with pytest.raises(ConfigError, match="release_luts: required with release_latency_gpu"):
+        config.validate()
+    with pytest.raises(ConfigError, match="release_luts: given but no metric"):
+        TrainConfig(job_dir="/tmp/x").replace(release_luts="/somewhere").validate()
