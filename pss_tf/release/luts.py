@@ -21,9 +21,12 @@ from __future__ import annotations
 import collections
 import os
 
+import numpy as np
+
 from pss_tf.errors import ConfigError
 from pss_tf.release.safe_pickle import load_pickle
-from pss_tf.space.config import SubnetConfig
+from pss_tf.space import architectures
+from pss_tf.space.config import SubnetConfig, make_divisible_array
 from pss_tf.space.metrics import Metric
 from pss_tf.space.targets import TargetGrid
 
@@ -64,20 +67,19 @@ def _halve(size: int) -> int:
     return (size + 2 - 3) // 2 + 1
 
 
-def release_blocks(config: SubnetConfig) -> list[tuple]:
-    """The release's `create_model_block_list` keys of `config`, as plain tuples (1000 classes, as its tables)."""
-    c = config.channels
-    size = config.resolution
+def _block_columns(model: str, size, c) -> list[tuple]:
+    """The release's `create_model_block_list` keys, with `size` and the channels `c` either ints
+    (one subnet) or arrays (many): BlockCfg fields in order, 1000 classes as in its tables."""
     blocks = [("Conv2d", size, 3, c[0], None, 3, 2, 1)]
     size = _halve(size)
-    if config.model == "mobilenet_v1":
+    if model == "mobilenet_v1":
         strides = (1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1)
         for i, stride in enumerate(strides):
             blocks.append(("MBV1Block", size, c[i], c[i + 1], None, None, stride, None))
             if stride == 2:
                 size = _halve(size)
         last = c[13]
-    elif config.model == "mobilenet_v2":
+    elif model == "mobilenet_v2":
         blocks.append(("MBV2Block", size, c[0], c[1], c[0], None, 1, None))
         # (stage, repeats, first stride) of stages 2..7.
         for stage, repeats, first_stride in ((2, 2, 2), (3, 3, 2), (4, 4, 2), (5, 3, 1), (6, 3, 2), (7, 1, 1)):
@@ -90,9 +92,14 @@ def release_blocks(config: SubnetConfig) -> list[tuple]:
         last = 1280  # the network's last conv: no multiplier in the release's network (module docstring)
         blocks.append(("Conv2d", size, c[7], last, None, 1, 1, 0))
     else:
-        raise ConfigError("model", f"the release has latency tables for {sorted(_MODEL_FILES)} only, not {config.model!r}")
+        raise ConfigError("model", f"the release has latency tables for {sorted(_MODEL_FILES)} only, not {model!r}")
     blocks.append(("Linear", 1, last, 1000, None, None, None, None))
     return blocks
+
+
+def release_blocks(config: SubnetConfig) -> list[tuple]:
+    """The release's `create_model_block_list` keys of `config`, as plain tuples (1000 classes, as its tables)."""
+    return _block_columns(config.model, config.resolution, config.channels)
 
 
 class ReleaseLatencyMetric(Metric):
@@ -132,6 +139,32 @@ class ReleaseLatencyMetric(Metric):
                     "release_luts", f"{self.path} has no entry for {BlockCfg(*block)} (block of {config})"
                 ) from None
         return total
+
+    def values(self, resolutions: np.ndarray, widths: np.ndarray) -> np.ndarray:
+        """`value` of many configs: each block's distinct shapes are looked up once
+        (the conditional sampler bins 1e5 to 1e6 subnets)."""
+        resolutions = np.asarray(resolutions, dtype=np.int64)
+        base = architectures.get_architecture(self.model).base_channels
+        channels = [make_divisible_array(np.asarray(widths, np.float64)[:, i] * b) for i, b in enumerate(base)]
+        total = np.zeros(len(resolutions), np.float64)
+        for block in _block_columns(self.model, resolutions, channels):
+            # in_size, cin, cout, cmid (0 for None) packed 16 bits each into one int64 per config.
+            code = np.zeros(resolutions.shape, np.int64)
+            for v in block[1:5]:
+                code = (code << 16) + (0 if v is None else np.asarray(v, np.int64) + 1)
+            codes, inverse = np.unique(code, return_inverse=True)
+            latencies = np.empty(len(codes))
+            for j, packed in enumerate(codes.tolist()):
+                fields = [(packed >> shift) & 0xFFFF for shift in (48, 32, 16, 0)]
+                latencies[j] = self._lookup((block[0], *[None if f == 0 else f - 1 for f in fields], *block[5:]))
+            total += latencies[inverse.reshape(-1)]
+        return total
+
+    def _lookup(self, block: tuple) -> float:
+        try:
+            return self.table[block]
+        except KeyError:
+            raise ConfigError("release_luts", f"{self.path} has no entry for {BlockCfg(*block)}") from None
 
     def to_dict(self) -> dict:
         return {**super().to_dict(), "lut": os.path.basename(self.path), "entries": len(self.table)}

@@ -89,6 +89,9 @@ def test_pools_are_read_with_scores_and_release_values(tmp_path):
     metric = ReleaseLatencyMetric.load("release_latency_cpu", "mobilenet_v1", os.path.join(FIXTURES, "lut"))
     for member in members:
         assert metric.value(member.config) == pytest.approx(member.release_value, rel=1e-12)
+    resolutions = np.array([m.config.resolution for m in members])
+    widths = np.array([m.config.widths for m in members])
+    np.testing.assert_allclose(metric.values(resolutions, widths), [m.release_value for m in members], rtol=1e-12)
 
 
 def test_mobilenet_v2_members_drop_the_ninth_multiplier(tmp_path):
