@@ -18,7 +18,14 @@ from pss_tf.errors import ConfigError
 from pss_tf.space import architectures
 from pss_tf.space.config import SearchSpace
 
-METRIC_NAMES = ("flops", "latency_cpu")
+METRIC_NAMES = ("flops", "latency_cpu", "release_latency_cpu", "release_latency_gpu")
+RELEASE_LATENCY_METRICS = ("release_latency_cpu", "release_latency_gpu")
+# Records run.json keeps beside the config, of where a run's first weights came
+# from: an imported release checkpoint (tools/import_release.py), or the source
+# run of a warm start (path, step, checksum).
+IMPORTED_KEY = "imported"
+INIT_SOURCE = "init_source"
+PROVENANCE_KEYS = (IMPORTED_KEY, INIT_SOURCE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +47,12 @@ class SpaceConfig:
     bn_epsilon: float = option(1e-5, help="Epsilon of every batch norm (1e-5 as the release).")
     resize_align_corners: bool = option(
         True, help="The network resizes its input bilinearly with align_corners (the release) or half-pixel centres."
+    )
+    padding: str = option(
+        "same",
+        help="How strided 3x3 convs pad: same (TensorFlow's: bottom and right only on even sizes) or symmetric "
+        "(the release's PyTorch padding=1; imported release weights need it).",
+        choices=("same", "symmetric"),
     )
 
     def search_space(self) -> SearchSpace:
@@ -70,6 +83,17 @@ class TargetsConfig:
         (), help="CPU latency target grid in ms: start,stop,step (empty: about 10 targets)."
     )
     latency_cpu_lut: str | None = option(None, help="Latency lookup table of latency_cpu (tools/build_lut.py).")
+    release_latency_cpu_targets: tuple[float, ...] = option(
+        (), help="Target grid of the release's CPU latency table in us: start,stop,step (empty: about 10 targets)."
+    )
+    release_latency_gpu_targets: tuple[float, ...] = option(
+        (), help="Target grid of the release's GPU latency table in us: start,stop,step (empty: about 10 targets)."
+    )
+    release_luts: str | None = option(
+        None,
+        help="The PSS-Net release's scripts/lut directory (mbv{1,2}_{cpu,gpu}.pkl), for the release_latency_cpu "
+        "and release_latency_gpu metrics.",
+    )
 
     def grid(self, metric: str) -> tuple[float, ...]:
         """The `start, stop, step` given for `metric`, or () to choose one."""
@@ -92,6 +116,13 @@ class TargetsConfig:
             )
         if self.latency_cpu_lut and "latency_cpu" not in self.metrics:
             raise ConfigError("latency_cpu_lut", "given but latency_cpu is not in `metrics`")
+        release = [m for m in self.metrics if m in RELEASE_LATENCY_METRICS]
+        if release and not self.release_luts:
+            raise ConfigError(
+                "release_luts", f"required with {release[0]} in `metrics`: the release's scripts/lut directory"
+            )
+        if self.release_luts and not release:
+            raise ConfigError("release_luts", f"given but no metric of {list(RELEASE_LATENCY_METRICS)} is in `metrics`")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,9 +385,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        """Reads the nested form, or the flat one `run.json` had before the groups."""
+        """Reads the nested form, or the flat one `run.json` had before the groups.
+
+        Records of where a run's first weights came from (`PROVENANCE_KEYS`:
+        an import, a warm start) sit beside the config and are left out.
+        """
         if isinstance(data, dict):
-            data = {k: v for k, v in data.items() if k != INIT_SOURCE}  # The warm start's record, not a setting.
+            data = {k: v for k, v in data.items() if k not in PROVENANCE_KEYS}
         if isinstance(data, dict) and "space" not in data:
             data = _from_flat(data)
         return config_flags.from_dict(cls, _with_fields_added_since(data), "run.json")
@@ -371,9 +406,6 @@ class TrainConfig:
         resumable = {leaf.name for leaf in config_flags.leaves(TrainConfig) if leaf.resumable}
         return sorted(k for k in mine if k not in resumable and mine[k] != theirs[k])
 
-
-# run.json's record of a warm start's source (path, step, checksum), beside the config.
-INIT_SOURCE = "init_source"
 
 # What runs written before configs had groups (pss_tf 0.1) did where today's
 # defaults follow the release instead.

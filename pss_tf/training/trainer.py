@@ -33,7 +33,7 @@ from pss_tf.search.records import TrainingRecords
 from pss_tf.space.config import SubnetConfig
 from pss_tf.stop import StopRequest
 from pss_tf.training import distribute, warm_start
-from pss_tf.training.config import TrainConfig
+from pss_tf.training.config import INIT_SOURCE, TrainConfig
 from pss_tf.training.evaluation import make_evaluator
 from pss_tf.training.optimization import build_optimizer, learning_rate_schedule
 from pss_tf.training.step import (
@@ -254,7 +254,7 @@ class Trainer:
         if not self.is_chief:
             return
         if not self.job.holds_run():
-            self.job.write_config(self.config, self.warm_start.record if self.warm_start else None)
+            self.job.write_config(self.config, {INIT_SOURCE: self.warm_start.record} if self.warm_start else None)
         for name, sampler in self.conditional_samplers.items():
             if not os.path.exists(self.job.sampler_cache(name)):
                 sampler.save(self.job.sampler_cache(name))

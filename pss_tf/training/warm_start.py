@@ -4,7 +4,7 @@ A user with a trained supernet (pss_tf's own, or the authors' ImageNet ones
 imported) trains it on their own data. The new run takes the source's weights
 and BN statistics, never its optimizer, step or schedule. The rules:
 
-* the same architecture (model and input layout), or a refusal naming both;
+* the same architecture (model, input layout and padding), or a refusal naming both;
 * the new search space inside the source's (widths and resolutions it
   trained), or a refusal naming the field; a narrower space is fine;
 * another class count: the classifier starts from the release's
@@ -33,7 +33,7 @@ import numpy as np
 from pss_tf.errors import ConfigError
 
 # The architecture fields a source must share with the new run.
-ARCHITECTURE_FIELDS = ("model", "small_input")
+ARCHITECTURE_FIELDS = ("model", "small_input", "padding")
 
 
 @dataclasses.dataclass

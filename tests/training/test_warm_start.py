@@ -81,6 +81,7 @@ def test_bad_sources_and_spaces_are_refused(smoke_job, tmp_path):
     refused(smoke_job, tmp_path, "model: the run in .* has model='mobilenet_v1', this run 'mobilenet_v2'",
             model="mobilenet_v2", min_width=0.75, max_width=1.0)
     refused(smoke_job, tmp_path, "small_input: .* has small_input=True, this run False", small_input=False)
+    refused(smoke_job, tmp_path, "padding: .* has padding='same', this run 'symmetric'", padding="symmetric")
     refused(smoke_job, tmp_path, "max_width: 0.6 is above the 0.5", max_width=0.6)
     refused(smoke_job, tmp_path, "min_width: 0.3 is below the 0.35", min_width=0.3)
     refused(smoke_job, tmp_path, r"max_resolution: resolutions \[36\] were never trained", max_resolution=36)
