@@ -236,7 +236,11 @@ class Trainer:
         self._report(f"warm start from {source.checkpoint} (step {source.step})")
         for note in source.notes:
             self._report(note)
-        warm_start.copy_weights(source.job.restore_supernet(), self.supernet)
+        try:
+            source_supernet = source.job.restore_supernet()
+        except (tf.errors.OpError, AssertionError, ValueError) as e:  # Damaged data shards.
+            raise ConfigError("init_from", f"{source.checkpoint} cannot be restored ({type(e).__name__}: {e})") from None
+        warm_start.copy_weights(source_supernet, self.supernet)
         if self.config.warm_start.init_pools:
             images, labels = next(iter(self.data.training(self.config.optimization.global_batch_size,
                                                           seed=self.config.runtime.seed)))

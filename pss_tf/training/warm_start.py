@@ -88,6 +88,12 @@ def plan(config, info) -> WarmStart:
             f"the stem's kernel is {rule}: {path} reads {source_info.channels}-channel images, this run "
             f"{info.channels}-channel ones"
         )
+    try:  # Reads the index only: a damaged or truncated checkpoint is refused before any model is built.
+        import tensorflow as tf
+
+        tf.train.list_variables(checkpoint)
+    except (tf.errors.OpError, ValueError) as e:
+        raise ConfigError("init_from", f"{checkpoint} cannot be read ({type(e).__name__}: {e})") from None
     step = int(checkpoint.rsplit("-", 1)[-1]) if checkpoint.rsplit("-", 1)[-1].isdigit() else -1
     return WarmStart(source, checkpoint, step, checkpoint_checksum(checkpoint), notes)
 

@@ -98,3 +98,14 @@ def test_bad_sources_and_spaces_are_refused(smoke_job, tmp_path):
     )
     plan = warm_start.plan(config, Job(smoke_job).info)
     assert plan.notes == [] and plan.record["step"] == plan.step > 0 and len(plan.record["sha256"]) == 64
+
+
+def test_a_damaged_source_checkpoint_is_refused(smoke_job, tmp_path):
+    import shutil
+
+    copy = tmp_path / "source"
+    shutil.copytree(smoke_job, copy, ignore=shutil.ignore_patterns("tensorboard"))
+    index = tf.train.latest_checkpoint(str(copy / "checkpoints")) + ".index"
+    with open(index, "r+b") as f:
+        f.truncate(20)
+    refused(str(copy), tmp_path, "init_from: .*ckpt-.* cannot be read")
