@@ -73,6 +73,15 @@ def is_finite_number(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
 
 
+def is_integer(value, minimum: int | None = None) -> bool:
+    """An integral number that is not a bool, at least `minimum` (for checks with their own message)."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, numbers.Integral)
+        and (minimum is None or value >= minimum)
+    )
+
+
 def number(field: str, value, bounds: Bounds = Bounds(), *, error=ConfigError, **limits) -> float:
     """`value` as a float: a finite real number (not a bool) inside `bounds` (or
     the same given as keywords: `number("alpha", a, above=0, maximum=1)`)."""

@@ -27,7 +27,7 @@ from pss_tf.pareto import pareto_front
 from pss_tf.space.config import SubnetConfig
 from pss_tf.space.metrics import FlopsMetric, Metric
 from pss_tf.space.targets import TargetGrid
-from pss_tf.training.config import METRIC_NAMES, TrainConfig
+from pss_tf.training.config import IMPORTED_KEY, INIT_SOURCE, METRIC_NAMES, RELEASE_LATENCY_METRICS, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +84,26 @@ class JobDir:
             raise ConfigError("job_dir", f"{self.path} holds no training run ({RUN_FILE} is missing)")
         return TrainConfig.from_dict(read_json(self.run_file, RUN_FILE))
 
-    def write_config(self, config: TrainConfig) -> None:
-        atomic_write_json(self.run_file, config.to_dict())
+    def write_config(self, config: TrainConfig, provenance: dict | None = None) -> None:
+        """Writes run.json: the config, and `provenance` records beside it
+        (`{IMPORTED_KEY: ...}` for an imported run, `{INIT_SOURCE: ...}` for a warm start)."""
+        data = config.to_dict()
+        data.update(provenance or {})
+        atomic_write_json(self.run_file, data)
+
+    def _provenance(self, key: str) -> dict | None:
+        if not self.holds_run():
+            return None
+        data = read_json(self.run_file, RUN_FILE)
+        return data.get(key) if isinstance(data, dict) else None
+
+    def read_imported(self) -> dict | None:
+        """run.json's record of where an imported run came from, or None for a run pss_tf trained."""
+        return self._provenance(IMPORTED_KEY)
+
+    def read_init_source(self) -> dict | None:
+        """The source a warm-started run began from (path, step, checkpoint, sha256), or None."""
+        return self._provenance(INIT_SOURCE)
 
     def check_start(self, config: TrainConfig) -> None:
         """Refuses to mix two runs in one directory; checks a resumed run matches.
@@ -168,7 +186,14 @@ def build_metrics(
         elif name == "latency_cpu":
             from pss_tf.latency.predictor import load_latency_metric
 
-            metric = load_latency_metric(config.targets.latency_cpu_lut, config.space.model, space, name=name, **common)
+            metric = load_latency_metric(
+                config.targets.latency_cpu_lut, config.space.model, space, name=name, padding=config.space.padding,
+                **common,
+            )
+        elif name in RELEASE_LATENCY_METRICS:
+            from pss_tf.release.luts import ReleaseLatencyMetric
+
+            metric = ReleaseLatencyMetric.load(name, config.space.model, config.targets.release_luts)
         else:
             raise ConfigError("metrics", f"unknown metric {name!r}; expected one of {list(METRIC_NAMES)}")
         grid = config.targets.grid(name)
@@ -184,6 +209,10 @@ def metric_class(name: str) -> type[Metric]:
         from pss_tf.latency.predictor import LatencyMetric
 
         return LatencyMetric
+    if name in RELEASE_LATENCY_METRICS:
+        from pss_tf.release.luts import ReleaseLatencyMetric
+
+        return ReleaseLatencyMetric
     raise ConfigError("metric", f"unknown metric {name!r}; expected one of {list(METRIC_NAMES)}")
 
 
@@ -200,6 +229,7 @@ def build_supernet(config: TrainConfig, info, synchronized_bn: bool = False):
         synchronized_bn=synchronized_bn,
         bn_epsilon=config.space.bn_epsilon,
         align_corners=config.space.resize_align_corners,
+        padding=config.space.padding,
     )
 
 
@@ -226,8 +256,23 @@ class Job:
 
     @functools.cached_property
     def info(self):
-        """The dataset's description; checks that the data is readable."""
-        return self.data.info
+        """The dataset's description; checks that the data is readable.
+
+        An imported run (tools/import_release.py) whose data is not at hand
+        still opens: its supernet, metrics and winners need only the
+        checkpoint's class count, RGB images. Whatever reads images then
+        reports the data's own error.
+        """
+        try:
+            return self.data.info
+        except ConfigError as e:
+            imported = self.dir.read_imported()
+            if not imported or "num_classes" not in imported:
+                raise
+            from pss_tf.data.splits import DatasetInfo
+
+            logger.warning("%s: %s; using the imported checkpoint's %d classes", self.path, e, imported["num_classes"])
+            return DatasetInfo(self.data.dataset, int(imported["num_classes"]), 3, 0, 0)
 
     @functools.cached_property
     def space(self):

@@ -166,3 +166,16 @@ def make_fashion_dir(root, num_train=20, num_val=10, gz_train=True, gz_val=False
         write_idx(os.path.join(root, f"{prefix}-labels-idx1-ubyte{suffix}"), labels, gz)
         arrays[prefix] = (images, labels)
     return arrays
+
+
+def tree_digest(root) -> dict:
+    """{relative path: sha256} of every file under `root`: a run compared before and after."""
+    import hashlib
+
+    found = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+    return found

@@ -52,6 +52,8 @@ flags.DEFINE_string(
     "Regex of command lines (pgrep -f) whose processes skew timings, e.g. 'tools/train\\.py|pytest': "
     "measuring pauses while one runs, and a block timed while one started is timed again.",
 )
+flags.DEFINE_enum("padding", "same", ["same", "symmetric"], "How the blocks' strided convs pad: the run's "
+                  "`padding` (symmetric for imported release weights). Recorded in the table.")
 flags.DEFINE_bool("dry_run", False, "Count the blocks and estimate the time from a few samples; write nothing.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
@@ -123,6 +125,7 @@ def main(argv):
                 "mean invoke time",
             },
             "channel_step": FLAGS.channel_step,
+            "padding": FLAGS.padding,
         }
         if FLAGS.dry_run:
             print(json.dumps(_dry_run(spec, timer, FLAGS.channel_step), indent=2))
@@ -137,7 +140,7 @@ def main(argv):
         spec,
         setup,
         measure=lambda content: timer.time(content).median_ms,
-        prepare=lambda v: measure.to_tflite(measure.block_model(v)),
+        prepare=lambda v: measure.to_tflite(measure.block_model(v, FLAGS.padding)),
         passes=FLAGS.passes,
         chunk=FLAGS.chunk,
         overhead=timer.invoke_overhead_ms,

@@ -35,6 +35,12 @@ def _runs():
         winners = [entry for entry, _ in entries if entry["metric"] == FLAGS.metric]
         if not winners:
             raise ConfigError("metric", f"{job_dir} has no {FLAGS.metric} winners")
+        if any("val_top1" not in w for w in winners):
+            raise ConfigError(
+                "job_dirs",
+                f"{job_dir}'s winners were not validated (a release checkpoint imported without data): import it "
+                "again with --data_dir to validate them (tools/import_release.py)",
+            )
         label = labels[i] if labels else JobDir(job_dir).read_config().sampling.sampler
         runs.append((label, sorted(winners, key=lambda w: w["value"])))
     return runs

@@ -76,6 +76,12 @@ def open_table(path: str, setup: dict) -> LatencyTable:
                 f"{path} was measured with {name}={table.header.get(name)!r}, this run has "
                 f"{setup.get(name)!r}; latencies of different set-ups must not share a table, choose another `out`"
             )
+    if table.padding != setup.get("padding", "same"):
+        raise ConfigError(
+            "padding",
+            f"{path} times blocks with {table.padding} padding, this run {setup.get('padding', 'same')}; "
+            "choose another `out`",
+        )
     if table.channel_step != setup.get("channel_step", 0):
         raise ConfigError(
             "channel_step",

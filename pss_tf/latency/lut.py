@@ -171,6 +171,12 @@ class LatencyTable:
             problems.append(f"measured with {self.threads} thread(s), not {threads}")
         return problems
 
+    @property
+    def padding(self) -> str:
+        """How the timed blocks' strided convs padded (`pss_tf.models.layers.conv_padding`); tables
+        written before the option are "same"."""
+        return self.header.get("padding", "same")
+
     def fingerprint(self) -> str:
         """A digest of everything that changes predictions; caches key on it."""
         payload = {
@@ -179,6 +185,8 @@ class LatencyTable:
             "calibration": self.header.get("calibration"),
             "entries": self.entries(),
         }
+        if self.padding != "same":  # (tables of "same" padding keep the digests they had)
+            payload["padding"] = self.padding
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     # Persistence.
@@ -210,7 +218,7 @@ class LatencyTable:
         for name in SETUP_FIELDS:
             if name not in data:
                 raise ConfigError(field, f"{where}: header field {name!r} is missing")
-        if not isinstance(data["threads"], int) or isinstance(data["threads"], bool) or data["threads"] < 1:
+        if not checks.is_integer(data["threads"], 1):
             raise ConfigError(field, f"{where}: threads must be a positive int, got {data['threads']!r}")
         tables = {}
         for section in ("measured", "interpolated"):

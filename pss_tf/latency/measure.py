@@ -85,9 +85,10 @@ def _interpreter_class():
 # --- models ---------------------------------------------------------------------
 
 
-def block_model(variant: Variant):
+def block_model(variant: Variant, padding: str = "same"):
     """A standalone Keras model running exactly `variant`'s ops: the static block
-    that extraction writes (`pss_tf.models.blocks.static_block`), at batch 1."""
+    that extraction writes (`pss_tf.models.blocks.static_block`), at batch 1,
+    with the supernet's `padding` of strided convs."""
     import keras
 
     from pss_tf.models.blocks import static_block
@@ -95,7 +96,7 @@ def block_model(variant: Variant):
     inputs = keras.Input((variant.size, variant.size, variant.cin), batch_size=1, name="x")
     outputs = static_block(
         inputs, variant.kind, variant.cout, stride=variant.stride, hidden=variant.hidden,
-        residual=variant.residual, name="block",
+        residual=variant.residual, name="block", padding=padding,
     )
     return keras.Model(inputs, outputs, name=variant.kind)
 
@@ -214,8 +215,8 @@ class Timer:
     def time_keras(self, model, direct: bool = True) -> Timing:
         return self.time(to_tflite(model, direct))
 
-    def time_variant(self, variant: Variant) -> Timing:
-        return self.time_keras(block_model(variant))
+    def time_variant(self, variant: Variant, padding: str = "same") -> Timing:
+        return self.time_keras(block_model(variant, padding))
 
     def invoke_overhead_ms(self) -> float:
         return self.time_keras(trivial_model()).median_ms

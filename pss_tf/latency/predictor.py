@@ -23,6 +23,7 @@ import logging
 import numpy as np
 
 from pss_tf import checks
+from pss_tf.errors import ConfigError
 from pss_tf.latency.lut import LatencyTable, SpaceSpec
 from pss_tf.latency.variants import (
     Slot,
@@ -192,8 +193,10 @@ def load_latency_metric(
     num_classes: int = 1000,
     small_input: bool = False,
     in_channels: int = 3,
+    padding: str = "same",
 ) -> LatencyMetric:
-    """A `LatencyMetric` from the table at `path`, checked to cover `space`.
+    """A `LatencyMetric` from the table at `path`, checked to cover `space` and
+    to have timed blocks of the run's `padding`.
 
     Errors name the field `{name}_lut` and, for a table that lacks blocks, the
     command that measures them. A table measured with another LiteRT version
@@ -202,6 +205,12 @@ def load_latency_metric(
     """
     field = f"{name}_lut"
     table = LatencyTable.load(path, field)
+    if table.padding != padding:
+        raise ConfigError(
+            field,
+            f"the latency table {path} timed blocks with {table.padding} padding, the run uses {padding}; "
+            f"build one with tools/build_lut.py --padding={padding}",
+        )
     spec = SpaceSpec(space, small_input, in_channels, num_classes)
     table.check_covers(space_variants(space, small_input, in_channels, num_classes), path, spec, field)
     from pss_tf.latency.measure import runtime_info

@@ -15,6 +15,10 @@ Each block class has two faces:
 parts, so extraction copies weights by name. `keras_module` is `keras` or
 `tf_keras`, whose layers take the same arguments.
 
+`padding` ("same" or "symmetric", `pss_tf.models.layers.conv_padding`) is an
+architecture option that every face follows: "symmetric" pads a strided 3x3
+conv by one pixel on every side, as the release's PyTorch convs do.
+
 A group pass (`Supernet.call` with several configs) calls a block with
 `slice_channels=(inputs, outputs)`: int32 vectors of the channels each slice's
 subnet has at the block's input and output. The block then runs at the widest
@@ -36,6 +40,8 @@ from pss_tf.models.layers import (
     SlimConv2D,
     SlimDense,
     SlimDepthwiseConv2D,
+    check_padding,
+    conv_padding,
     input_channels,
 )
 from pss_tf.space import architectures
@@ -45,13 +51,23 @@ DEPTHWISE_KERNEL = architectures.DEPTHWISE_KERNEL
 STEM_KERNEL = architectures.STEM_KERNEL
 
 
-def _conv(K, x, filters, kernel_size, stride, name):
-    return K.layers.Conv2D(filters, kernel_size, strides=stride, padding="same", use_bias=False, name=name)(x)
+def _pad(K, x, kernel_size, stride, padding, name):
+    """The explicit zero padding a "symmetric" strided conv needs (`conv_padding`), and its Keras padding."""
+    pixels, mode = conv_padding(padding, kernel_size, stride)
+    if pixels:
+        x = K.layers.ZeroPadding2D(pixels, name=f"{name}_pad")(x)
+    return x, mode.lower()
 
 
-def _depthwise(K, x, stride, name):
+def _conv(K, x, filters, kernel_size, stride, name, padding="same"):
+    x, mode = _pad(K, x, kernel_size, stride, padding, name)
+    return K.layers.Conv2D(filters, kernel_size, strides=stride, padding=mode, use_bias=False, name=name)(x)
+
+
+def _depthwise(K, x, stride, name, padding="same"):
+    x, mode = _pad(K, x, DEPTHWISE_KERNEL, stride, padding, name)
     return K.layers.DepthwiseConv2D(
-        DEPTHWISE_KERNEL, strides=stride, padding="same", use_bias=False, name=name
+        DEPTHWISE_KERNEL, strides=stride, padding=mode, use_bias=False, name=name
     )(x)
 
 
@@ -97,17 +113,19 @@ class SlimBlock(keras.layers.Layer):
 class ConvBNReLU(SlimBlock):
     """Conv, batch norm, ReLU6: the stem (3x3) and MobileNetV2's last 1x1 conv."""
 
-    config_fields = ("filters", "kernel_size", "strides", "in_channels", "bn_epsilon", "synchronized_bn")
+    config_fields = ("filters", "kernel_size", "strides", "in_channels", "bn_epsilon", "synchronized_bn", "padding")
 
-    def __init__(self, filters, kernel_size, strides, in_channels, bn_epsilon=BN_EPSILON, synchronized_bn=False, **kwargs):
+    def __init__(self, filters, kernel_size, strides, in_channels, bn_epsilon=BN_EPSILON, synchronized_bn=False,
+                 padding="same", **kwargs):
         super().__init__(**kwargs)
+        self.padding = check_padding(padding)
         self.filters = int(filters)
         self.kernel_size = int(kernel_size)
         self.strides = int(strides)
         self.in_channels = int(in_channels)
         self.bn_epsilon = float(bn_epsilon)
         self.synchronized_bn = bool(synchronized_bn)
-        self.conv = SlimConv2D(filters, kernel_size, strides, in_channels, name="conv")
+        self.conv = SlimConv2D(filters, kernel_size, strides, in_channels, padding=padding, name="conv")
         self.bn = SlimBatchNormalization(filters, bn_epsilon, synchronized_bn, name="bn")
 
     def slim_layers(self):
@@ -122,15 +140,16 @@ class ConvBNReLU(SlimBlock):
         return {"conv": self.conv.sliced_weights(in_channels, out_channels), "bn": self.bn.sliced_weights(out_channels)}
 
     @staticmethod
-    def static(x, out_channels, *, kernel_size, stride, name, bn_epsilon=BN_EPSILON, keras_module=keras):
+    def static(x, out_channels, *, kernel_size, stride, name, bn_epsilon=BN_EPSILON, keras_module=keras,
+               padding="same"):
         K = keras_module
-        x = _conv(K, x, out_channels, kernel_size, stride, f"{name}_conv")
+        x = _conv(K, x, out_channels, kernel_size, stride, f"{name}_conv", padding)
         return _relu6(K, _bn(K, x, bn_epsilon, f"{name}_bn"), f"{name}_relu")
 
     def apply_static(self, x, out_channels, name, keras_module=keras):
         return self.static(
             x, out_channels, kernel_size=self.kernel_size, stride=self.strides, name=name,
-            bn_epsilon=self.bn_epsilon, keras_module=keras_module,
+            bn_epsilon=self.bn_epsilon, keras_module=keras_module, padding=self.padding,
         )
 
 
@@ -140,16 +159,18 @@ class SeparableBlock(SlimBlock):
     """MobileNetV1 block: 3x3 depthwise on the input channels, then 1x1 pointwise."""
 
     kind = architectures.SEPARABLE
-    config_fields = ("in_channels", "filters", "strides", "bn_epsilon", "synchronized_bn")
+    config_fields = ("in_channels", "filters", "strides", "bn_epsilon", "synchronized_bn", "padding")
 
-    def __init__(self, in_channels, filters, strides, bn_epsilon=BN_EPSILON, synchronized_bn=False, **kwargs):
+    def __init__(self, in_channels, filters, strides, bn_epsilon=BN_EPSILON, synchronized_bn=False, padding="same",
+                 **kwargs):
         super().__init__(**kwargs)
+        self.padding = check_padding(padding)
         self.in_channels = int(in_channels)
         self.filters = int(filters)
         self.strides = int(strides)
         self.bn_epsilon = float(bn_epsilon)
         self.synchronized_bn = bool(synchronized_bn)
-        self.depthwise = SlimDepthwiseConv2D(DEPTHWISE_KERNEL, strides, in_channels, name="dw")
+        self.depthwise = SlimDepthwiseConv2D(DEPTHWISE_KERNEL, strides, in_channels, padding=padding, name="dw")
         self.depthwise_bn = SlimBatchNormalization(in_channels, bn_epsilon, synchronized_bn, name="dw_bn")
         self.pointwise = SlimConv2D(filters, 1, 1, in_channels, name="pw")
         self.pointwise_bn = SlimBatchNormalization(filters, bn_epsilon, synchronized_bn, name="pw_bn")
@@ -173,15 +194,17 @@ class SeparableBlock(SlimBlock):
         }
 
     @staticmethod
-    def static(x, out_channels, *, stride, name, bn_epsilon=BN_EPSILON, keras_module=keras):
+    def static(x, out_channels, *, stride, name, bn_epsilon=BN_EPSILON, keras_module=keras, padding="same"):
         K = keras_module
-        x = _relu6(K, _bn(K, _depthwise(K, x, stride, f"{name}_dw"), bn_epsilon, f"{name}_dw_bn"), f"{name}_dw_relu")
+        x = _depthwise(K, x, stride, f"{name}_dw", padding)
+        x = _relu6(K, _bn(K, x, bn_epsilon, f"{name}_dw_bn"), f"{name}_dw_relu")
         x = _conv(K, x, out_channels, 1, 1, f"{name}_pw")
         return _relu6(K, _bn(K, x, bn_epsilon, f"{name}_pw_bn"), f"{name}_pw_relu")
 
     def apply_static(self, x, out_channels, name, keras_module=keras):
         return self.static(
-            x, out_channels, stride=self.strides, name=name, bn_epsilon=self.bn_epsilon, keras_module=keras_module
+            x, out_channels, stride=self.strides, name=name, bn_epsilon=self.bn_epsilon, keras_module=keras_module,
+            padding=self.padding,
         )
 
 
@@ -193,12 +216,16 @@ class InvertedResidualBlock(SlimBlock):
     architecture has one."""
 
     kind = architectures.INVERTED_RESIDUAL
-    config_fields = ("in_channels", "filters", "strides", "expansion", "residual", "bn_epsilon", "synchronized_bn")
+    config_fields = (
+        "in_channels", "filters", "strides", "expansion", "residual", "bn_epsilon", "synchronized_bn", "padding"
+    )
 
     def __init__(
-        self, in_channels, filters, strides, expansion, residual, bn_epsilon=BN_EPSILON, synchronized_bn=False, **kwargs
+        self, in_channels, filters, strides, expansion, residual, bn_epsilon=BN_EPSILON, synchronized_bn=False,
+        padding="same", **kwargs
     ):
         super().__init__(**kwargs)
+        self.padding = check_padding(padding)
         self.in_channels = int(in_channels)
         self.filters = int(filters)
         self.strides = int(strides)
@@ -210,7 +237,7 @@ class InvertedResidualBlock(SlimBlock):
         if self.expansion != 1:
             self.expand = SlimConv2D(hidden, 1, 1, in_channels, name="expand")
             self.expand_bn = SlimBatchNormalization(hidden, bn_epsilon, synchronized_bn, name="expand_bn")
-        self.depthwise = SlimDepthwiseConv2D(DEPTHWISE_KERNEL, strides, hidden, name="dw")
+        self.depthwise = SlimDepthwiseConv2D(DEPTHWISE_KERNEL, strides, hidden, padding=padding, name="dw")
         self.depthwise_bn = SlimBatchNormalization(hidden, bn_epsilon, synchronized_bn, name="dw_bn")
         self.project = SlimConv2D(filters, 1, 1, hidden, name="project")
         self.project_bn = SlimBatchNormalization(filters, bn_epsilon, synchronized_bn, name="project_bn")
@@ -244,20 +271,22 @@ class InvertedResidualBlock(SlimBlock):
         return weights
 
     @staticmethod
-    def static(x, out_channels, *, stride, expansion, residual, name, bn_epsilon=BN_EPSILON, keras_module=keras):
+    def static(x, out_channels, *, stride, expansion, residual, name, bn_epsilon=BN_EPSILON, keras_module=keras,
+               padding="same"):
         K = keras_module
         inputs = x
         if expansion != 1:
             x = _conv(K, x, x.shape[-1] * expansion, 1, 1, f"{name}_expand")
             x = _relu6(K, _bn(K, x, bn_epsilon, f"{name}_expand_bn"), f"{name}_expand_relu")
-        x = _relu6(K, _bn(K, _depthwise(K, x, stride, f"{name}_dw"), bn_epsilon, f"{name}_dw_bn"), f"{name}_dw_relu")
+        x = _depthwise(K, x, stride, f"{name}_dw", padding)
+        x = _relu6(K, _bn(K, x, bn_epsilon, f"{name}_dw_bn"), f"{name}_dw_relu")
         x = _bn(K, _conv(K, x, out_channels, 1, 1, f"{name}_project"), bn_epsilon, f"{name}_project_bn")
         return K.layers.Add(name=f"{name}_add")([inputs, x]) if residual else x
 
     def apply_static(self, x, out_channels, name, keras_module=keras):
         return self.static(
             x, out_channels, stride=self.strides, expansion=self.expansion, residual=self.residual, name=name,
-            bn_epsilon=self.bn_epsilon, keras_module=keras_module,
+            bn_epsilon=self.bn_epsilon, keras_module=keras_module, padding=self.padding,
         )
 
 
@@ -280,10 +309,11 @@ def make_block(
     name: str,
     bn_epsilon: float = BN_EPSILON,
     synchronized_bn: bool = False,
+    padding: str = "same",
 ) -> SlimBlock:
     """The slimmable block for one row of an architecture table."""
     filters = base_channels[spec.out_stage]
-    common = dict(bn_epsilon=bn_epsilon, synchronized_bn=synchronized_bn, name=name)
+    common = dict(bn_epsilon=bn_epsilon, synchronized_bn=synchronized_bn, padding=padding, name=name)
     if spec.kind == architectures.STEM:
         return ConvBNReLU(filters, STEM_KERNEL, spec.stride, image_channels, **common)
     in_channels = base_channels[spec.in_stage]
@@ -297,25 +327,25 @@ def make_block(
 
 
 def static_block(x, kind: str, out_channels: int, *, stride: int, hidden: int, residual: bool, name: str,
-                 keras_module=keras):
+                 keras_module=keras, padding: str = "same"):
     """The static block of `kind` from its shape alone (what a latency table entry times).
 
     `hidden` is the expanded width of an inverted residual block (its input
     channels times the expansion); HEAD takes `out_channels` classes.
     """
+    common = dict(name=name, keras_module=keras_module, padding=padding)
     if kind == architectures.STEM:
-        return ConvBNReLU.static(x, out_channels, kernel_size=STEM_KERNEL, stride=stride, name=name, keras_module=keras_module)
+        return ConvBNReLU.static(x, out_channels, kernel_size=STEM_KERNEL, stride=stride, **common)
     if kind == architectures.POINTWISE:
-        return ConvBNReLU.static(x, out_channels, kernel_size=1, stride=1, name=name, keras_module=keras_module)
+        return ConvBNReLU.static(x, out_channels, kernel_size=1, stride=1, **common)
     if kind == architectures.SEPARABLE:
-        return SeparableBlock.static(x, out_channels, stride=stride, name=name, keras_module=keras_module)
+        return SeparableBlock.static(x, out_channels, stride=stride, **common)
     if kind == architectures.INVERTED_RESIDUAL:
         cin = x.shape[-1]
         if hidden % cin:
             raise ValueError(f"hidden: {hidden} is not a multiple of the {cin} input channels")
         return InvertedResidualBlock.static(
-            x, out_channels, stride=stride, expansion=hidden // cin, residual=residual, name=name,
-            keras_module=keras_module,
+            x, out_channels, stride=stride, expansion=hidden // cin, residual=residual, **common
         )
     if kind == architectures.HEAD:
         return static_head(x, out_channels, name, keras_module)

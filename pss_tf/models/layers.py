@@ -97,13 +97,45 @@ def input_channels(inputs):
     return dimension(inputs, -1)
 
 
+PADDINGS = ("same", "symmetric")
+
+
+def check_padding(padding: str) -> str:
+    """`padding` if it names a padding mode (see `conv_padding`), else ValueError."""
+    if padding not in PADDINGS:
+        raise ValueError(f"padding: expected one of {list(PADDINGS)}, got {padding!r}")
+    return padding
+
+
+def conv_padding(padding: str, kernel_size: int, stride: int) -> tuple[int, str]:
+    """(explicit pixels to pad on every side, TensorFlow padding) of a conv.
+
+    "same" is TensorFlow's: a stride-2 conv on an even size pads only the
+    bottom and right. "symmetric" is the release's PyTorch `padding=k // 2`:
+    the same output size, but k // 2 zeros on every side, so the same weights
+    see the same pixels as in PyTorch. The two differ only for strided convs;
+    stride 1 with an odd kernel is "same" either way.
+    """
+    check_padding(padding)
+    if padding == "symmetric" and stride > 1 and kernel_size > 1:
+        return kernel_size // 2, "VALID"
+    return 0, "SAME"
+
+
+def pad_spatial(inputs, pixels: int):
+    """Zero-pads NHWC `inputs` by `pixels` on every side of H and W."""
+    if not pixels:
+        return inputs
+    return tf.pad(inputs, [[0, 0], [pixels, pixels], [pixels, pixels], [0, 0]])
+
+
 def _numpy(variable, *index) -> np.ndarray:
     return np.asarray(ops.convert_to_numpy(variable))[index]
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class SlimConv2D(keras.layers.Layer):
-    """A 2D convolution (no bias, 'same' padding) over the first channels of its kernel.
+    """A 2D convolution (no bias) over the first channels of its kernel.
 
     Args:
         filters: the widest output channel count.
@@ -111,10 +143,13 @@ class SlimConv2D(keras.layers.Layer):
         strides: square stride.
         in_channels: the widest input channel count (the kernel's third dimension).
         kernel_initializer: initializer of the full kernel.
+        padding: "same" (TensorFlow's) or "symmetric" (the release's), see `conv_padding`.
     """
 
-    def __init__(self, filters, kernel_size, strides=1, in_channels=None, kernel_initializer=None, **kwargs):
+    def __init__(self, filters, kernel_size, strides=1, in_channels=None, kernel_initializer=None, padding="same",
+                 **kwargs):
         super().__init__(**kwargs)
+        self.padding = check_padding(padding)
         if in_channels is None:
             raise ValueError("in_channels: SlimConv2D needs the widest input channel count")
         self.filters = int(filters)
@@ -134,7 +169,8 @@ class SlimConv2D(keras.layers.Layer):
         out_channels = self.filters if out_channels is None else out_channels
         kernel = self.kernel[:, :, : input_channels(inputs), :out_channels]
         kernel = ops.cast(kernel, self.compute_dtype)
-        return tf.nn.conv2d(inputs, kernel, strides=self.strides, padding="SAME")
+        pixels, mode = conv_padding(self.padding, self.kernel_size, self.strides)
+        return tf.nn.conv2d(pad_spatial(inputs, pixels), kernel, strides=self.strides, padding=mode)
 
     def sliced_weights(self, in_channels: int, out_channels: int) -> list[np.ndarray]:
         return [_numpy(self.kernel, slice(None), slice(None), slice(in_channels), slice(out_channels))]
@@ -146,6 +182,7 @@ class SlimConv2D(keras.layers.Layer):
             kernel_size=self.kernel_size,
             strides=self.strides,
             in_channels=self.in_channels,
+            padding=self.padding,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
         )
         return config
@@ -153,17 +190,19 @@ class SlimConv2D(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class SlimDepthwiseConv2D(keras.layers.Layer):
-    """A depthwise convolution that keeps its input's channel count ('same' padding, no bias).
+    """A depthwise convolution that keeps its input's channel count (no bias).
 
     Args:
         kernel_size: square kernel side.
         strides: square stride.
         channels: the widest channel count.
         kernel_initializer: initializer of the full (k, k, channels, 1) kernel.
+        padding: "same" (TensorFlow's) or "symmetric" (the release's), see `conv_padding`.
     """
 
-    def __init__(self, kernel_size, strides=1, channels=None, kernel_initializer=None, **kwargs):
+    def __init__(self, kernel_size, strides=1, channels=None, kernel_initializer=None, padding="same", **kwargs):
         super().__init__(**kwargs)
+        self.padding = check_padding(padding)
         if channels is None:
             raise ValueError("channels: SlimDepthwiseConv2D needs the widest channel count")
         self.kernel_size = int(kernel_size)
@@ -181,7 +220,8 @@ class SlimDepthwiseConv2D(keras.layers.Layer):
     def call(self, inputs):
         kernel = ops.cast(self.kernel[:, :, : input_channels(inputs), :], self.compute_dtype)
         strides = (1, self.strides, self.strides, 1)
-        return tf.nn.depthwise_conv2d(inputs, kernel, strides=strides, padding="SAME")
+        pixels, mode = conv_padding(self.padding, self.kernel_size, self.strides)
+        return tf.nn.depthwise_conv2d(pad_spatial(inputs, pixels), kernel, strides=strides, padding=mode)
 
     def sliced_weights(self, channels: int) -> list[np.ndarray]:
         return [_numpy(self.kernel, slice(None), slice(None), slice(channels))]
@@ -192,6 +232,7 @@ class SlimDepthwiseConv2D(keras.layers.Layer):
             kernel_size=self.kernel_size,
             strides=self.strides,
             channels=self.channels,
+            padding=self.padding,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
         )
         return config

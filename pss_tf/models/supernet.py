@@ -32,6 +32,7 @@ from pss_tf.models.layers import (
     BilinearResize,
     SlimBatchNormalization,
     SlimDense,
+    check_padding,
     dimension,
     resize_images,
 )
@@ -86,6 +87,9 @@ class Supernet(keras.Model):
         bn_epsilon: the epsilon of every batch norm.
         align_corners: how the input is resized to a subnet's resolution
             (`pss_tf.models.layers.resize_images`); True as in the release.
+        padding: how strided 3x3 convs pad: "same" (TensorFlow's, bottom and
+            right on even sizes) or "symmetric" (the release's PyTorch
+            `padding=1`); see `pss_tf.models.layers.conv_padding`.
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class Supernet(keras.Model):
         synchronized_bn: bool = False,
         bn_epsilon: float = BN_EPSILON,
         align_corners: bool = True,
+        padding: str = "same",
         **kwargs,
     ):
         kwargs.setdefault("name", f"{model_name}_supernet")
@@ -115,6 +120,7 @@ class Supernet(keras.Model):
         self.synchronized_bn = bool(synchronized_bn)
         self.bn_epsilon = float(bn_epsilon)
         self.align_corners = bool(align_corners)
+        self.padding = check_padding(padding)
         self.architecture = architectures.get_architecture(model_name, small_input)
         base = self.architecture.full_channels
         # One attribute per block (stem, block1, ...): TF checkpoints track attributes,
@@ -124,7 +130,10 @@ class Supernet(keras.Model):
             setattr(
                 self,
                 name,
-                make_block(spec, base, self.in_channels, name, self.bn_epsilon, synchronized_bn=self.synchronized_bn),
+                make_block(
+                    spec, base, self.in_channels, name, self.bn_epsilon, synchronized_bn=self.synchronized_bn,
+                    padding=self.padding,
+                ),
             )
         self.dropout = keras.layers.Dropout(self.dropout_rate) if self.dropout_rate else None
         last_width = base[self.architecture.blocks[-1].out_stage]
@@ -387,6 +396,7 @@ class Supernet(keras.Model):
             synchronized_bn=self.synchronized_bn,
             bn_epsilon=self.bn_epsilon,
             align_corners=self.align_corners,
+            padding=self.padding,
         )
         return config
 
@@ -398,8 +408,8 @@ def _model_name(config: SubnetConfig) -> str:
 def build_supernet(name: str, num_classes: int = 1000, **options) -> Supernet:
     """Builds the supernet `name` (mobilenet_v1, mobilenet_v2, mobilenet_v2_slim_last_conv).
 
-    Options: `small_input`, `in_channels`, `dropout_rate`, `synchronized_bn`
-    (see `Supernet`).
+    Options: `small_input`, `in_channels`, `dropout_rate`, `synchronized_bn`,
+    `bn_epsilon`, `align_corners`, `padding` (see `Supernet`).
     """
     if name not in architectures.MODEL_NAMES:
         raise ValueError(f"model: unknown model {name!r}; expected one of {list(architectures.MODEL_NAMES)}")

@@ -150,7 +150,7 @@ class TrainingRecords:
         if not isinstance(entries, list) or len(entries) > records.capacity:
             raise ValueError(f"entries: expected a list of at most {records.capacity} entries")
         count, last_step = data["count"], data["last_step"]
-        if not isinstance(count, int) or count < len(entries) or isinstance(count, bool):
+        if not checks.is_integer(count, len(entries)):
             raise ValueError(f"count: must be an int of at least {len(entries)} (the entries), got {count!r}")
         checks.integer("last_step", last_step, -1, error=ValueError)
         for i, entry in enumerate(entries):

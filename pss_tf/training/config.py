@@ -13,10 +13,17 @@ from pss_tf import checks, compat, config_flags
 from pss_tf.config_flags import group, option
 from pss_tf.errors import ConfigError
 from pss_tf.space import architectures
-from pss_tf.training import modes
 from pss_tf.space.config import SearchSpace
+from pss_tf.training import modes
 
-METRIC_NAMES = ("flops", "latency_cpu")
+METRIC_NAMES = ("flops", "latency_cpu", "release_latency_cpu", "release_latency_gpu")
+RELEASE_LATENCY_METRICS = ("release_latency_cpu", "release_latency_gpu")
+# Records run.json keeps beside the config, of where a run's first weights came
+# from: an imported release checkpoint (tools/import_release.py), or the source
+# run of a warm start (path, step, checksum).
+IMPORTED_KEY = "imported"
+INIT_SOURCE = "init_source"
+PROVENANCE_KEYS = (IMPORTED_KEY, INIT_SOURCE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +48,12 @@ class SpaceConfig:
     resize_align_corners: bool = option(
         True, help="The network resizes its input bilinearly with align_corners (the release) or half-pixel centres."
     )
+    padding: str = option(
+        "same",
+        help="How strided 3x3 convs pad: same (TensorFlow's: bottom and right only on even sizes) or symmetric "
+        "(the release's PyTorch padding=1; imported release weights need it).",
+        choices=("same", "symmetric"),
+    )
 
     def search_space(self) -> SearchSpace:
         return SearchSpace(
@@ -64,6 +77,17 @@ class TargetsConfig:
         (), help="CPU latency target grid in ms: start,stop,step (empty: about 10 targets)."
     )
     latency_cpu_lut: str | None = option(None, help="Latency lookup table of latency_cpu (tools/build_lut.py).")
+    release_latency_cpu_targets: tuple[float, ...] = option(
+        (), help="Target grid of the release's CPU latency table in us: start,stop,step (empty: about 10 targets)."
+    )
+    release_latency_gpu_targets: tuple[float, ...] = option(
+        (), help="Target grid of the release's GPU latency table in us: start,stop,step (empty: about 10 targets)."
+    )
+    release_luts: str | None = option(
+        None,
+        help="The PSS-Net release's scripts/lut directory (mbv{1,2}_{cpu,gpu}.pkl), for the release_latency_cpu "
+        "and release_latency_gpu metrics.",
+    )
 
     def grid(self, metric: str) -> tuple[float, ...]:
         """The `start, stop, step` given for `metric`, or () to choose one."""
@@ -86,6 +110,13 @@ class TargetsConfig:
             )
         if self.latency_cpu_lut and "latency_cpu" not in self.metrics:
             raise ConfigError("latency_cpu_lut", "given but latency_cpu is not in `metrics`")
+        release = [m for m in self.metrics if m in RELEASE_LATENCY_METRICS]
+        if release and not self.release_luts:
+            raise ConfigError(
+                "release_luts", f"required with {release[0]} in `metrics`: the release's scripts/lut directory"
+            )
+        if self.release_luts and not release:
+            raise ConfigError("release_luts", f"given but no metric of {list(RELEASE_LATENCY_METRICS)} is in `metrics`")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +211,7 @@ class DataConfig:
     synthetic_train_examples: int = option(1024, help="Size of synthetic train.", minimum=1)
     synthetic_val_examples: int = option(256, help="Size of synthetic val.", minimum=1)
     synthetic_classes: int = option(10, help="Classes of the synthetic dataset.", minimum=1)
+    synthetic_channels: int = option(3, help="Channels of the synthetic dataset's images.", choices=(1, 3))
     holdout_examples: int = option(
         0,
         help="Keep N training examples out of training and BN calibration (held-out data for the search); >= 0.",
@@ -194,9 +226,8 @@ class DataConfig:
 
 
     def validate(self) -> None:
-        value = self.holdout_examples
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:  # Its message predates pss_tf.checks.
-            raise ConfigError("holdout_examples", f"must be an int >= 0, got {value!r}")
+        if not checks.is_integer(self.holdout_examples, 0):  # Its message predates pss_tf.checks'.
+            raise ConfigError("holdout_examples", f"must be an int >= 0, got {self.holdout_examples!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,6 +262,26 @@ class RuntimeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class WarmStartConfig:
+    """Starting from another run's supernet (`pss_tf.training.warm_start`)."""
+
+    init_from: str = option(
+        "",
+        help="A pss_tf run (trained or imported) whose supernet weights and BN statistics start this run (not its "
+        "optimizer, step or schedule). Same model; this run's space must lie inside its space.",
+    )
+    init_pools: bool = option(
+        False,
+        help="With init_from: seed the pools with its members that lie in this run's space and grid, each scored "
+        "afresh on the first training batch.",
+    )
+
+    def validate(self) -> None:
+        if self.init_pools and not self.init_from:
+            raise ConfigError("init_pools", "needs init_from (the run whose pools seed this one)")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig(config_flags.Declared):
     job_dir: str = option("", help="Directory for checkpoints, pools, winners and TensorBoard events.", required=True)
     space: SpaceConfig = group(SpaceConfig)
@@ -240,6 +291,7 @@ class TrainConfig(config_flags.Declared):
     data: DataConfig = group(DataConfig)
     evaluation: EvaluationConfig = group(EvaluationConfig)
     runtime: RuntimeConfig = group(RuntimeConfig)
+    warm_start: WarmStartConfig = group(WarmStartConfig)
 
     def search_space(self) -> SearchSpace:
         return self.space.search_space()
@@ -256,6 +308,7 @@ class TrainConfig(config_flags.Declared):
             image_size=self.space.max_resolution,
             synthetic=SyntheticSpec(
                 num_classes=data.synthetic_classes,
+                channels=data.synthetic_channels,
                 num_train=data.synthetic_train_examples,
                 num_val=data.synthetic_val_examples,
             ),
@@ -277,7 +330,7 @@ class TrainConfig(config_flags.Declared):
     def validate(self) -> None:
         """Raises ConfigError naming the first bad field."""
         config_flags.check_declared(self)  # Every field's kind, choices and range.
-        for part in (self.space, self.targets, self.sampling, self.optimization, self.data):
+        for part in (self.space, self.targets, self.sampling, self.optimization, self.data, self.warm_start):
             part.validate()  # What involves several fields.
 
     def to_dict(self) -> dict:
@@ -285,7 +338,13 @@ class TrainConfig(config_flags.Declared):
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        """Reads the nested form, or the flat one `run.json` had before the groups."""
+        """Reads the nested form, or the flat one `run.json` had before the groups.
+
+        Records of where a run's first weights came from (`PROVENANCE_KEYS`:
+        an import, a warm start) sit beside the config and are left out.
+        """
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k not in PROVENANCE_KEYS}
         if isinstance(data, dict) and "space" not in data:
             data = _from_flat(data)
         return config_flags.from_dict(cls, _with_fields_added_since(data), "run.json")

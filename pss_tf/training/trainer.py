@@ -28,10 +28,11 @@ from pss_tf.job import JobDir, build_metrics, build_supernet, mark_pareto_front
 from pss_tf.sampling.pools import PoolManager
 from pss_tf.search.records import TrainingRecords
 from pss_tf.stop import StopRequest
-from pss_tf.training import distribute, modes
-from pss_tf.training.config import TrainConfig
+from pss_tf.training import distribute, modes, warm_start
+from pss_tf.training.config import INIT_SOURCE, TrainConfig
 from pss_tf.training.evaluation import make_evaluator
 from pss_tf.training.optimization import build_optimizer, learning_rate_schedule
+from pss_tf.training.step import cross_entropy
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,9 @@ class Trainer:
         self.class_warnings = self.data.class_warnings()
         for warning in self.class_warnings.values():
             self._report(f"warning: {warning}", logging.WARNING)
+        self.warm_start = None
+        if config.warm_start.init_from and not config.runtime.resume:  # A resumed run has its own weights.
+            self.warm_start = warm_start.plan(config, self.info)
         self.replicas = self.strategy.num_replicas_in_sync
         batch = config.optimization.global_batch_size
         if batch % self.replicas:
@@ -110,6 +114,8 @@ class Trainer:
         self._build_sampling()
         self._build_model()
         self._build_checkpoint()
+        if self.warm_start is not None:
+            self._start_from_source()
 
     # Pure-Python side: metrics, pools, the training mode's sampling.
 
@@ -184,12 +190,35 @@ class Trainer:
         self._write_host_files()
         logger.info("Resumed %s at step %d.", latest, self.step)
 
+    def _start_from_source(self):
+        """The source run's weights (and, with init_pools, its pool members): see `warm_start`."""
+        source = self.warm_start
+        self._report(f"warm start from {source.checkpoint} (step {source.step})")
+        for note in source.notes:
+            self._report(note)
+        try:
+            source_supernet = source.job.restore_supernet()
+        except (tf.errors.OpError, AssertionError, ValueError) as e:  # Damaged data shards.
+            raise ConfigError("init_from", f"{source.checkpoint} cannot be restored ({type(e).__name__}: {e})") from None
+        warm_start.copy_weights(source_supernet, self.supernet)
+        if self.config.warm_start.init_pools:
+            images, labels = next(iter(self.data.training(self.config.optimization.global_batch_size,
+                                                          seed=self.config.runtime.seed)))
+            forward = tf.function(lambda x, v: self.supernet(x, v, training=True), reduce_retracing=True)
+
+            def score(config):
+                logits = forward(images, tf.constant(self.supernet.encode(config)))
+                return -float(tf.reduce_mean(cross_entropy(labels, logits)))
+
+            joined = warm_start.seed_pools(source.job, self.pools, self.pool_keys, self.metrics, self.space, score)
+            self._report(f"{joined} pool members of {source.job.path} seed the pools (scored on the first batch)")
+
     def _record_start(self):
         """Writes run.json and the sampler caches: from here on the directory holds a run."""
         if not self.is_chief:
             return
         if not self.job.holds_run():
-            self.job.write_config(self.config)
+            self.job.write_config(self.config, {INIT_SOURCE: self.warm_start.record} if self.warm_start else None)
         for name, sampler in self.mode.conditional_samplers.items():
             if not os.path.exists(self.job.sampler_cache(name)):
                 sampler.save(self.job.sampler_cache(name))

@@ -8,7 +8,6 @@ configs/smoke.flags so that predictions are decisive enough for the int8-versus-
 agreement check to measure quantization, not ties.
 """
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -18,7 +17,7 @@ import subprocess
 import numpy as np
 import pytest
 import tensorflow as tf
-from support import run_tool, shared_dir
+from support import run_tool, shared_dir, tree_digest
 
 from pss_tf.errors import ConfigError
 from pss_tf.export import client, exporter, serving, tflite
@@ -68,15 +67,6 @@ def _read(*path):
 
 def _json(*path):
     return json.loads(_read(*path))
-
-
-def _tree_digest(root):
-    digest = {}
-    for folder, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            digest[os.path.relpath(path, root)] = hashlib.sha256(_read(path)).hexdigest()
-    return digest
 
 
 class SessionServer:
@@ -334,7 +324,7 @@ def test_new_version_adds_a_chosen_config_beside_the_old_version(export, job_dir
     out, manifest, _ = export
     copy = str(tmp_path / "out")
     shutil.copytree(out, copy)
-    before = _tree_digest(copy)
+    before = tree_digest(copy)
     config = dict(manifest["subnets"][0]["config"], resolution=28)
     options = ExportOptions(job_dir=job_dir, export_dir=copy).replace(
         new_version=True, config=(json.dumps(config),), tflite_kinds=("float32",), bundle=False, evaluate=False,
@@ -342,7 +332,7 @@ def test_new_version_adds_a_chosen_config_beside_the_old_version(export, job_dir
     )
     result = exporter.export(options, log=lambda message: None)
     assert result.version == 2
-    after = _tree_digest(copy)
+    after = tree_digest(copy)
     assert {k: v for k, v in after.items() if k in before and k not in ("manifest.json", "models.config")} == {
         k: v for k, v in before.items() if k not in ("manifest.json", "models.config")
     }
@@ -358,11 +348,11 @@ def test_new_version_adds_a_chosen_config_beside_the_old_version(export, job_dir
 
 def test_an_existing_export_directory_is_refused_and_left_alone(export, job_dir):
     out, _, _ = export
-    before = _tree_digest(out)
+    before = tree_digest(out)
     result = run_tool("export.py", f"--job_dir={job_dir}", f"--export_dir={out}", timeout=300)
     assert result.returncode == 2
     assert "already exists" in result.stderr and "--new_version" in result.stderr
-    assert _tree_digest(out) == before
+    assert tree_digest(out) == before
 
 
 def test_bad_input_fails_before_any_work_and_writes_nothing(job_dir, tmp_path):
