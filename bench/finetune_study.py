@@ -79,7 +79,7 @@ def plot(summary: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pss_tf.io_utils import atomic_write
+    from pss_tf.io_utils import save_figure
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for key, s in summary.items():
@@ -91,10 +91,7 @@ def plot(summary: dict, path: str) -> None:
     ax.set_ylabel("validation top-1 gain over the inherited winner (points)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    try:
-        atomic_write(path, lambda f: fig.savefig(f, format="png"), mode="wb")
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> int:

@@ -189,7 +189,7 @@ def plot(summary: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pss_tf.io_utils import atomic_write
+    from pss_tf.io_utils import save_figure
 
     subnets = summary["subnets"]
     x = [100 * s["standalone_top1"] for s in subnets]
@@ -213,10 +213,7 @@ def plot(summary: dict, path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize="small")
     fig.tight_layout()
-    try:
-        atomic_write(path, lambda f: fig.savefig(f, format="png"), mode="wb")
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
 
 
 def main():

@@ -73,7 +73,7 @@ def plot(rows: list[dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pss_tf.io_utils import atomic_write
+    from pss_tf.io_utils import save_figure
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     x = range(len(rows))
@@ -85,10 +85,7 @@ def plot(rows: list[dict], path: str) -> None:
     ax.set_title("warm-started from other classes against scratch", fontsize="medium")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    try:
-        atomic_write(path, lambda f: fig.savefig(f, format="png"), mode="wb")
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> int:
