@@ -19,7 +19,10 @@ def machine_state() -> dict:
     except OSError:
         found = []
     others = [pid for pid in found if int(pid) != os.getpid()]
+    from pss_tf.latency.measure import device_info
+
     return {
+        "cpu": device_info()["cpu"],
         "cores": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "other_heavy_processes": len(others),
@@ -63,3 +66,15 @@ def spread_over_cost(space, cost, count: int, draws: int, seed: int) -> list:
         keys.add(network_key(config))
         chosen.append(config)
     return sorted(chosen, key=cost)
+
+
+def run_tool(tool: str, *args: str) -> str:
+    """Runs `tools/<tool>` to the end; its stdout and stderr, or SystemExit with the error's tail."""
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, os.path.join(root, "tools", tool), *args], cwd=root, capture_output=True,
+                            text=True)
+    if result.returncode:
+        raise SystemExit(f"{tool} failed:\n{result.stderr[-3000:]}")
+    return result.stdout + result.stderr

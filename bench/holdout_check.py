@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_folder(root: str, train: int, val: int, seed: int) -> None:
@@ -43,15 +43,6 @@ def write_folder(root: str, train: int, val: int, seed: int) -> None:
     open(os.path.join(root, "done"), "w").close()
 
 
-def run(tool: str, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", tool), *args], cwd=ROOT, capture_output=True, text=True
-    )
-    if result.returncode:
-        raise SystemExit(f"{tool} failed:\n{result.stderr[-3000:]}")
-    return result.stdout + result.stderr
-
-
 def warnings_in(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if "warning:" in line]
 
@@ -69,6 +60,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
+    from common import run_tool
+
     from pss_tf.job import Job
 
     folder = os.path.join(args.out, "folder")
@@ -78,7 +71,7 @@ def main(argv=None) -> None:
         job_dir = os.path.join(args.out, selection)
         log = os.path.join(args.out, f"{selection}.log")
         if not os.path.exists(os.path.join(job_dir, "winners.json")):
-            output = run(
+            output = run_tool(
                 "train.py", "--flagfile=configs/fashion_mnist.flags", "--dataset=imagefolder", f"--data_dir={folder}",
                 f"--job_dir={job_dir}", f"--holdout_examples={args.holdout_examples}",
                 f"--holdout_selection={selection}", f"--seed={args.seed}", "--noprogress",
@@ -87,7 +80,7 @@ def main(argv=None) -> None:
                 f.write(output)
         with open(log) as f:
             training_output = f.read()
-        search_output = run(
+        search_output = run_tool(
             "search.py", f"--job_dir={job_dir}", f"--budgets={args.budget}", "--init=prior",
             f"--population={args.population}", f"--generations={args.generations}", f"--seed={args.seed}",
             "--noprogress",

@@ -362,7 +362,7 @@ def plot(budgets: dict, path: str, unit: str, data_name: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pss_tf.io_utils import atomic_write
+    from pss_tf.io_utils import save_figure
 
     names = list(budgets)
     fig, axes = plt.subplots(1, max(len(names), 1), figsize=(4.6 * max(len(names), 1), 3.9), dpi=120, squeeze=False)
@@ -389,10 +389,7 @@ def plot(budgets: dict, path: str, unit: str, data_name: str) -> None:
     axes[0][0].set_ylabel(f"best {data_name} top-1 (%)")
     axes[0][-1].legend(fontsize="small", title="init (mean, min-max)", title_fontsize="small")
     fig.tight_layout()
-    try:
-        atomic_write(path, lambda f: fig.savefig(f, format="png"), mode="wb")
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
 
 
 def report(args) -> int:

@@ -67,3 +67,13 @@ def check_header(data, file_format: str, version: int, required: set[str]) -> No
     missing = set(required) - set(data)
     if missing:
         raise ValueError(f"missing field(s) {sorted(missing)}")
+
+
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """Writes a matplotlib figure as a PNG, atomically, and closes it (even on failure)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format="png"), mode="wb")
+    finally:
+        plt.close(fig)

@@ -18,12 +18,11 @@ flag is a field of `pss_tf.finetune.options.FinetuneOptions`.
 
 import os
 import sys
-import time
 
-from absl import app, flags
+from absl import app
 
-from pss_tf import config_flags
-from pss_tf.errors import ConfigError, TrainingDiverged
+from pss_tf import cli, config_flags
+from pss_tf.errors import TrainingDiverged
 from pss_tf.finetune.options import FinetuneOptions
 
 config_flags.define_flags(FinetuneOptions)
@@ -35,21 +34,13 @@ def main(argv):
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)
-    start = time.perf_counter()
+    from pss_tf.finetune import driver
 
-    def log(message):
-        print(f"[{time.perf_counter() - start:6.1f} s] {message}", flush=True)
-
-    try:
-        options = config_flags.from_flags(FinetuneOptions)
-        from pss_tf.finetune import driver
-
-        the_plan = driver.plan(options)
-    except ConfigError as e:
-        print(f"error: {config_flags.flag_message(e, flags.FLAGS)}", file=sys.stderr)
+    the_plan = cli.plan_from_flags(FinetuneOptions, driver.plan)
+    if the_plan is None:
         return 2
     try:
-        result = driver.execute(the_plan, log=log)
+        result = driver.execute(the_plan, log=cli.timed_printer())
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

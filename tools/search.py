@@ -17,13 +17,10 @@ resumes. Every flag is a field of `pss_tf.search.options.SearchOptions`.
 """
 
 import os
-import sys
-import time
 
-from absl import app, flags
+from absl import app
 
-from pss_tf import config_flags
-from pss_tf.errors import ConfigError
+from pss_tf import cli, config_flags
 from pss_tf.search.options import SearchOptions
 
 config_flags.define_flags(SearchOptions)
@@ -35,20 +32,12 @@ def main(argv):
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)
-    start = time.perf_counter()
+    from pss_tf.search import driver
 
-    def log(message):
-        print(f"[{time.perf_counter() - start:6.1f} s] {message}", flush=True)
-
-    try:
-        options = config_flags.from_flags(SearchOptions)
-        from pss_tf.search import driver
-
-        the_plan = driver.plan(options)
-    except ConfigError as e:
-        print(f"error: {config_flags.flag_message(e, flags.FLAGS)}", file=sys.stderr)
+    the_plan = cli.plan_from_flags(SearchOptions, driver.plan)
+    if the_plan is None:
         return 2
-    result = driver.execute(the_plan, log=log)
+    result = driver.execute(the_plan, log=cli.timed_printer())
     if not result.finished:
         print(f"stopped; continue with the same command (states in {os.path.abspath(result.out_dir)})")
         return 0

@@ -220,6 +220,7 @@ def make_input_fn(
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     holdout: selection.Holdout | None = None,
     examples=None,
+    classes: tuple[int, ...] = (),
 ) -> Callable[[tf.distribute.InputContext | None], tf.data.Dataset]:
     """Returns `fn(input_context)` for `strategy.distribute_datasets_from_function`.
 
@@ -233,10 +234,11 @@ def make_input_fn(
     (a `selection.Holdout`) never visits the examples it holds out; an
     evaluation stream with `examples` (indices) passes over those examples
     only, in that order (`Holdout.held_out` gives the held-out ones).
+    `classes` keeps only those classes' examples, relabelled 0..k-1.
     """
     _validate(image_size, global_batch_size, training, start_step, crop_scale, crop_fraction)
     info, raw = sources.open_split(
-        name, data_dir, split, image_size, channels=channels, synthetic=synthetic
+        name, data_dir, split, image_size, channels=channels, synthetic=synthetic, classes=classes
     )
     train_indices, examples = _check_held_out(raw, training, holdout, examples)
     prep = _Preprocess(

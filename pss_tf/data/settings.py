@@ -31,6 +31,9 @@ class DataSettings:
     `holdout`; indexed sources only (not TFDS record datasets). Which ones:
     `holdout_selection` (`selection.Holdout`), drawn with `selection_seed`
     (the run's seed), which also draws limited validation subsets.
+
+    `classes`: only these classes' examples, relabelled 0..k-1 in the order
+    given (indexed sources); every split, count and pipeline sees the subset.
     """
 
     dataset: str
@@ -46,6 +49,7 @@ class DataSettings:
     holdout_examples: int = 0
     holdout_selection: str = "stratified"
     selection_seed: int = 0
+    classes: tuple[int, ...] = ()
 
     def with_data_dir(self, data_dir: str | None) -> "DataSettings":
         """The same settings reading the data from `data_dir` (None: unchanged)."""
@@ -63,7 +67,12 @@ class DataSettings:
                 f"training examples can be kept out of every epoch; use 0, or an indexed source "
                 f"({', '.join(sources.BUILTIN_DATASETS)})",
             )
-        info = sources.check_dataset(self.dataset, self.data_dir, synthetic=self.synthetic)
+        if self.classes:
+            info, _ = sources.open_split(
+                self.dataset, self.data_dir, "train", self.image_size, synthetic=self.synthetic, classes=self.classes
+            )
+        else:
+            info = sources.check_dataset(self.dataset, self.data_dir, synthetic=self.synthetic)
         if holdout >= info.num_train:
             raise ConfigError(
                 "holdout_examples", f"{holdout} leaves none of the {info.num_train} training examples to train on"
@@ -94,6 +103,7 @@ class DataSettings:
             lighting=self.lighting,
             normalization=self.normalization,
             crop_fraction=self.crop_fraction,
+            classes=self.classes,
         )
 
     def input_fn(self, global_batch_size: int, seed: int, start_step: int = 0):
@@ -182,8 +192,10 @@ class DataSettings:
     def class_names(self) -> list[str]:
         """A name per label: the folder names of an image folder, else the label."""
         if self.dataset == "imagefolder":
-            return list(sources.imagefolder_classes(self.data_dir))
-        return [str(i) for i in range(self.info.num_classes)]
+            names = list(sources.imagefolder_classes(self.data_dir))
+        else:
+            names = [str(i) for i in range(self.info.num_classes if not self.classes else max(self.classes) + 1)]
+        return [names[c] for c in self.classes] if self.classes else names
 
     def train_subset(self, batch_size: int, examples: int) -> tf.data.Dataset:
         """A fixed subset of `examples` training examples (held-out ones excluded), with
@@ -229,6 +241,7 @@ class DataSettings:
     def raw_split(self, split: str):
         """The undecoded-to-network split: uint8 images as the dataset stores them (labels too, where known)."""
         _, raw = sources.open_split(
-            self.dataset, self.data_dir, split, self.image_size, channels=self.info.channels, synthetic=self.synthetic
+            self.dataset, self.data_dir, split, self.image_size, channels=self.info.channels, synthetic=self.synthetic,
+            classes=self.classes,
         )
         return raw

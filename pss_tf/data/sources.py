@@ -13,6 +13,8 @@ Nothing here downloads: data must already be on disk.
 
 from __future__ import annotations
 
+import dataclasses
+
 from pss_tf.data import fashion_mnist, imagefolder, tfds
 from pss_tf.data import synthetic as synthetic_source
 from pss_tf.data.fashion_mnist import FASHION_MNIST_DIR, load_fashion_mnist_arrays
@@ -26,6 +28,7 @@ from pss_tf.data.splits import (
     SyntheticSpec,
     check_channels,
     check_split,
+    class_subset,
 )
 from pss_tf.errors import ConfigError
 
@@ -67,16 +70,48 @@ def open_split(
     *,
     channels: int | None = None,
     synthetic: SyntheticSpec | None = None,
+    classes: tuple[int, ...] = (),
 ) -> tuple[DatasetInfo, IndexedSplit | RecordSplit]:
-    """Checks the dataset, then returns its info and the raw `split`."""
+    """Checks the dataset, then returns its info and the raw `split`.
+
+    `classes`: only the examples of these classes, relabelled 0..k-1 in the
+    order given; the info counts them (indexed sources only).
+    """
     split = check_split(split)
+    if classes and name not in BUILTIN_DATASETS:
+        raise ConfigError("classes", f"{name} is a TFDS dataset: a class filter needs an indexed source "
+                                     f"({', '.join(BUILTIN_DATASETS)})")
     info = check_dataset(name, data_dir, channels=channels, synthetic=synthetic)
-    if name == "synthetic":
-        raw = synthetic_source.split(synthetic or SyntheticSpec(), info, split, image_size)
-    elif name == "fashion_mnist":
-        raw = fashion_mnist.split(data_dir or FASHION_MNIST_DIR, split, info.channels)
-    elif name == "imagefolder":
-        raw = imagefolder.split(data_dir, split, info.channels)
-    else:
-        raw = tfds.split(name, data_dir, split, info.channels)
+    raw = _raw_split(name, data_dir, split, image_size, info, synthetic)
+    if not classes:
+        return info, raw
+    check_classes(name, classes, info.num_classes)
+    other = _raw_split(name, data_dir, "val" if split == "train" else "train", image_size, info, synthetic)
+    raw, other = class_subset(raw, classes), class_subset(other, classes)
+    counts = {split: raw.num_examples, ("val" if split == "train" else "train"): other.num_examples}
+    for which, count in counts.items():
+        if not count:
+            raise ConfigError("classes", f"the {which} split of {name} holds no example of classes {list(classes)}")
+    info = dataclasses.replace(info, num_classes=len(classes), num_train=counts["train"], num_val=counts["val"])
     return info, raw
+
+
+def check_classes(name: str, classes, num_classes: int) -> None:
+    """ConfigError unless `classes` are distinct labels of the dataset, at least two."""
+    bad = [c for c in classes if isinstance(c, bool) or not 0 <= int(c) < num_classes]
+    if bad:
+        raise ConfigError("classes", f"{bad} are not labels of {name} (0..{num_classes - 1})")
+    if len(set(classes)) != len(classes):
+        raise ConfigError("classes", f"a class is named twice in {list(classes)}")
+    if len(classes) < 2:
+        raise ConfigError("classes", f"name at least two classes, got {list(classes)}")
+
+
+def _raw_split(name, data_dir, split, image_size, info, synthetic):
+    if name == "synthetic":
+        return synthetic_source.split(synthetic or SyntheticSpec(), info, split, image_size)
+    if name == "fashion_mnist":
+        return fashion_mnist.split(data_dir or FASHION_MNIST_DIR, split, info.channels)
+    if name == "imagefolder":
+        return imagefolder.split(data_dir, split, info.channels)
+    return tfds.split(name, data_dir, split, info.channels)

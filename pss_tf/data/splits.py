@@ -83,6 +83,29 @@ class RecordSplit:
         return sum(self.shard_lengths)
 
 
+def class_subset(raw: IndexedSplit, classes: tuple[int, ...]) -> IndexedSplit:
+    """The examples of `classes` only, relabelled 0..k-1 in the order given (a view: nothing is copied)."""
+    if raw.labels is None:
+        raise ValueError("classes: needs a source whose labels are known without decoding (not TFDS)")
+    classes = [int(c) for c in classes]
+    lookup = np.full(max(max(classes), int(raw.labels.max(initial=0))) + 1, -1, np.int32)
+    lookup[classes] = np.arange(len(classes), dtype=np.int32)
+    kept = np.flatnonzero(lookup[raw.labels] >= 0).astype(np.int64)
+    labels = lookup[raw.labels[kept]]
+
+    def make_fetch():
+        inner = raw.make_fetch()
+        kept_t, lookup_t = tf.constant(kept), tf.constant(lookup)
+
+        def fetch(index):
+            image, label = inner(tf.gather(kept_t, index))
+            return image, tf.gather(lookup_t, tf.cast(label, tf.int32))
+
+        return fetch
+
+    return IndexedSplit(len(kept), raw.channels, make_fetch, labels=labels)
+
+
 def check_split(split: str) -> str:
     if split not in SPLITS:
         raise ValueError(f"split: must be one of {SPLITS}, got {split!r}")

@@ -5,7 +5,7 @@ Both are drawn with matplotlib's Agg backend and written atomically.
 
 from __future__ import annotations
 
-from pss_tf.io_utils import atomic_write
+from pss_tf.io_utils import save_figure
 
 _LINESTYLES = {"uniform": ":", "conditional": "--", "prior": "-"}
 _MARKERS = {"uniform": "s", "conditional": "^", "prior": "*"}
@@ -21,12 +21,8 @@ def _pyplot():
 
 
 def _save(fig, path: str) -> None:
-    plt = _pyplot()
-    try:
-        fig.tight_layout()
-        atomic_write(path, lambda f: fig.savefig(f, format="png"), mode="wb")
-    finally:
-        plt.close(fig)
+    fig.tight_layout()
+    save_figure(fig, path)
 
 
 def plot_fitness(entries: list[dict], path: str, unit: str) -> None:

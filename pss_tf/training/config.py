@@ -216,6 +216,11 @@ class DataConfig:
         0,
         help="Keep N training examples out of training and BN calibration (held-out data for the search); >= 0.",
     )
+    classes: tuple[int, ...] = option(
+        (),
+        help="Train and evaluate on these classes only, relabelled 0..k-1 in the order given (comma-separated "
+        "labels; empty: every class). Indexed datasets only.",
+    )
     holdout_selection: str = option(
         "stratified",
         help="Which examples holdout_examples keeps out: stratified (a draw seeded by --seed, every class its "
@@ -321,6 +326,7 @@ class TrainConfig(config_flags.Declared):
             holdout_examples=data.holdout_examples,
             holdout_selection=data.holdout_selection,
             selection_seed=self.runtime.seed,
+            classes=data.classes,
         )
 
     def leaf_values(self) -> dict:

@@ -41,10 +41,10 @@ def test_subnets_spread_over_the_macs_range_reproducibly():
 
 @pytest.mark.slow
 def test_trains_subnets_alone_and_resumes(smoke_job, tmp_path):
-    out, png, state = tmp_path / "ranking.json", tmp_path / "ranking.png", tmp_path / "state.json"
+    out, png, work = tmp_path / "ranking.json", tmp_path / "ranking.png", tmp_path / "work"
     command = [
         sys.executable, SCRIPT, f"--job_dir={smoke_job}", "--subnets=2", "--draws=50", "--epochs=1",
-        f"--out={out}", f"--png={png}", f"--state={state}", "--noprogress",
+        f"--out={out}", f"--png={png}", f"--work_dir={work}", "--noprogress",
     ]
     first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=subprocess_env(), timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -65,10 +65,14 @@ def test_trains_subnets_alone_and_resumes(smoke_job, tmp_path):
     assert [s["standalone_top1"] for s in json.loads(out.read_text())["subnets"]] == [
         s["standalone_top1"] for s in result["subnets"]
     ]
-    # Other settings are refused, naming the setting.
-    third = subprocess.run(command[:-1] + ["--seed=1"], cwd=ROOT, capture_output=True, text=True,
+    # Trained alone: by tools/finetune.py from scratch, with the run's recipe.
+    entries = json.loads((work / "finetune" / "finetuned.json").read_text())
+    assert [e["mode"] for e in entries] == ["from_scratch"] * 2 and not any(e["distill"] for e in entries)
+    assert [e["val_top1_after"] for e in entries] == [s["standalone_top1"] for s in result["subnets"]]
+    # Other training settings are refused, naming the setting.
+    third = subprocess.run(command[:-1] + ["--epochs=2"], cwd=ROOT, capture_output=True, text=True,
                            env=subprocess_env(), timeout=600)
-    assert third.returncode != 0 and "selection.seed: was 0, now 1" in third.stderr
+    assert third.returncode != 0 and "--epochs: " in third.stderr and "epochs=1, not 2" in third.stderr
 
 
 def test_bad_input_is_refused_before_any_work(tmp_path):

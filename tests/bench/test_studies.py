@@ -1,0 +1,39 @@
+"""bench/finetune_study.py and bench/transfer_study.py: their gains, differences and tables."""
+
+import os
+
+import pytest
+from support import ROOT, load_script
+
+finetune_study = load_script(os.path.join(ROOT, "bench", "finetune_study.py"), "finetune_study")
+transfer_study = load_script(os.path.join(ROOT, "bench", "transfer_study.py"), "transfer_study")
+
+
+def entry(name, before, after, seconds):
+    return {"name": name, "val_top1_before": before, "val_top1_after": after, "wall_seconds": seconds}
+
+
+def test_finetune_study_gains_and_their_standard_error():
+    rows = {
+        "inherited_e1": [entry("a", 0.80, 0.82, 60), entry("b", 0.85, 0.86, 120)],
+        "scratch_e1": [entry("a", 0.80, 0.70, 60), entry("b", 0.85, 0.75, 60)],
+    }
+    summary = finetune_study.summarise(rows)
+    assert summary["inherited_e1"]["mean_gain"] == pytest.approx(1.5)
+    assert summary["inherited_e1"]["se_gain"] == pytest.approx(0.5)  # stdev(2, 1) / sqrt(2)
+    assert summary["inherited_e1"]["mean_minutes"] == pytest.approx(1.5)
+    assert summary["scratch_e1"]["mean_gain"] == pytest.approx(-10.0) and summary["scratch_e1"]["se_gain"] == pytest.approx(0, abs=1e-9)
+    table = finetune_study.markdown(rows, summary)
+    assert "| a | 80.00 | 82.00 | 70.00 |" in table and "+1.50 ± 0.50" in table
+
+
+def test_transfer_study_differences_per_subnet():
+    results = {
+        0: {"warm": {"flops_2m": 90.0, "max net": 93.0}, "scratch": {"flops_2m": 88.0, "max net": 92.0}},
+        1: {"warm": {"flops_2m": 91.0, "max net": 92.0}, "scratch": {"flops_2m": 88.0, "max net": 92.0}},
+    }
+    rows, table = transfer_study.report(results)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["flops_2m"]["difference"] == pytest.approx(2.5) and by_name["flops_2m"]["se"] == pytest.approx(0.5)
+    assert by_name["max net"]["difference"] == pytest.approx(0.5)
+    assert "| flops_2m | 88.00 | 90.50 | +2.50 ± 0.50 |" in table
