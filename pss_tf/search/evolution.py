@@ -36,7 +36,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import numbers
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
