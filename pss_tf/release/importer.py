@@ -35,6 +35,7 @@ from pss_tf.release.luts import RELEASE_METRICS
 from pss_tf.sampling.pools import PoolManager
 from pss_tf.space.targets import TargetGrid
 from pss_tf.training.config import IMPORTED_KEY, TrainConfig
+from pss_tf.training.evaluation import evaluate_all, make_evaluator, validated_winners, winner_entry
 
 logger = logging.getLogger(__name__)
 
@@ -216,41 +217,28 @@ def imported_info(config: TrainConfig, num_classes: int):
     return DatasetInfo(config.data.dataset, num_classes, 3, 0, 0)
 
 
-def _entry(metric, target, config, score, metrics) -> dict:
-    return {
-        "metric": metric,
-        "target": target,
-        "name": metrics[metric].label(target),
-        "config": config.to_dict(),
-        "value": metrics[metric].value(config),
-        "score": score,
-    }
-
-
 def _top_scored_winners(pools: PoolManager, metrics) -> list[dict]:
     entries = []
     for key in (k for k in pools.keys() if pools.size(k)):
         config, score = pools.winner(key)
-        entries.append({**_entry(*key, config, score, metrics), "validated": False, "pareto": True})
+        entries.append({**winner_entry(*key, config, score, metrics), "validated": False, "pareto": True})
     return entries
 
 
 def _validated_winners(job, supernet, pools, metrics, top_k, calibration_batches, log) -> list[dict]:
-    from pss_tf.training.evaluation import make_evaluator
+    """The release's choice: each pool's top-k validated on the data (BN-calibrated), the best kept."""
+    from tqdm import tqdm
 
     evaluator = make_evaluator(supernet, job.config, job.data, calibration_batches)
     keys = [k for k in pools.keys() if pools.size(k)]
-    entries = []
-    for i, key in enumerate(keys):
-        best = None
-        for config, score in pools.top_k(key, top_k):
-            accuracy = evaluator.evaluate(config)
-            if best is None or accuracy.top1 > best[2].top1:
-                best = (config, score, accuracy)
-        config, score, accuracy = best
-        entry = _entry(*key, config, score, metrics)
-        entries.append({**entry, "val_top1": accuracy.top1, "val_top5": accuracy.top5, "validated": True})
-        log(f"[{i + 1}/{len(keys)}] {entry['name']}: top-1 {accuracy.top1:.4f} ({accuracy.examples} images)")
+    total = sum(min(top_k, pools.size(k)) for k in keys)
+    log(f"validating the top {top_k} of {len(keys)} pools ({total} subnets, {evaluator.calibration_batches} BN "
+        "calibration batches each)")
+    with tqdm(total=total, desc="validating pool members", unit="subnet", dynamic_ncols=True) as bar:
+        entries = validated_winners(pools, keys, metrics, top_k, lambda configs: evaluate_all(evaluator, configs, bar))
+    for entry in entries:
+        entry["validated"] = True
+        log(f"{entry['name']}: top-1 {entry['val_top1']:.4f}")
     mark_pareto_front(entries)
     return entries
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import time
 from typing import Iterable
 
 import tensorflow as tf
@@ -89,3 +90,49 @@ class SubnetEvaluator:
         if examples == 0:
             raise ValueError("validation data: no examples to evaluate on")
         return Accuracy(top1 / examples, top5 / examples, examples)
+
+
+def evaluate_all(evaluator: SubnetEvaluator, configs: list, bar=None) -> list[Accuracy]:
+    """Accuracies of `configs`, each BN-calibrated first; advances `bar` (tqdm) with
+    validation images per second: a run's final evaluation can take minutes."""
+    accuracies, started, images = [], time.perf_counter(), 0
+    for config in configs:
+        accuracies.append(evaluator.evaluate(config))
+        images += accuracies[-1].examples
+        if bar is not None:
+            bar.set_postfix(val_img_s=f"{images / max(time.perf_counter() - started, 1e-9):.0f}")
+            bar.update(1)
+    return accuracies
+
+
+def winner_entry(metric, target, config: SubnetConfig, score: float, metrics: dict) -> dict:
+    """A winners.json entry of pool (metric, target) without its accuracies."""
+    return {
+        "metric": metric,
+        "target": target,
+        "name": metrics[metric].label(target),
+        "config": config.to_dict(),
+        "value": metrics[metric].value(config),
+        "score": score,
+    }
+
+
+def validated_winners(pools, keys, metrics: dict, top_k: int, evaluate) -> list[dict]:
+    """Each pool's `top_k` members validated, the best by top-1 kept (as the release picks winners).
+
+    `evaluate(configs) -> accuracies` runs once over every candidate of every
+    pool in `keys`, so one progress bar can follow it.
+    """
+    candidates = {key: pools.top_k(key, top_k) for key in keys if pools.size(key)}
+    accuracies = iter(evaluate([config for members in candidates.values() for config, _ in members]))
+    entries = []
+    for (metric, target), members in candidates.items():
+        best = None
+        for config, score in members:
+            accuracy = next(accuracies)
+            if best is None or accuracy.top1 > best[2].top1:
+                best = (config, score, accuracy)
+        config, score, accuracy = best
+        entries.append({**winner_entry(metric, target, config, score, metrics),
+                        "val_top1": accuracy.top1, "val_top5": accuracy.top5})
+    return entries

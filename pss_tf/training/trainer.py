@@ -30,7 +30,7 @@ from pss_tf.search.records import TrainingRecords
 from pss_tf.stop import StopRequest
 from pss_tf.training import distribute, modes, warm_start
 from pss_tf.training.config import INIT_SOURCE, TrainConfig
-from pss_tf.training.evaluation import make_evaluator
+from pss_tf.training.evaluation import evaluate_all, make_evaluator, validated_winners
 from pss_tf.training.optimization import build_optimizer, learning_rate_schedule
 from pss_tf.training.step import cross_entropy
 
@@ -381,21 +381,13 @@ class Trainer:
         return [keys[round(i * (len(keys) - 1) / (n - 1))] for i in range(n)] if n > 1 else [keys[-1]]
 
     def _evaluate(self, configs: list, description: str) -> list:
-        """Validation accuracies of `configs` (each BN-calibrated first), with a
-        progress bar: a run's final evaluation can take minutes."""
+        """Validation accuracies of `configs` (each BN-calibrated first), with a progress bar."""
         bar = self._progress_bar(description, len(configs), "subnet")
-        accuracies, started, images = [], time.perf_counter(), 0
         try:
-            for config in configs:
-                accuracies.append(self.evaluator.evaluate(config))
-                images += accuracies[-1].examples
-                if bar is not None:
-                    bar.set_postfix(val_img_s=f"{images / max(time.perf_counter() - started, 1e-9):.0f}")
-                    bar.update(1)
+            return evaluate_all(self.evaluator, configs, bar)
         finally:
             if bar is not None:
                 bar.close()
-        return accuracies
 
     def evaluate_epoch(self, epoch: int):
         step = self.step
@@ -423,31 +415,10 @@ class Trainer:
 
     def final_winners(self) -> list:
         """Evaluates the top-k of every pool and keeps the best by validation top-1."""
-        candidates = {
-            key: self.pools.top_k(key, self.config.evaluation.final_top_k) for key in self.pool_keys if self.pools.size(key)
-        }
-        flat = [config for members in candidates.values() for config, _ in members]
-        accuracies = iter(self._evaluate(flat, "final evaluation of the pools' best"))
-        entries = []
-        for (metric, target), members in candidates.items():
-            best = None
-            for config, score in members:
-                accuracy = next(accuracies)
-                if best is None or accuracy.top1 > best[2].top1:
-                    best = (config, score, accuracy)
-            config, score, accuracy = best
-            entries.append(
-                {
-                    "metric": metric,
-                    "target": target,
-                    "name": self.metrics[metric].label(target),
-                    "config": config.to_dict(),
-                    "value": self.metrics[metric].value(config),
-                    "score": score,
-                    "val_top1": accuracy.top1,
-                    "val_top5": accuracy.top5,
-                }
-            )
+        entries = validated_winners(
+            self.pools, self.pool_keys, self.metrics, self.config.evaluation.final_top_k,
+            lambda configs: self._evaluate(configs, "final evaluation of the pools' best"),
+        )
         mark_pareto_front(entries)
         if self.is_chief:
             self.job.write_winners(entries)
