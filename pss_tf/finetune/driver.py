@@ -113,6 +113,7 @@ def plan(options: FinetuneOptions) -> FinetunePlan:
         raise ConfigError("batch_size", f"{batch} is larger than the run's {job.info.num_train} training examples")
     recipe = options.recipe(job.config, steps_per_epoch)
     out_dir = options.out_dir
+    written = finished_entries(out_dir)
     finished = {}
     for subnet in subnets:
         saved = read_state(out_dir, subnet.name)
@@ -124,7 +125,7 @@ def plan(options: FinetuneOptions) -> FinetunePlan:
                 f"choose another --out",
             )
         _check_same_settings(saved, options, subnet_dir(out_dir, subnet.name))
-        entry = finished_entries(out_dir).get(subnet.name)
+        entry = written.get(subnet.name)
         if entry is not None:
             finished[subnet.name] = entry
     return FinetunePlan(options, job, subnets, recipe, out_dir, finished)
