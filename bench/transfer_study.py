@@ -10,7 +10,7 @@ are passed to every run; --flagfile, --source_classes and --target_classes
 change the setting). Prints and writes (OUT/study.json, OUT/study.md,
 OUT/study.png) every target's winner top-1 and the max and min nets of both,
 the mean over seeds and, with two or more seeds, the standard error of the
-warm-minus-scratch difference. Resumable: finished runs are reused.
+warm-minus-scratch difference. Resumable: finished runs are reused, an interrupted one resumes.
 """
 
 from __future__ import annotations
@@ -33,11 +33,10 @@ def train(job_dir: str, flagfile: str, seed: int, extra: list[str], *flags: str)
 
     if os.path.exists(os.path.join(job_dir, "winners.json")):
         return
-    if os.path.exists(job_dir):
-        raise SystemExit(f"{job_dir} holds an unfinished run: resume it with tools/train.py --resume, or remove it")
-    print(f"training {job_dir}", flush=True)
+    resume = ["--resume"] if os.path.exists(os.path.join(job_dir, "run.json")) else []  # an interrupted run goes on
+    print(f"{'resuming' if resume else 'training'} {job_dir}", flush=True)
     run_tool("train.py", f"--flagfile={flagfile}", f"--job_dir={job_dir}", f"--seed={seed}",
-             "--noprogress", *flags, *extra)
+             "--noprogress", *resume, *flags, *extra)
 
 
 def accuracies(job_dir: str) -> dict:
