@@ -88,7 +88,19 @@ class SlimBlock(keras.layers.Layer):
 
     def slim_layers(self) -> list[keras.layers.Layer]:
         """The block's slimmable layers, in the order they run."""
+        return [layer for layer, _ in self.part_widths(self.in_channels, self.filters)]
+
+    def part_widths(self, in_channels: int, out_channels: int) -> list[tuple[keras.layers.Layer, tuple[int, ...]]]:
+        """Each slim layer with the widths its `sliced_weights` takes when the block
+        runs from `in_channels` to `out_channels` (the one place that pairs them)."""
         raise NotImplementedError
+
+    def sliced_weights(self, in_channels: int, out_channels: int) -> dict[str, list[np.ndarray]]:
+        """{part: arrays} at these widths. A part is a slim layer's own name, which is
+        the class constant that `static` also names its Keras layer by
+        (`{block}_{part}`), so the two faces cannot disagree on a name."""
+        return {layer.name: layer.sliced_weights(*widths) for layer, widths in self.part_widths(in_channels,
+                                                                                                out_channels)}
 
     @staticmethod
     def _slice_channels(slice_channels, expansion: int = 1):
@@ -114,6 +126,7 @@ class ConvBNReLU(SlimBlock):
     """Conv, batch norm, ReLU6: the stem (3x3) and MobileNetV2's last 1x1 conv."""
 
     config_fields = ("filters", "kernel_size", "strides", "in_channels", "bn_epsilon", "synchronized_bn", "padding")
+    CONV, BN = "conv", "bn"  # part names (sublayers, static layers and extracted weights)
 
     def __init__(self, filters, kernel_size, strides, in_channels, bn_epsilon=BN_EPSILON, synchronized_bn=False,
                  padding="same", **kwargs):
@@ -125,26 +138,23 @@ class ConvBNReLU(SlimBlock):
         self.in_channels = int(in_channels)
         self.bn_epsilon = float(bn_epsilon)
         self.synchronized_bn = bool(synchronized_bn)
-        self.conv = SlimConv2D(filters, kernel_size, strides, in_channels, padding=padding, name="conv")
-        self.bn = SlimBatchNormalization(filters, bn_epsilon, synchronized_bn, name="bn")
+        self.conv = SlimConv2D(filters, kernel_size, strides, in_channels, padding=padding, name=self.CONV)
+        self.bn = SlimBatchNormalization(filters, bn_epsilon, synchronized_bn, name=self.BN)
 
-    def slim_layers(self):
-        return [self.conv, self.bn]
+    def part_widths(self, in_channels, out_channels):
+        return [(self.conv, (in_channels, out_channels)), (self.bn, (out_channels,))]
 
     def call(self, inputs, out_channels, training=None, calibration_rate=None, slice_channels=None):
         _, slices_out = self._slice_channels(slice_channels)
         x = self.conv(inputs, out_channels=out_channels)
         return tf.nn.relu6(self.bn(x, training=training, calibration_rate=calibration_rate, slice_channels=slices_out))
 
-    def sliced_weights(self, in_channels: int, out_channels: int) -> dict[str, list[np.ndarray]]:
-        return {"conv": self.conv.sliced_weights(in_channels, out_channels), "bn": self.bn.sliced_weights(out_channels)}
-
-    @staticmethod
-    def static(x, out_channels, *, kernel_size, stride, name, bn_epsilon=BN_EPSILON, keras_module=keras,
+    @classmethod
+    def static(cls, x, out_channels, *, kernel_size, stride, name, bn_epsilon=BN_EPSILON, keras_module=keras,
                padding="same"):
         K = keras_module
-        x = _conv(K, x, out_channels, kernel_size, stride, f"{name}_conv", padding)
-        return _relu6(K, _bn(K, x, bn_epsilon, f"{name}_bn"), f"{name}_relu")
+        x = _conv(K, x, out_channels, kernel_size, stride, f"{name}_{cls.CONV}", padding)
+        return _relu6(K, _bn(K, x, bn_epsilon, f"{name}_{cls.BN}"), f"{name}_relu")
 
     def apply_static(self, x, out_channels, name, keras_module=keras):
         return self.static(
@@ -160,6 +170,7 @@ class SeparableBlock(SlimBlock):
 
     kind = architectures.SEPARABLE
     config_fields = ("in_channels", "filters", "strides", "bn_epsilon", "synchronized_bn", "padding")
+    DEPTHWISE, DEPTHWISE_BN, POINTWISE, POINTWISE_BN = "dw", "dw_bn", "pw", "pw_bn"  # part names
 
     def __init__(self, in_channels, filters, strides, bn_epsilon=BN_EPSILON, synchronized_bn=False, padding="same",
                  **kwargs):
@@ -170,13 +181,17 @@ class SeparableBlock(SlimBlock):
         self.strides = int(strides)
         self.bn_epsilon = float(bn_epsilon)
         self.synchronized_bn = bool(synchronized_bn)
-        self.depthwise = SlimDepthwiseConv2D(DEPTHWISE_KERNEL, strides, in_channels, padding=padding, name="dw")
-        self.depthwise_bn = SlimBatchNormalization(in_channels, bn_epsilon, synchronized_bn, name="dw_bn")
-        self.pointwise = SlimConv2D(filters, 1, 1, in_channels, name="pw")
-        self.pointwise_bn = SlimBatchNormalization(filters, bn_epsilon, synchronized_bn, name="pw_bn")
+        self.depthwise = SlimDepthwiseConv2D(DEPTHWISE_KERNEL, strides, in_channels, padding=padding,
+                                             name=self.DEPTHWISE)
+        self.depthwise_bn = SlimBatchNormalization(in_channels, bn_epsilon, synchronized_bn, name=self.DEPTHWISE_BN)
+        self.pointwise = SlimConv2D(filters, 1, 1, in_channels, name=self.POINTWISE)
+        self.pointwise_bn = SlimBatchNormalization(filters, bn_epsilon, synchronized_bn, name=self.POINTWISE_BN)
 
-    def slim_layers(self):
-        return [self.depthwise, self.depthwise_bn, self.pointwise, self.pointwise_bn]
+    def part_widths(self, in_channels, out_channels):
+        return [
+            (self.depthwise, (in_channels,)), (self.depthwise_bn, (in_channels,)),
+            (self.pointwise, (in_channels, out_channels)), (self.pointwise_bn, (out_channels,)),
+        ]
 
     def call(self, inputs, out_channels, training=None, calibration_rate=None, slice_channels=None):
         slices_in, slices_out = self._slice_channels(slice_channels)
@@ -185,21 +200,13 @@ class SeparableBlock(SlimBlock):
         x = self.pointwise(x, out_channels=out_channels)
         return tf.nn.relu6(self.pointwise_bn(x, slice_channels=slices_out, **bn_args))
 
-    def sliced_weights(self, in_channels: int, out_channels: int) -> dict[str, list[np.ndarray]]:
-        return {
-            "dw": self.depthwise.sliced_weights(in_channels),
-            "dw_bn": self.depthwise_bn.sliced_weights(in_channels),
-            "pw": self.pointwise.sliced_weights(in_channels, out_channels),
-            "pw_bn": self.pointwise_bn.sliced_weights(out_channels),
-        }
-
-    @staticmethod
-    def static(x, out_channels, *, stride, name, bn_epsilon=BN_EPSILON, keras_module=keras, padding="same"):
+    @classmethod
+    def static(cls, x, out_channels, *, stride, name, bn_epsilon=BN_EPSILON, keras_module=keras, padding="same"):
         K = keras_module
-        x = _depthwise(K, x, stride, f"{name}_dw", padding)
-        x = _relu6(K, _bn(K, x, bn_epsilon, f"{name}_dw_bn"), f"{name}_dw_relu")
-        x = _conv(K, x, out_channels, 1, 1, f"{name}_pw")
-        return _relu6(K, _bn(K, x, bn_epsilon, f"{name}_pw_bn"), f"{name}_pw_relu")
+        x = _depthwise(K, x, stride, f"{name}_{cls.DEPTHWISE}", padding)
+        x = _relu6(K, _bn(K, x, bn_epsilon, f"{name}_{cls.DEPTHWISE_BN}"), f"{name}_{cls.DEPTHWISE}_relu")
+        x = _conv(K, x, out_channels, 1, 1, f"{name}_{cls.POINTWISE}")
+        return _relu6(K, _bn(K, x, bn_epsilon, f"{name}_{cls.POINTWISE_BN}"), f"{name}_{cls.POINTWISE}_relu")
 
     def apply_static(self, x, out_channels, name, keras_module=keras):
         return self.static(
@@ -219,6 +226,8 @@ class InvertedResidualBlock(SlimBlock):
     config_fields = (
         "in_channels", "filters", "strides", "expansion", "residual", "bn_epsilon", "synchronized_bn", "padding"
     )
+    EXPAND, EXPAND_BN, DEPTHWISE, DEPTHWISE_BN = "expand", "expand_bn", "dw", "dw_bn"  # part names
+    PROJECT, PROJECT_BN = "project", "project_bn"
 
     def __init__(
         self, in_channels, filters, strides, expansion, residual, bn_epsilon=BN_EPSILON, synchronized_bn=False,
@@ -235,16 +244,20 @@ class InvertedResidualBlock(SlimBlock):
         self.synchronized_bn = bool(synchronized_bn)
         hidden = self.in_channels * self.expansion
         if self.expansion != 1:
-            self.expand = SlimConv2D(hidden, 1, 1, in_channels, name="expand")
-            self.expand_bn = SlimBatchNormalization(hidden, bn_epsilon, synchronized_bn, name="expand_bn")
-        self.depthwise = SlimDepthwiseConv2D(DEPTHWISE_KERNEL, strides, hidden, padding=padding, name="dw")
-        self.depthwise_bn = SlimBatchNormalization(hidden, bn_epsilon, synchronized_bn, name="dw_bn")
-        self.project = SlimConv2D(filters, 1, 1, hidden, name="project")
-        self.project_bn = SlimBatchNormalization(filters, bn_epsilon, synchronized_bn, name="project_bn")
+            self.expand = SlimConv2D(hidden, 1, 1, in_channels, name=self.EXPAND)
+            self.expand_bn = SlimBatchNormalization(hidden, bn_epsilon, synchronized_bn, name=self.EXPAND_BN)
+        self.depthwise = SlimDepthwiseConv2D(DEPTHWISE_KERNEL, strides, hidden, padding=padding, name=self.DEPTHWISE)
+        self.depthwise_bn = SlimBatchNormalization(hidden, bn_epsilon, synchronized_bn, name=self.DEPTHWISE_BN)
+        self.project = SlimConv2D(filters, 1, 1, hidden, name=self.PROJECT)
+        self.project_bn = SlimBatchNormalization(filters, bn_epsilon, synchronized_bn, name=self.PROJECT_BN)
 
-    def slim_layers(self):
-        layers = [self.depthwise, self.depthwise_bn, self.project, self.project_bn]
-        return [self.expand, self.expand_bn] + layers if self.expansion != 1 else layers
+    def part_widths(self, in_channels, out_channels):
+        hidden = in_channels * self.expansion
+        parts = [(self.expand, (in_channels, hidden)), (self.expand_bn, (hidden,))] if self.expansion != 1 else []
+        return parts + [
+            (self.depthwise, (hidden,)), (self.depthwise_bn, (hidden,)),
+            (self.project, (hidden, out_channels)), (self.project_bn, (out_channels,)),
+        ]
 
     def call(self, inputs, out_channels, training=None, calibration_rate=None, slice_channels=None):
         # A group pass: slice i's hidden width is `expansion` x its own input width.
@@ -258,29 +271,17 @@ class InvertedResidualBlock(SlimBlock):
         x = self.project_bn(self.project(x, out_channels=out_channels), slice_channels=slices_out, **bn_args)
         return x + inputs if self.residual else x
 
-    def sliced_weights(self, in_channels: int, out_channels: int) -> dict[str, list[np.ndarray]]:
-        hidden = in_channels * self.expansion
-        weights = {}
-        if self.expansion != 1:
-            weights["expand"] = self.expand.sliced_weights(in_channels, hidden)
-            weights["expand_bn"] = self.expand_bn.sliced_weights(hidden)
-        weights["dw"] = self.depthwise.sliced_weights(hidden)
-        weights["dw_bn"] = self.depthwise_bn.sliced_weights(hidden)
-        weights["project"] = self.project.sliced_weights(hidden, out_channels)
-        weights["project_bn"] = self.project_bn.sliced_weights(out_channels)
-        return weights
-
-    @staticmethod
-    def static(x, out_channels, *, stride, expansion, residual, name, bn_epsilon=BN_EPSILON, keras_module=keras,
+    @classmethod
+    def static(cls, x, out_channels, *, stride, expansion, residual, name, bn_epsilon=BN_EPSILON, keras_module=keras,
                padding="same"):
         K = keras_module
         inputs = x
         if expansion != 1:
-            x = _conv(K, x, x.shape[-1] * expansion, 1, 1, f"{name}_expand")
-            x = _relu6(K, _bn(K, x, bn_epsilon, f"{name}_expand_bn"), f"{name}_expand_relu")
-        x = _depthwise(K, x, stride, f"{name}_dw", padding)
-        x = _relu6(K, _bn(K, x, bn_epsilon, f"{name}_dw_bn"), f"{name}_dw_relu")
-        x = _bn(K, _conv(K, x, out_channels, 1, 1, f"{name}_project"), bn_epsilon, f"{name}_project_bn")
+            x = _conv(K, x, x.shape[-1] * expansion, 1, 1, f"{name}_{cls.EXPAND}")
+            x = _relu6(K, _bn(K, x, bn_epsilon, f"{name}_{cls.EXPAND_BN}"), f"{name}_{cls.EXPAND}_relu")
+        x = _depthwise(K, x, stride, f"{name}_{cls.DEPTHWISE}", padding)
+        x = _relu6(K, _bn(K, x, bn_epsilon, f"{name}_{cls.DEPTHWISE_BN}"), f"{name}_{cls.DEPTHWISE}_relu")
+        x = _bn(K, _conv(K, x, out_channels, 1, 1, f"{name}_{cls.PROJECT}"), bn_epsilon, f"{name}_{cls.PROJECT_BN}")
         return K.layers.Add(name=f"{name}_add")([inputs, x]) if residual else x
 
     def apply_static(self, x, out_channels, name, keras_module=keras):

@@ -378,9 +378,12 @@ class Supernet(keras.Model):
         outputs = static_head(x, self.num_classes, keras_module=K)
         model = K.Model(inputs, outputs, name=name or _model_name(config))
         weighted = [layer for layer in model.layers if layer.weights]
-        missing = sorted({layer.name for layer in weighted} - set(weights))
-        if missing:
-            raise ValueError(f"weights: no weights given for layer(s) {missing}")
+        names = {layer.name for layer in weighted}
+        problems = [f"no weights given for layer(s) {sorted(names - set(weights))}"] if names - set(weights) else []
+        if set(weights) - names:
+            problems.append(f"no layer of the extracted model is named {sorted(set(weights) - names)}")
+        if problems:
+            raise ValueError("weights: " + "; ".join(problems))
         for layer in weighted:
             layer.set_weights(weights[layer.name])
         return model

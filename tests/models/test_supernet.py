@@ -203,3 +203,19 @@ def test_extract_options_fixed_resolution_and_batch(supernets):
         np.testing.assert_array_equal(before, after)
     np.testing.assert_allclose(resizing(images).numpy(), supernet(images, config, training=False).numpy(), atol=1e-5)
     assert fixed.count_params() == resizing.count_params()
+
+
+@pytest.mark.parametrize("model", ["mobilenet_v1", "mobilenet_v2"])
+def test_each_part_of_a_block_has_one_name_on_both_faces(supernets, model):
+    """The weights a slim block hands out and the layers its static face builds carry the
+    same part names, and extraction refuses weights that would land nowhere or are missing."""
+    supernet = supernets[model]
+    config = SubnetConfig.uniform(model, 96, 0.5)
+    weights = supernet.subnet_weights(config)
+    extracted = supernet.extract(config, weights=weights)
+    assert {layer.name for layer in extracted.layers if layer.weights} == set(weights)
+    with pytest.raises(ValueError, match=r"no layer of the extracted model is named \['stray'\]"):
+        supernet.extract(config, weights={**weights, "stray": []})
+    block = next(name for name in weights if name.endswith("_dw_bn"))
+    with pytest.raises(ValueError, match=rf"no weights given for layer\(s\) \['{block}'\]"):
+        supernet.extract(config, weights={k: v for k, v in weights.items() if k != block})
