@@ -395,7 +395,8 @@ def plot(budgets: dict, path: str, unit: str, data_name: str) -> None:
 def report(args) -> int:
     from pss_tf.errors import ConfigError
     from pss_tf.io_utils import atomic_write_json
-    from pss_tf.job import JobDir, metric_class
+    from pss_tf.job import JobDir
+    from pss_tf.space.metrics import metric_class
 
     if not os.path.isdir(args.job_dir):
         raise SystemExit(f"error: --job_dir: {args.job_dir} is not a directory")

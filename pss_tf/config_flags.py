@@ -244,6 +244,40 @@ def check_declared(config) -> None:
 # --- absl flags -----------------------------------------------------------------
 
 
+def keyword_arguments(callee, group, *, renamed=None, elsewhere=(), **given) -> dict:
+    """The keyword arguments `callee` takes from the config `group`, so that no
+    field is copied into a constructor's argument by hand.
+
+    A field goes to the parameter of its own name, or of the name `renamed`
+    maps it to; `given` adds arguments that are not fields (derived values,
+    other groups' fields) and wins over a field. Every field must go somewhere:
+    to `callee`, or to `elsewhere`: other callables whose parameters take it, or
+    the names of fields `given` was derived from. Any other field is a
+    TypeError, so a field added to a group cannot be forgotten silently.
+    """
+    import inspect
+
+    renamed = dict(renamed or {})
+    parameters = set(inspect.signature(callee).parameters)
+    taken_elsewhere = set()
+    for target in elsewhere:
+        taken_elsewhere |= {target} if isinstance(target, str) else set(inspect.signature(target).parameters)
+    arguments, forgotten = {}, []
+    for field in dataclasses.fields(group):
+        argument = renamed.get(field.name, field.name)
+        if argument in parameters:
+            arguments[argument] = getattr(group, field.name)
+        elif field.name not in taken_elsewhere:
+            forgotten.append(field.name)
+    if forgotten:
+        raise TypeError(f"{type(group).__name__} field(s) {forgotten} reach neither {callee.__qualname__} nor "
+                        f"anything named in elsewhere")
+    unknown = sorted(set(given) - parameters)
+    if unknown:
+        raise TypeError(f"{callee.__qualname__} takes no argument(s) {unknown}")
+    return {**arguments, **given}
+
+
 def define_flags(cls, flag_values=None, skip: tuple[str, ...] = ()) -> None:
     """Defines one absl flag per leaf of `cls` (name, type, default, help, choices)."""
     from absl import flags

@@ -25,9 +25,8 @@ from pss_tf.errors import ConfigError
 from pss_tf.io_utils import atomic_write_json, read_json
 from pss_tf.pareto import pareto_front
 from pss_tf.space.config import SubnetConfig
-from pss_tf.space.metrics import FlopsMetric, Metric
-from pss_tf.space.targets import TargetGrid
-from pss_tf.training.config import IMPORTED_KEY, INIT_SOURCE, METRIC_NAMES, RELEASE_LATENCY_METRICS, TrainConfig
+from pss_tf.space.metrics import metrics_for_run
+from pss_tf.training.config import IMPORTED_KEY, INIT_SOURCE, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -167,72 +166,6 @@ def mark_pareto_front(entries: list[dict]) -> None:
             e["pareto"] = id(e) in front
 
 
-# --- metrics ----------------------------------------------------------------------
-
-
-def build_metrics(
-    config: TrainConfig, num_classes: int, in_channels: int, names: tuple[str, ...] | None = None
-) -> dict[str, Metric]:
-    """The run's metrics by name, each on its configured (or an automatic) grid
-    (only those in `names`, when given: a latency table is read only if needed)."""
-    space = config.search_space()
-    common = dict(num_classes=num_classes, small_input=config.space.small_input, in_channels=in_channels)
-    metrics = {}
-    for name in config.targets.metrics:
-        if names is not None and name not in names:
-            continue
-        if name == "flops":
-            metric = FlopsMetric(config.space.model, **common)
-        elif name == "latency_cpu":
-            from pss_tf.latency.predictor import load_latency_metric
-
-            metric = load_latency_metric(
-                config.targets.latency_cpu_lut, config.space.model, space, name=name, padding=config.space.padding,
-                **common,
-            )
-        elif name in RELEASE_LATENCY_METRICS:
-            from pss_tf.release.luts import ReleaseLatencyMetric
-
-            metric = ReleaseLatencyMetric.load(name, config.space.model, config.targets.release_luts)
-        else:
-            raise ConfigError("metrics", f"unknown metric {name!r}; expected one of {list(METRIC_NAMES)}")
-        grid = config.targets.grid(name)
-        metrics[name] = metric.with_grid(TargetGrid(*grid) if grid else metric.auto_grid(space))
-    return metrics
-
-
-def metric_class(name: str) -> type[Metric]:
-    """The class of a metric named in a run's configuration (for its unit and labels)."""
-    if name == "flops":
-        return FlopsMetric
-    if name == "latency_cpu":
-        from pss_tf.latency.predictor import LatencyMetric
-
-        return LatencyMetric
-    if name in RELEASE_LATENCY_METRICS:
-        from pss_tf.release.luts import ReleaseLatencyMetric
-
-        return ReleaseLatencyMetric
-    raise ConfigError("metric", f"unknown metric {name!r}; expected one of {list(METRIC_NAMES)}")
-
-
-def build_supernet(config: TrainConfig, info, synchronized_bn: bool = False):
-    """The supernet a run trains: its model and space, its dataset's classes and channels."""
-    from pss_tf.models.supernet import build_supernet as build
-
-    return build(
-        config.space.model,
-        num_classes=info.num_classes,
-        small_input=config.space.small_input,
-        in_channels=info.channels,
-        dropout_rate=config.optimization.dropout_rate,
-        synchronized_bn=synchronized_bn,
-        bn_epsilon=config.space.bn_epsilon,
-        align_corners=config.space.resize_align_corners,
-        padding=config.space.padding,
-    )
-
-
 # --- an opened run ----------------------------------------------------------------
 
 
@@ -279,8 +212,8 @@ class Job:
         return self.config.search_space()
 
     @functools.cached_property
-    def metrics(self) -> dict[str, Metric]:
-        return build_metrics(self.config, self.info.num_classes, self.info.channels)
+    def metrics(self) -> dict:
+        return metrics_for_run(self.config, self.info.num_classes, self.info.channels)
 
     def cost_kwargs(self) -> dict:
         """What MACs and parameter counts of this run's subnets depend on besides the config."""
@@ -333,6 +266,8 @@ class Job:
         latest = self.dir.latest_checkpoint()
         if latest is None:
             raise ConfigError("job_dir", f"{self.path} has no checkpoint")
-        supernet = build_supernet(self.config, self.info)
+        from pss_tf.models.supernet import supernet_for_run
+
+        supernet = supernet_for_run(self.config, self.info)
         tf.train.Checkpoint(model=supernet).restore(latest).expect_partial().assert_existing_objects_matched()
         return supernet

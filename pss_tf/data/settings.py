@@ -15,6 +15,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
+from pss_tf import config_flags
 from pss_tf.data import pipeline, preprocessing, selection, sources
 from pss_tf.errors import ConfigError
 
@@ -94,29 +95,23 @@ class DataSettings:
         return pipeline.steps_per_epoch(self.info, global_batch_size, self.holdout_examples)
 
     def _options(self) -> dict:
-        return dict(
-            channels=self.info.channels,
-            synthetic=self.synthetic,
-            crop_scale=self.crop_scale,
-            flip=self.flip,
-            color_jitter=self.color_jitter,
-            lighting=self.lighting,
-            normalization=self.normalization,
-            crop_fraction=self.crop_fraction,
-            classes=self.classes,
+        """`pipeline.make_input_fn`'s data arguments, every field that is one of them
+        (the held-out fields reach it as `holdout`, `holdout_spec`)."""
+        return config_flags.keyword_arguments(
+            pipeline.make_input_fn, self, renamed={"dataset": "name"},
+            elsewhere=("holdout_examples", "holdout_selection", "selection_seed"), channels=self.info.channels,
         )
 
     def input_fn(self, global_batch_size: int, seed: int, start_step: int = 0):
         """The endless augmented training stream, for `distribute_datasets_from_function`."""
         return pipeline.make_input_fn(
-            self.dataset, self.data_dir, "train", self.image_size, global_batch_size,
-            training=True, seed=seed, start_step=start_step, holdout=self.holdout_spec, **self._options(),
+            split="train", global_batch_size=global_batch_size, training=True, seed=seed, start_step=start_step, holdout=self.holdout_spec, **self._options(),
         )
 
     def training(self, batch_size: int, seed: int) -> tf.data.Dataset:
         """The endless augmented training stream on one device."""
         return pipeline.load(
-            self.dataset, self.data_dir, "train", self.image_size, batch_size, training=True, seed=seed,
+            split="train", batch_size=batch_size, training=True, seed=seed,
             holdout=self.holdout_spec, **self._options(),
         )
 
@@ -127,9 +122,7 @@ class DataSettings:
         indices = self.subset_indices("val", limit)
         if indices is not None:
             return self._examples("val", batch_size, indices)
-        dataset = pipeline.load(
-            self.dataset, self.data_dir, "val", self.image_size, batch_size, training=False, **self._options()
-        )
+        dataset = pipeline.load(split="val", batch_size=batch_size, training=False, **self._options())
         return dataset.unbatch().take(limit).batch(batch_size) if limit else dataset
 
     def subset_indices(self, split: str, limit: int):
@@ -211,16 +204,11 @@ class DataSettings:
         if self.dataset in sources.BUILTIN_DATASETS:
             spread = self.training_indices()
             return self._examples("train", batch_size, [spread[i * available // examples] for i in range(examples)])
-        dataset = pipeline.load(
-            self.dataset, self.data_dir, "train", self.image_size, batch_size, training=False, **self._options()
-        )
+        dataset = pipeline.load(split="train", batch_size=batch_size, training=False, **self._options())
         return dataset.unbatch().take(examples).batch(batch_size)
 
     def _examples(self, split: str, batch_size: int, indices) -> tf.data.Dataset:
-        return pipeline.load(
-            self.dataset, self.data_dir, split, self.image_size, batch_size, training=False, examples=indices,
-            **self._options(),
-        )
+        return pipeline.load(split=split, batch_size=batch_size, training=False, examples=indices, **self._options())
 
     def prepare_batch(self, images: tf.Tensor) -> tf.Tensor:
         """A client's uint8 batch (N, H, W, C) of any size -> the network input evaluation saw.

@@ -417,3 +417,11 @@ def build_supernet(name: str, num_classes: int = 1000, **options) -> Supernet:
     if name not in architectures.MODEL_NAMES:
         raise ValueError(f"model: unknown model {name!r}; expected one of {list(architectures.MODEL_NAMES)}")
     return Supernet(name, num_classes=num_classes, **options)
+
+
+def supernet_for_run(run_config, info, synchronized_bn: bool = False) -> Supernet:
+    """The supernet a run trains (its `TrainConfig`), for its dataset's classes and channels (`info`)."""
+    return Supernet(**run_config.space.supernet_arguments(
+        num_classes=info.num_classes, in_channels=info.channels, dropout_rate=run_config.optimization.dropout_rate,
+        synchronized_bn=synchronized_bn,
+    ))

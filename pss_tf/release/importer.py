@@ -29,10 +29,12 @@ import time
 
 from pss_tf import checks
 from pss_tf.errors import ConfigError
-from pss_tf.job import JobDir, build_metrics, build_supernet, mark_pareto_front
+from pss_tf.job import JobDir, mark_pareto_front
+from pss_tf.models.supernet import supernet_for_run
 from pss_tf.release.checkpoint import ReleaseCheckpoint, load_into_supernet, read_checkpoint
 from pss_tf.release.luts import RELEASE_METRICS
 from pss_tf.sampling.pools import PoolManager
+from pss_tf.space.metrics import metrics_for_run
 from pss_tf.space.targets import TargetGrid
 from pss_tf.training.config import IMPORTED_KEY, TrainConfig
 from pss_tf.training.evaluation import evaluate_all, make_evaluator, validated_winners, winner_entry
@@ -188,10 +190,10 @@ def _write_job(staging, job_dir, config, checkpoint, imported, validate, top_k, 
         raise ConfigError(
             "data_dir", f"{config.data.data_dir} has {info.num_classes} classes, the checkpoint {checkpoint.num_classes}"
         )
-    metrics = build_metrics(config, info.num_classes, info.channels)
+    metrics = metrics_for_run(config, info.num_classes, info.channels)
     _check_targets(checkpoint, metrics)
     pools, merged = pools_of(checkpoint)
-    supernet = build_supernet(config, info)
+    supernet = supernet_for_run(config, info)
     load_into_supernet(supernet, checkpoint)
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=supernet), target.checkpoints_dir, max_to_keep=1)
     manager.save(checkpoint_number=0)

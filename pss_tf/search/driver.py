@@ -30,14 +30,15 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pss_tf import config_flags
 from pss_tf.errors import ConfigError
 from pss_tf.io_utils import atomic_write_json, read_json
-from pss_tf.job import Job, build_metrics
+from pss_tf.job import Job
 from pss_tf.search.budget import Budget
 from pss_tf.search.evolution import EvolutionSearch
 from pss_tf.search.options import INITS, SearchOptions
 from pss_tf.space.config import SubnetConfig
-from pss_tf.space.metrics import Metric
+from pss_tf.space.metrics import Metric, metrics_for_run
 
 STATE_FORMAT = "pss_tf.search.driver"
 STATE_VERSION = 1
@@ -116,7 +117,7 @@ def plan(options: SearchOptions) -> SearchPlan:
         )
     info = job.info  # Checks the (possibly moved) data.
     try:
-        metric = build_metrics(job.config, info.num_classes, info.channels, (options.metric,))[options.metric]
+        metric = metrics_for_run(job.config, info.num_classes, info.channels, (options.metric,))[options.metric]
     except ConfigError as e:
         raise ConfigError("metric", f"the run's {options.metric} metric cannot be rebuilt: {e}") from None
     space = job.space
@@ -322,19 +323,16 @@ def _finished(*args, **kwargs):
 def _search(task: Task, options: SearchOptions, fitness) -> EvolutionSearch:
     if task.saved is not None:
         return EvolutionSearch.from_state(task.saved["search"], task.proposal, batch_fitness=fitness)
-    evolution = options.evolution
     return EvolutionSearch(
-        task.proposal,
-        batch_fitness=fitness,
-        seeds=task.seeds,
-        population=evolution.population,
-        generations=evolution.generations,
-        parents=evolution.parents,
-        mutations=evolution.mutations,
-        crossovers=evolution.crossovers,
-        gene_prob=evolution.mutation_prob,
-        identity="network",
-        seed=options.seed,
+        task.proposal, batch_fitness=fitness, seeds=task.seeds, identity="network", seed=options.seed,
+        **evolution_arguments(options.evolution),
+    )
+
+
+def evolution_arguments(evolution) -> dict:
+    """`EvolutionSearch`'s settings from `EvolutionOptions` (alpha goes to each `Budget`)."""
+    return config_flags.keyword_arguments(
+        EvolutionSearch, evolution, renamed={"mutation_prob": "gene_prob"}, elsewhere=(Budget,)
     )
 
 

@@ -14,16 +14,19 @@ from pss_tf.config_flags import group, option
 from pss_tf.errors import ConfigError
 from pss_tf.space import architectures
 from pss_tf.space.config import SearchSpace
+from pss_tf.space.metrics import METRIC_NAMES, RELEASE_LATENCY_METRICS
 from pss_tf.training import modes
 
-METRIC_NAMES = ("flops", "latency_cpu", "release_latency_cpu", "release_latency_gpu")
-RELEASE_LATENCY_METRICS = ("release_latency_cpu", "release_latency_gpu")
 # Records run.json keeps beside the config, of where a run's first weights came
 # from: an imported release checkpoint (tools/import_release.py), or the source
 # run of a warm start (path, step, checksum).
 IMPORTED_KEY = "imported"
 INIT_SOURCE = "init_source"
 PROVENANCE_KEYS = (IMPORTED_KEY, INIT_SOURCE)
+
+
+# SpaceConfig's fields that shape the supernet rather than the subnets drawn from it.
+SUPERNET_FIELDS = ("small_input", "bn_epsilon", "resize_align_corners", "padding")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,9 +59,16 @@ class SpaceConfig:
     )
 
     def search_space(self) -> SearchSpace:
-        return SearchSpace(
-            self.model, self.min_resolution, self.max_resolution, self.resolution_step, self.min_width, self.max_width,
-            resolution_end_weight=self.resolution_end_weight,
+        return SearchSpace(**config_flags.keyword_arguments(SearchSpace, self, elsewhere=SUPERNET_FIELDS))
+
+    def supernet_arguments(self, **given) -> dict:
+        """`Supernet`'s arguments from the architecture fields, plus `given` (the
+        dataset's classes and channels, and what other groups set)."""
+        from pss_tf.models.supernet import Supernet
+
+        return config_flags.keyword_arguments(
+            Supernet, self, renamed={"model": "model_name", "resize_align_corners": "align_corners"},
+            elsewhere=(SearchSpace,), **given,
         )
 
     def validate(self) -> None:
@@ -307,27 +317,17 @@ class TrainConfig(config_flags.Declared):
         from pss_tf.data.sources import SyntheticSpec
 
         data = self.data
-        return DataSettings(
-            dataset=data.dataset,
-            data_dir=data.data_dir,
-            image_size=self.space.max_resolution,
-            synthetic=SyntheticSpec(
-                num_classes=data.synthetic_classes,
-                channels=data.synthetic_channels,
-                num_train=data.synthetic_train_examples,
-                num_val=data.synthetic_val_examples,
-            ),
-            crop_scale=(data.crop_scale_min, 1.0),
-            flip=data.flip,
-            color_jitter=data.color_jitter,
-            lighting=data.lighting,
-            normalization=data.normalization,
-            crop_fraction=data.crop_fraction,
-            holdout_examples=data.holdout_examples,
-            holdout_selection=data.holdout_selection,
-            selection_seed=self.runtime.seed,
-            classes=data.classes,
+        synthetic = SyntheticSpec(
+            num_classes=data.synthetic_classes, channels=data.synthetic_channels,
+            num_train=data.synthetic_train_examples, num_val=data.synthetic_val_examples,
         )
+        return DataSettings(**config_flags.keyword_arguments(
+            DataSettings, data,
+            elsewhere=("crop_scale_min", "synthetic_classes", "synthetic_channels", "synthetic_train_examples",
+                       "synthetic_val_examples"),
+            image_size=self.space.max_resolution, synthetic=synthetic, crop_scale=(data.crop_scale_min, 1.0),
+            selection_seed=self.runtime.seed,
+        ))
 
     def leaf_values(self) -> dict:
         """`{field name: value}` over every group."""

@@ -24,9 +24,11 @@ import tensorflow as tf
 
 from pss_tf import compat
 from pss_tf.errors import ConfigError, TrainingDiverged
-from pss_tf.job import JobDir, build_metrics, build_supernet, mark_pareto_front
+from pss_tf.job import JobDir, mark_pareto_front
+from pss_tf.models.supernet import supernet_for_run
 from pss_tf.sampling.pools import PoolManager
 from pss_tf.search.records import TrainingRecords
+from pss_tf.space.metrics import metrics_for_run
 from pss_tf.stop import StopRequest
 from pss_tf.training import distribute, modes, warm_start
 from pss_tf.training.config import INIT_SOURCE, TrainConfig
@@ -121,7 +123,7 @@ class Trainer:
 
     def _build_sampling(self):
         config = self.config
-        self.metrics = build_metrics(config, self.info.num_classes, self.info.channels)
+        self.metrics = metrics_for_run(config, self.info.num_classes, self.info.channels)
         self.pools = PoolManager(config.sampling.pool_capacity, config.sampling.score_momentum)
         self.mode = modes.create(config, self.space, self.metrics, self.pools, self.job)
         self.pool_keys = self.mode.pool_keys
@@ -134,7 +136,7 @@ class Trainer:
         config, optimization = self.config, self.config.optimization
         warmup = int(round(optimization.warmup_epochs * self.steps_per_epoch))
         with self.strategy.scope():
-            self.supernet = build_supernet(config, self.info, synchronized_bn=optimization.synchronized_bn)
+            self.supernet = supernet_for_run(config, self.info, synchronized_bn=optimization.synchronized_bn)
             self.schedule = learning_rate_schedule(optimization.learning_rate, self.total_steps, warmup)
             self.optimizer = build_optimizer(
                 self.schedule, optimization.momentum, loss_scale=optimization.mixed_precision == "float16"
