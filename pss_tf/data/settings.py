@@ -105,7 +105,8 @@ class DataSettings:
     def input_fn(self, global_batch_size: int, seed: int, start_step: int = 0):
         """The endless augmented training stream, for `distribute_datasets_from_function`."""
         return pipeline.make_input_fn(
-            split="train", global_batch_size=global_batch_size, training=True, seed=seed, start_step=start_step, holdout=self.holdout_spec, **self._options(),
+            split="train", global_batch_size=global_batch_size, training=True, seed=seed, start_step=start_step,
+            holdout=self.holdout_spec, **self._options(),
         )
 
     def training(self, batch_size: int, seed: int) -> tf.data.Dataset:

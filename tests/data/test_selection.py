@@ -53,6 +53,21 @@ def test_a_draw_is_a_function_of_seed_and_labels_only():
     np.testing.assert_array_equal(np.bincount(shuffled[drawn]), np.bincount(SORTED_LABELS[again]))
 
 
+def test_a_draw_is_remembered_read_only_and_follows_the_labels():
+    from pss_tf.data import selection
+
+    first = stratified_draw(len(SORTED_LABELS), 300, seed=6, salt=3, labels=SORTED_LABELS)
+    assert stratified_draw(len(SORTED_LABELS), 300, seed=6, salt=3, labels=SORTED_LABELS.copy()) is first
+    assert not first.flags.writeable
+    np.testing.assert_array_equal(first, selection._draw(len(SORTED_LABELS), 300, 6, 3, SORTED_LABELS))
+    relabelled = SORTED_LABELS.copy()
+    relabelled[:50] = (relabelled[:50] + 1) % 10  # Other labels, same length: a new draw, not the remembered one.
+    np.testing.assert_array_equal(
+        stratified_draw(len(relabelled), 300, seed=6, salt=3, labels=relabelled),
+        selection._draw(len(relabelled), 300, 6, 3, relabelled),
+    )
+
+
 @pytest.mark.parametrize("count", [0, 1, 7, 100])
 def test_a_draw_without_labels_is_uniform_and_distinct(count):
     drawn = stratified_draw(100, count, seed=1, salt=2)
