@@ -116,7 +116,7 @@ def run(args):
     seconds = pss_seconds if args.mode == "pss" else _seconds_per_step(args.mode, args.seed)
     if args.resume and os.path.exists(os.path.join(job_dir, "run.json")):
         # An interrupted run keeps the budget it was given; only the ratio is re-timed.
-        config = Job(job_dir).config.replace(resume=True)
+        config = Job(job_dir).run_config.replace(resume=True)
     else:
         steps_per_epoch = max(1, round(args.pss_steps * pss_seconds / seconds / 4))
         config = _config(job_dir, args.mode, args.seed, epochs=4, steps_per_epoch=steps_per_epoch)
@@ -126,7 +126,7 @@ def run(args):
     wall = time.perf_counter() - started
     job = Job(job_dir)
     supernet = job.restore_supernet()
-    evaluator = make_evaluator(supernet, job.config, job.data)
+    evaluator = make_evaluator(supernet, job.run_config, job.data)
     fixed = [{"config": c.to_dict(), "val_top1": evaluator.evaluate(c).top1} for c in _fixed_subnets()]
     os.makedirs(out, exist_ok=True)
     for file in ("run.json", "winners.json", "evaluations.json"):

@@ -70,7 +70,7 @@ def finetune_options(job, configs, epochs: int, work_dir: str, progress: bool):
     """tools/finetune.py's options that train `configs` alone from scratch with the run's recipe."""
     from pss_tf.finetune.options import FinetuneOptions
 
-    opt = job.config.optimization
+    opt = job.run_config.optimization
     return FinetuneOptions(
         job_dir=job.path,
         subnets=tuple(c.to_json() for c in configs),
@@ -82,7 +82,7 @@ def finetune_options(job, configs, epochs: int, work_dir: str, progress: bool):
         momentum=opt.momentum,
         weight_decay=opt.weight_decay,
         from_scratch=True,
-        seed=job.config.runtime.seed,
+        seed=job.run_config.runtime.seed,
         out=os.path.join(work_dir, "finetune"),
         progress=progress,
     )
@@ -121,8 +121,8 @@ def run(args) -> int:
         the_plan = driver.plan(finetune_options(job, configs, args.epochs, work_dir, args.progress))
     except ConfigError as e:
         _fail(f"--{e.field or 'job_dir'}: {e.message}")
-    recipe = {**the_plan.recipe, "run_epochs": job.config.optimization.epochs,
-              "calibration_batches": job.config.evaluation.calibration_batches,
+    recipe = {**the_plan.recipe, "run_epochs": job.run_config.optimization.epochs,
+              "calibration_batches": job.run_config.evaluation.calibration_batches,
               "holdout_examples": job.data.holdout_examples}
     print(
         f"{name}: {len(configs)} subnets from {flops(configs[0]):.2f} to {flops(configs[-1]):.2f} M MACs; "
@@ -157,8 +157,8 @@ def run(args) -> int:
         "run": name,
         "job_dir": os.path.abspath(args.job_dir),
         "checkpoint": os.path.basename(job.dir.latest_checkpoint()),
-        "model": job.config.space.model,
-        "dataset": job.config.data.dataset,
+        "model": job.run_config.space.model,
+        "dataset": job.run_config.data.dataset,
         "validation_examples": job.info.num_val,
         "selection": {"seed": args.seed, "draws": args.draws, "subnets": args.subnets,
                       "method": "evenly spaced MACs quantiles of the draws, min to max"},

@@ -78,15 +78,15 @@ class JobDir:
 
     # --- run.json ---------------------------------------------------------------
 
-    def read_config(self) -> TrainConfig:
+    def read_run_config(self) -> TrainConfig:
         if not self.holds_run():
             raise ConfigError("job_dir", f"{self.path} holds no training run ({RUN_FILE} is missing)")
         return TrainConfig.from_dict(read_json(self.run_file, RUN_FILE))
 
-    def write_config(self, config: TrainConfig, provenance: dict | None = None) -> None:
-        """Writes run.json: the config, and `provenance` records beside it
+    def write_run_config(self, run_config: TrainConfig, provenance: dict | None = None) -> None:
+        """Writes run.json: the run_config, and `provenance` records beside it
         (`{IMPORTED_KEY: ...}` for an imported run, `{INIT_SOURCE: ...}` for a warm start)."""
-        data = config.to_dict()
+        data = run_config.to_dict()
         data.update(provenance or {})
         atomic_write_json(self.run_file, data)
 
@@ -104,27 +104,27 @@ class JobDir:
         """The source a warm-started run began from (path, step, checkpoint, sha256), or None."""
         return self._provenance(INIT_SOURCE)
 
-    def check_start(self, config: TrainConfig) -> None:
+    def check_start(self, run_config: TrainConfig) -> None:
         """Refuses to mix two runs in one directory; checks a resumed run matches.
 
         Leaves the directory untouched either way.
         """
         if self.holds_run():
-            if not config.runtime.resume:
+            if not run_config.runtime.resume:
                 raise ConfigError(
                     "job_dir",
                     f"{self.path} holds another run ({RUN_FILE}); continue it with `resume` or choose a new directory",
                 )
-            previous = self.read_config()
-            changed = config.differences(previous)
+            previous = self.read_run_config()
+            changed = run_config.differences(previous)
             if changed:
-                old, new = previous.leaf_values(), config.leaf_values()
+                old, new = previous.leaf_values(), run_config.leaf_values()
                 raise ConfigError(
                     "resume",
                     f"settings differ from the run in {self.path}: "
                     + ", ".join(f"{k} (was {old[k]!r}, now {new[k]!r})" for k in changed),
                 )
-        elif config.runtime.resume:
+        elif run_config.runtime.resume:
             raise ConfigError("resume", f"{self.path} holds no run to resume ({RUN_FILE} is missing)")
         elif os.path.isdir(self.path) and os.listdir(self.path):
             raise ConfigError("job_dir", f"{self.path} exists and is not empty; choose a new directory")
@@ -148,7 +148,7 @@ class JobDir:
             raise ConfigError(
                 "job_dir", f"{self.path} has no {WINNERS_FILE} (the run has not finished); train it to the end first"
             )
-        entries = compat.winner_entries(read_json(path, WINNERS_FILE), self.read_config().space.model)
+        entries = compat.winner_entries(read_json(path, WINNERS_FILE), self.read_run_config().space.model)
         return [(e, SubnetConfig.from_dict(e["config"])) for e in entries]
 
     def latest_checkpoint(self) -> str | None:
@@ -180,8 +180,8 @@ class Job:
 
     def __init__(self, path: str, data_dir: str | None = None):
         self.dir = JobDir(path)
-        self.config = self.dir.read_config()
-        self.data = self.config.data_settings().with_data_dir(data_dir)
+        self.run_config = self.dir.read_run_config()
+        self.data = self.run_config.data_settings().with_data_dir(data_dir)
 
     @property
     def path(self) -> str:
@@ -209,16 +209,16 @@ class Job:
 
     @functools.cached_property
     def space(self):
-        return self.config.search_space()
+        return self.run_config.search_space()
 
     @functools.cached_property
     def metrics(self) -> dict:
-        return metrics_for_run(self.config, self.info.num_classes, self.info.channels)
+        return metrics_for_run(self.run_config, self.info.num_classes, self.info.channels)
 
     def cost_kwargs(self) -> dict:
         """What MACs and parameter counts of this run's subnets depend on besides the config."""
         return dict(
-            num_classes=self.info.num_classes, small_input=self.config.space.small_input, in_channels=self.info.channels
+            num_classes=self.info.num_classes, small_input=self.run_config.space.small_input, in_channels=self.info.channels
         )
 
     def winners(self) -> list[tuple[dict, SubnetConfig]]:
@@ -268,6 +268,6 @@ class Job:
             raise ConfigError("job_dir", f"{self.path} has no checkpoint")
         from pss_tf.models.supernet import supernet_for_run
 
-        supernet = supernet_for_run(self.config, self.info)
+        supernet = supernet_for_run(self.run_config, self.info)
         tf.train.Checkpoint(model=supernet).restore(latest).expect_partial().assert_existing_objects_matched()
         return supernet

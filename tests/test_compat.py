@@ -23,7 +23,7 @@ def test_winners_of_0_1_take_the_runs_model_and_get_their_pareto_marks(tmp_path)
     assert [e["pareto"] for e in entries] == [True, False]
     assert {e["config"]["model"] for e in entries} == {"mobilenet_v2_slim_last_conv"}
     job = JobDir(str(tmp_path))
-    job.write_config(config)
+    job.write_run_config(config)
     with open(os.path.join(tmp_path, "winners.json"), "w") as f:
         json.dump(old, f)
     read = job.read_winners()

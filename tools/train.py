@@ -39,13 +39,13 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     _quiet_logs()
     try:
-        config = config_flags.from_flags(TrainConfig)
-        config.validate()
+        run_config = config_flags.from_flags(TrainConfig)
+        run_config.validate()
         from pss_tf.training import runtime
         from pss_tf.training.trainer import Trainer
 
-        runtime.configure(config)
-        trainer = Trainer(config)
+        runtime.configure(run_config)
+        trainer = Trainer(run_config)
     except ConfigError as e:
         print(f"error: {config_flags.flag_message(e, flags.FLAGS)}", file=sys.stderr)
         return 2

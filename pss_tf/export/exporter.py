@@ -80,7 +80,7 @@ def plan(options: ExportOptions) -> ExportPlan:
             import_tfmot()
         except ImportError as e:
             raise ConfigError("qat", str(e)) from None
-    model_name = choice.model_name or f"pss_{job.config.space.model}"
+    model_name = choice.model_name or f"pss_{job.run_config.space.model}"
     version = serving.plan_version(options.export_dir, choice.new_version)
     fresh = not (os.path.isdir(options.export_dir) and os.listdir(options.export_dir))
     return ExportPlan(job, chosen, model_name, version, fresh, qat_subnet)
@@ -211,7 +211,7 @@ class _Build:
 
         checks = self.options.checks
         supernet = self.job.restore_supernet()
-        evaluator = make_evaluator(supernet, self.job.config, self.job.data, checks.calibration_batches or None)
+        evaluator = make_evaluator(supernet, self.job.run_config, self.job.data, checks.calibration_batches or None)
         self.log(
             f"calibrating and extracting {len(self.subnets)} subnets "
             f"({evaluator.calibration_batches} BN calibration batches each)"
@@ -225,7 +225,7 @@ class _Build:
                 weights[s.name] = supernet.subnet_weights(s.config)
             models[s.name] = supernet.extract(s.config, name=s.name, weights=weights[s.name])
         if checks.evaluate:
-            batch_size = self.job.config.evaluation.eval_batch_size
+            batch_size = self.job.run_config.evaluation.eval_batch_size
             for s in self.subnets:
                 validation = self.job.data.validation(batch_size, checks.eval_examples)
                 s.measured_top1 = keras_top1(models[s.name], validation)
@@ -302,7 +302,7 @@ class _Build:
         from pss_tf.export import qat, tflite
 
         options, subnet = self.options.quantization, next(s for s in self.subnets if s.name == self.checked.qat_subnet)
-        config = self.job.config
+        config = self.job.run_config
         batch_size = options.qat_batch_size or config.optimization.global_batch_size
         steps = options.qat_steps_per_epoch or max(1, self.job.data.steps_per_epoch(batch_size))
         self.log(f"quantization-aware fine-tuning of {subnet.name}: {options.qat_epochs} epochs of {steps} steps")

@@ -49,8 +49,8 @@ def build(
         "version": version,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "job_dir": os.path.abspath(job.path),
-        "model": job.config.space.model,
-        "dataset": job.config.data.dataset,
+        "model": job.run_config.space.model,
+        "dataset": job.run_config.data.dataset,
         "num_classes": info.num_classes,
         "metrics": {name: metric.unit for name, metric in job.metrics.items()},
         "input": {

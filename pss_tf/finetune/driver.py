@@ -107,11 +107,11 @@ def plan(options: FinetuneOptions) -> FinetunePlan:
     if job.dir.latest_checkpoint() is None:
         raise ConfigError("job_dir", f"{job.path} has no checkpoint; train the run first")
     subnets = resolve_subnets(job, options.subnets)
-    batch = options.batch_size or job.config.optimization.global_batch_size
+    batch = options.batch_size or job.run_config.optimization.global_batch_size
     steps_per_epoch = options.steps_per_epoch or job.data.steps_per_epoch(batch)
     if steps_per_epoch < 1:
         raise ConfigError("batch_size", f"{batch} is larger than the run's {job.info.num_train} training examples")
-    recipe = options.recipe(job.config, steps_per_epoch)
+    recipe = options.recipe(job.run_config, steps_per_epoch)
     out_dir = options.out_dir
     written = finished_entries(out_dir)
     finished = {}
@@ -195,8 +195,8 @@ def execute(the_plan: FinetunePlan, log: Callable[[str], None] = print) -> Finet
         return FinetuneRun(the_plan.out_dir, True, [the_plan.finished[s.name] for s in the_plan.subnets])
     log(f"restoring {job.dir.latest_checkpoint()}")
     supernet = job.restore_supernet()
-    evaluator = make_evaluator(supernet, job.config, job.data, options.calibration_batches or None)
-    validation = job.data.validation(job.config.evaluation.eval_batch_size)
+    evaluator = make_evaluator(supernet, job.run_config, job.data, options.calibration_batches or None)
+    validation = job.data.validation(job.run_config.evaluation.eval_batch_size)
     teacher = _teacher(supernet, evaluator, job) if options.distill else None
     log(
         f"fine-tuning {len(todo)} subnet(s), {recipe['mode']}{' with distillation' if options.distill else ''}: "

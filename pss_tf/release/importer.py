@@ -176,24 +176,24 @@ def import_release(
     return imported
 
 
-def _write_job(staging, job_dir, config, checkpoint, imported, validate, top_k, calibration_batches, log) -> dict:
+def _write_job(staging, job_dir, run_config, checkpoint, imported, validate, top_k, calibration_batches, log) -> dict:
     import tensorflow as tf
 
     from pss_tf.job import Job
 
     target = JobDir(staging)
     # The staging directory stands for job_dir: paths inside run.json name the final place.
-    target.write_config(config, {IMPORTED_KEY: imported})
+    target.write_run_config(run_config, {IMPORTED_KEY: imported})
     job = Job(staging) if validate else None
-    info = job.info if job is not None else imported_info(config, checkpoint.num_classes)
+    info = job.info if job is not None else imported_info(run_config, checkpoint.num_classes)
     if info.num_classes != checkpoint.num_classes:
         raise ConfigError(
-            "data_dir", f"{config.data.data_dir} has {info.num_classes} classes, the checkpoint {checkpoint.num_classes}"
+            "data_dir", f"{run_config.data.data_dir} has {info.num_classes} classes, the checkpoint {checkpoint.num_classes}"
         )
-    metrics = metrics_for_run(config, info.num_classes, info.channels)
+    metrics = metrics_for_run(run_config, info.num_classes, info.channels)
     _check_targets(checkpoint, metrics)
     pools, merged = pools_of(checkpoint)
-    supernet = supernet_for_run(config, info)
+    supernet = supernet_for_run(run_config, info)
     load_into_supernet(supernet, checkpoint)
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=supernet), target.checkpoints_dir, max_to_keep=1)
     manager.save(checkpoint_number=0)
@@ -206,17 +206,17 @@ def _write_job(staging, job_dir, config, checkpoint, imported, validate, top_k, 
     target.write_winners(entries)
     # run.json last, with what the import found; it names the final directory.
     record = {"merged_members": merged, "winners": "validated" if validate else "top-scored, unvalidated"}
-    target.write_config(config, {IMPORTED_KEY: {**imported, **record}})
+    target.write_run_config(run_config, {IMPORTED_KEY: {**imported, **record}})
     log(f"{sum(pools.size(k) for k in pools.keys())} pool members in {len(pools.keys())} pools, "
         f"{len(entries)} winners ({record['winners']})")
     return record
 
 
-def imported_info(config: TrainConfig, num_classes: int):
+def imported_info(run_config: TrainConfig, num_classes: int):
     """What the supernet needs to know of the data when none is at hand: the checkpoint's classes, RGB."""
     from pss_tf.data.splits import DatasetInfo
 
-    return DatasetInfo(config.data.dataset, num_classes, 3, 0, 0)
+    return DatasetInfo(run_config.data.dataset, num_classes, 3, 0, 0)
 
 
 def _top_scored_winners(pools: PoolManager, metrics) -> list[dict]:
@@ -231,7 +231,7 @@ def _validated_winners(job, supernet, pools, metrics, top_k, calibration_batches
     """The release's choice: each pool's top-k validated on the data (BN-calibrated), the best kept."""
     from tqdm import tqdm
 
-    evaluator = make_evaluator(supernet, job.config, job.data, calibration_batches)
+    evaluator = make_evaluator(supernet, job.run_config, job.data, calibration_batches)
     keys = [k for k in pools.keys() if pools.size(k)]
     total = sum(min(top_k, pools.size(k)) for k in keys)
     log(f"validating the top {top_k} of {len(keys)} pools ({total} subnets, {evaluator.calibration_batches} BN "

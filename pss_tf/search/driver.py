@@ -108,7 +108,7 @@ def plan(options: SearchOptions) -> SearchPlan:
 
     options.validate()
     job = Job(options.job_dir, options.data_dir)
-    trained = job.config.targets.metrics
+    trained = job.run_config.targets.metrics
     if options.metric not in trained:
         raise ConfigError(
             "metric",
@@ -117,7 +117,7 @@ def plan(options: SearchOptions) -> SearchPlan:
         )
     info = job.info  # Checks the (possibly moved) data.
     try:
-        metric = metrics_for_run(job.config, info.num_classes, info.channels, (options.metric,))[options.metric]
+        metric = metrics_for_run(job.run_config, info.num_classes, info.channels, (options.metric,))[options.metric]
     except ConfigError as e:
         raise ConfigError("metric", f"the run's {options.metric} metric cannot be rebuilt: {e}") from None
     space = job.space
@@ -136,7 +136,7 @@ def plan(options: SearchOptions) -> SearchPlan:
     if checkpoint is None:
         raise ConfigError("job_dir", f"{job.path} has no checkpoint; train the run first")
     fitness_data, fitness_examples = fitness_source(job, options.fitness.fitness_examples)
-    calibration_batches = options.fitness.calibration_batches or job.config.evaluation.calibration_batches
+    calibration_batches = options.fitness.calibration_batches or job.run_config.evaluation.calibration_batches
 
     records = pools = sampler = None
     if "prior" in options.init:
@@ -161,7 +161,7 @@ def _conditional_sampler(job: Job, metric: Metric):
     """The run's conditional sampler for `metric`: its cache if it matches, else rebuilt in memory."""
     from pss_tf.sampling.conditional_sampler import ConditionalSampler
 
-    sampling, seed = job.config.sampling, job.config.runtime.seed
+    sampling, seed = job.run_config.sampling, job.run_config.runtime.seed
     wanted = {"num_samples": sampling.sampler_samples, "seed": seed, "extremes": sampling.sampler_extremes}
     cache = job.dir.sampler_cache(metric.name)
     if os.path.exists(cache):
@@ -291,7 +291,7 @@ def execute(the_plan: SearchPlan, log: Callable[[str], None] = print) -> SearchR
         if fitness.data == "holdout":
             for warning in job.data.class_warnings(held_out_limit=fitness.examples).values():
                 log(f"warning: {warning}")
-        validation = make_evaluator(supernet, job.config, job.data)
+        validation = make_evaluator(supernet, job.run_config, job.data)
     entries = []
     message = "stopping after this generation; its state is saved and the same command resumes"
     with StopRequest(message) as stop:

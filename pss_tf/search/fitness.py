@@ -136,7 +136,7 @@ def make_fitness(
         examples: fitness examples (see `fitness_source`).
         batch_size: evaluation batch size (0: the run's `eval_batch_size`).
     """
-    config = job.config
+    config = job.run_config
     checks.integer("calibration_batches", calibration_batches, 0)
     batches = calibration_batches or config.evaluation.calibration_batches
     name, dataset, count = fitness_dataset(job, batch_size or config.evaluation.eval_batch_size, examples)

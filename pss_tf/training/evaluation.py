@@ -24,25 +24,25 @@ class Accuracy:
     examples: int
 
 
-def make_evaluator(supernet, config, data, calibration_batches: int | None = None) -> "SubnetEvaluator":
-    """The evaluator of a run (`config`, a TrainConfig; `data`, its DataSettings).
+def make_evaluator(supernet, run_config, data, calibration_batches: int | None = None) -> "SubnetEvaluator":
+    """The evaluator of a run (`run_config`, a TrainConfig; `data`, its DataSettings).
 
     Training's epoch-end evaluations, its final winners and the export all
     calibrate on these batches and validate on this split, so the accuracies
     they report agree. `calibration_batches` overrides the run's number.
     """
-    evaluation = config.evaluation
+    evaluation = run_config.evaluation
     validation = data.validation(evaluation.eval_batch_size)
     return SubnetEvaluator(
-        supernet, calibration_stream(config, data), validation, calibration_batches or evaluation.calibration_batches
+        supernet, calibration_stream(run_config, data), validation, calibration_batches or evaluation.calibration_batches
     )
 
 
-def calibration_stream(config, data):
-    """The training batches a run calibrates BN on (`config`, a TrainConfig; `data`, its
+def calibration_stream(run_config, data):
+    """The training batches a run calibrates BN on (`run_config`, a TrainConfig; `data`, its
     DataSettings): the same ones for every subnet, held-out examples never among them."""
-    batch_size = min(config.optimization.global_batch_size, config.evaluation.eval_batch_size)
-    return data.training(batch_size, seed=config.runtime.seed + 1)
+    batch_size = min(run_config.optimization.global_batch_size, run_config.evaluation.eval_batch_size)
+    return data.training(batch_size, seed=run_config.runtime.seed + 1)
 
 
 class SubnetEvaluator:

@@ -11,18 +11,18 @@ import keras
 import tensorflow as tf
 
 
-def configure(config) -> None:
-    """Applies `config`'s (a TrainConfig) precision, determinism and seed to this process."""
-    precision = config.optimization.mixed_precision
+def configure(run_config) -> None:
+    """Applies `run_config`'s (a TrainConfig) precision, determinism and seed to this process."""
+    precision = run_config.optimization.mixed_precision
     keras.mixed_precision.set_global_policy("float32" if precision == "none" else f"mixed_{precision}")
-    if config.runtime.deterministic:  # TensorFlow offers no public way back: once per process.
+    if run_config.runtime.deterministic:  # TensorFlow offers no public way back: once per process.
         tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(config.runtime.seed)
+    keras.utils.set_random_seed(run_config.runtime.seed)
 
 
-def run(config, strategy=None):
-    """Configures the process for `config`, then trains (or resumes) the run."""
+def run(run_config, strategy=None):
+    """Configures the process for `run_config`, then trains (or resumes) the run."""
     from pss_tf.training.trainer import Trainer
 
-    configure(config)
-    return Trainer(config, strategy).run()
+    configure(run_config)
+    return Trainer(run_config, strategy).run()

@@ -79,38 +79,38 @@ class _HostState(tf.train.experimental.PythonState):
 class Trainer:
     """Holds the state of one run; `run()` trains until done or interrupted."""
 
-    def __init__(self, config: TrainConfig, strategy=None):
-        config.validate()
-        self.config = config
-        self.job = JobDir(config.job_dir)
-        if config.runtime.strategy != "multi_worker" or distribute.is_chief_task():
-            self.job.check_start(config)
-        self.data = config.data_settings()
+    def __init__(self, run_config: TrainConfig, strategy=None):
+        run_config.validate()
+        self.run_config = run_config
+        self.job = JobDir(run_config.job_dir)
+        if run_config.runtime.strategy != "multi_worker" or distribute.is_chief_task():
+            self.job.check_start(run_config)
+        self.data = run_config.data_settings()
         self.info = self.data.info
-        self.space = config.search_space()
-        self.strategy = strategy or distribute.create_strategy(config.runtime.strategy)
+        self.space = run_config.search_space()
+        self.strategy = strategy or distribute.create_strategy(run_config.runtime.strategy)
         self.is_chief = distribute.is_chief(self.strategy)
         self.class_warnings = self.data.class_warnings()
         for warning in self.class_warnings.values():
             self._report(f"warning: {warning}", logging.WARNING)
         self.warm_start = None
-        if config.warm_start.init_from and not config.runtime.resume:  # A resumed run has its own weights.
-            self.warm_start = warm_start.plan(config, self.info)
+        if run_config.warm_start.init_from and not run_config.runtime.resume:  # A resumed run has its own weights.
+            self.warm_start = warm_start.plan(run_config, self.info)
         self.replicas = self.strategy.num_replicas_in_sync
-        batch = config.optimization.global_batch_size
+        batch = run_config.optimization.global_batch_size
         if batch % self.replicas:
             raise ConfigError("global_batch_size", f"{batch} does not split over {self.replicas} replicas")
-        slices = self.replicas * config.sampling.parallel_subnets
+        slices = self.replicas * run_config.sampling.parallel_subnets
         if batch % slices:
             raise ConfigError(
                 "global_batch_size",
-                f"{batch} does not split into {config.sampling.parallel_subnets} equal slices on each of "
+                f"{batch} does not split into {run_config.sampling.parallel_subnets} equal slices on each of "
                 f"{self.replicas} replicas (`parallel_subnets`)",
             )
-        self.steps_per_epoch = config.optimization.steps_per_epoch or self.data.steps_per_epoch(batch)
+        self.steps_per_epoch = run_config.optimization.steps_per_epoch or self.data.steps_per_epoch(batch)
         if self.steps_per_epoch < 1:
             raise ConfigError("global_batch_size", f"{batch} is larger than the training split ({self.info.num_train} examples)")
-        self.total_steps = self.steps_per_epoch * config.optimization.epochs
+        self.total_steps = self.steps_per_epoch * run_config.optimization.epochs
         self.evaluations = []
         self.records = TrainingRecords()
         self._build_sampling()
@@ -122,7 +122,7 @@ class Trainer:
     # Pure-Python side: metrics, pools, the training mode's sampling.
 
     def _build_sampling(self):
-        config = self.config
+        config = self.run_config
         self.metrics = metrics_for_run(config, self.info.num_classes, self.info.channels)
         self.pools = PoolManager(config.sampling.pool_capacity, config.sampling.score_momentum)
         self.mode = modes.create(config, self.space, self.metrics, self.pools, self.job)
@@ -133,7 +133,7 @@ class Trainer:
     # TensorFlow side: supernet, optimizer, step, checkpoint.
 
     def _build_model(self):
-        config, optimization = self.config, self.config.optimization
+        config, optimization = self.run_config, self.run_config.optimization
         warmup = int(round(optimization.warmup_epochs * self.steps_per_epoch))
         with self.strategy.scope():
             self.supernet = supernet_for_run(config, self.info, synchronized_bn=optimization.synchronized_bn)
@@ -156,7 +156,7 @@ class Trainer:
             self._agree = tf.function(agree)
 
     def _build_checkpoint(self):
-        runtime = self.config.runtime
+        runtime = self.run_config.runtime
         self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self.checkpoint = tf.train.Checkpoint(
             model=self.supernet, optimizer=self.optimizer, step=self.global_step, host=_HostState(self)
@@ -203,9 +203,9 @@ class Trainer:
         except (tf.errors.OpError, AssertionError, ValueError) as e:  # Damaged data shards.
             raise ConfigError("init_from", f"{source.checkpoint} cannot be restored ({type(e).__name__}: {e})") from None
         warm_start.copy_weights(source_supernet, self.supernet)
-        if self.config.warm_start.init_pools:
-            images, labels = next(iter(self.data.training(self.config.optimization.global_batch_size,
-                                                          seed=self.config.runtime.seed)))
+        if self.run_config.warm_start.init_pools:
+            images, labels = next(iter(self.data.training(self.run_config.optimization.global_batch_size,
+                                                          seed=self.run_config.runtime.seed)))
             forward = tf.function(lambda x, v: self.supernet(x, v, training=True), reduce_retracing=True)
 
             def score(config):
@@ -220,7 +220,7 @@ class Trainer:
         if not self.is_chief:
             return
         if not self.job.holds_run():
-            self.job.write_config(self.config, {INIT_SOURCE: self.warm_start.record} if self.warm_start else None)
+            self.job.write_run_config(self.run_config, {INIT_SOURCE: self.warm_start.record} if self.warm_start else None)
         for name, sampler in self.mode.conditional_samplers.items():
             if not os.path.exists(self.job.sampler_cache(name)):
                 sampler.save(self.job.sampler_cache(name))
@@ -234,7 +234,7 @@ class Trainer:
     def save_checkpoint(self, force: bool = True):
         """Saves a checkpoint named by the step (unless `force` is False and the
         checkpoint_every_steps interval has not passed, or there is none)."""
-        if not force and not self.config.runtime.checkpoint_every_steps:
+        if not force and not self.run_config.runtime.checkpoint_every_steps:
             return
         if self.checkpoint_manager.save(checkpoint_number=self.step, check_interval=not force) is None:
             return
@@ -246,7 +246,7 @@ class Trainer:
     # The loop.
 
     def run(self) -> TrainResult:
-        self.evaluator = make_evaluator(self.supernet, self.config, self.data)
+        self.evaluator = make_evaluator(self.supernet, self.run_config, self.data)
         self._iterator = self._train_iterator(self.step)
         self._record_start()  # Only a run that gets this far holds the directory.
         writer = (
@@ -262,7 +262,7 @@ class Trainer:
                     logger.info("Stopped at step %d of %d; continue with resume.", self.step, self.total_steps)
                     writer.flush()
                     return TrainResult(self.job.path, self.step, False, [])
-                if (epoch + 1) % self.config.evaluation.eval_every_epochs == 0 or self.step == self.total_steps:
+                if (epoch + 1) % self.run_config.evaluation.eval_every_epochs == 0 or self.step == self.total_steps:
                     self.evaluate_epoch(epoch + 1)
                 self.save_checkpoint()
             winners = self.final_winners()
@@ -275,17 +275,17 @@ class Trainer:
 
     def _train_iterator(self, start_step: int):
         input_fn = self.data.input_fn(
-            self.config.optimization.global_batch_size, self.config.runtime.seed, start_step=start_step
+            self.run_config.optimization.global_batch_size, self.run_config.runtime.seed, start_step=start_step
         )
         return iter(self.strategy.distribute_datasets_from_function(input_fn))
 
     def train_epoch(self, epoch: int, stop) -> bool:
         """Trains to the end of `epoch`; False when stopped (max_steps or a signal) before it."""
-        runtime = self.config.runtime
+        runtime = self.run_config.runtime
         stop_at = runtime.max_steps or self.total_steps
         end = (epoch + 1) * self.steps_per_epoch
         bar = self._progress_bar(
-            f"epoch {epoch + 1}/{self.config.optimization.epochs}", self.steps_per_epoch, "step",
+            f"epoch {epoch + 1}/{self.run_config.optimization.epochs}", self.steps_per_epoch, "step",
             initial=self.step % self.steps_per_epoch,
         )
         window_start, window_images = time.perf_counter(), 0
@@ -295,7 +295,7 @@ class Trainer:
                     return False
                 losses = self.train_step(epoch)
                 step = self.step
-                window_images += self.config.optimization.global_batch_size
+                window_images += self.run_config.optimization.global_batch_size
                 rate = window_images / max(time.perf_counter() - window_start, 1e-9)
                 if bar is not None:
                     bar.set_postfix(loss=f"{losses['loss']:.3f}", img_s=f"{rate:.0f}")
@@ -349,7 +349,7 @@ class Trainer:
 
     def _progress_bar(self, description: str, total: int, unit: str, initial: int = 0):
         """A progress bar on the chief when progress is on, else None."""
-        if not (self.config.runtime.progress and self.is_chief):
+        if not (self.run_config.runtime.progress and self.is_chief):
             return None
         from tqdm import tqdm
 
@@ -364,7 +364,7 @@ class Trainer:
         tf.summary.scalar("train/images_per_second", images_per_second, step=step)
         for name, value in self.mode.summaries(epoch).items():
             tf.summary.scalar(name, value, step=step)
-        capacity = self.config.sampling.pool_capacity * len(self.pool_keys)
+        capacity = self.run_config.sampling.pool_capacity * len(self.pool_keys)
         if capacity:
             tf.summary.scalar("pools/fill", sum(self.pools.fill().values()) / capacity, step=step)
         for (metric, target), (_, score) in self.pools.winners().items():
@@ -375,7 +375,7 @@ class Trainer:
     def _evaluated_keys(self) -> list:
         """The pools whose winners are evaluated at epoch ends: evenly spread."""
         keys = [k for k in self.pool_keys if self.pools.size(k)]
-        n = self.config.evaluation.eval_winners_per_epoch
+        n = self.run_config.evaluation.eval_winners_per_epoch
         if n == 0 or not keys:
             return []
         if len(keys) <= n:
@@ -410,7 +410,7 @@ class Trainer:
 
     def _report(self, message: str, level: int = logging.INFO) -> None:
         """One line for whoever watches: on stdout beside the progress bars, else in the log."""
-        if self.config.runtime.progress and self.is_chief:
+        if self.run_config.runtime.progress and self.is_chief:
             print(message, flush=True)
         else:
             logger.log(level, message)
@@ -418,7 +418,7 @@ class Trainer:
     def final_winners(self) -> list:
         """Evaluates the top-k of every pool and keeps the best by validation top-1."""
         entries = validated_winners(
-            self.pools, self.pool_keys, self.metrics, self.config.evaluation.final_top_k,
+            self.pools, self.pool_keys, self.metrics, self.run_config.evaluation.final_top_k,
             lambda configs: self._evaluate(configs, "final evaluation of the pools' best"),
         )
         mark_pareto_front(entries)

@@ -53,12 +53,12 @@ class WarmStart:
                 "sha256": self.checksum}
 
 
-def plan(config, info) -> WarmStart:
-    """Opens and checks `config.warm_start.init_from` against the new run (`config`, its
+def plan(run_config, info) -> WarmStart:
+    """Opens and checks `run_config.warm_start.init_from` against the new run (`run_config`, its
     dataset `info`); ConfigError naming the field. Reads only."""
     from pss_tf.job import Job
 
-    path = config.warm_start.init_from
+    path = run_config.warm_start.init_from
     if not os.path.isdir(path):
         raise ConfigError("init_from", f"{path} is not a directory holding a pss_tf run")
     try:
@@ -68,14 +68,14 @@ def plan(config, info) -> WarmStart:
     checkpoint = source.dir.latest_checkpoint()
     if checkpoint is None:
         raise ConfigError("init_from", f"{path} has no checkpoint to start from")
-    mine, theirs = config.space, source.config.space
+    mine, theirs = run_config.space, source.run_config.space
     for field in ARCHITECTURE_FIELDS:
         if getattr(mine, field) != getattr(theirs, field):
             raise ConfigError(
                 field, f"the run in {path} has {field}={getattr(theirs, field)!r}, this run "
                 f"{getattr(mine, field)!r}: a warm start needs the same architecture",
             )
-    _check_space_inside(config.search_space(), source.space, path)
+    _check_space_inside(run_config.search_space(), source.space, path)
     source_info = source.info
     notes = []
     if source_info.num_classes != info.num_classes:

@@ -69,7 +69,7 @@ def test_from_scratch_with_distillation_and_a_config(warm_job, tmp_path):
     finetune(warm_job, tmp_path, f"--subnets={config}", "--from_scratch", "--distill")
     entry, = driver.read_finetuned(str(tmp_path))
     assert (entry["mode"], entry["distill"], entry["source"]) == ("from_scratch", True, "config")
-    assert entry["name"].startswith("subnet_") and entry["learning_rate"] == Job(warm_job).config.optimization.learning_rate
+    assert entry["name"].startswith("subnet_") and entry["learning_rate"] == Job(warm_job).run_config.optimization.learning_rate
 
 
 def test_bad_input_is_refused_before_any_work(warm_job, tmp_path):
@@ -153,7 +153,7 @@ def test_export_carries_the_finetuned_weights(finetuned, warm_job, tmp_path):
     by_name = {s["name"]: s for s in manifest["subnets"]}
     job = Job(warm_job)
     images, _ = next(ClientData(job.data).batches("val", 16))
-    loaded = tf.saved_model.load(serving.serving_path(str(export_dir), f"pss_{job.config.space.model}", 1))
+    loaded = tf.saved_model.load(serving.serving_path(str(export_dir), f"pss_{job.run_config.space.model}", 1))
     supernet = job.restore_supernet()
     for entry in entries:
         exported = by_name[entry["name"]]

@@ -208,7 +208,7 @@ def test_import_with_data_validates_and_export_serves_the_same_outputs(tmp_path)
 
     job = Job(str(job_dir))
     supernet = job.restore_supernet()
-    evaluator = make_evaluator(supernet, job.config, job.data, 1)  # the export's calibration
+    evaluator = make_evaluator(supernet, job.run_config, job.data, 1)  # the export's calibration
     images = next(ClientData(job.data).batches("val", 4))[0]
     prepared = job.data.prepare_batch(tf.constant(images))
     for subnet in manifest["subnets"]:

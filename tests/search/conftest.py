@@ -19,7 +19,7 @@ from pss_tf.search.records import TrainingRecords
 def records_from_pools(job_dir: str) -> TrainingRecords:
     """Training records of every pool member, its loss minus its score, at the run's last step."""
     job = JobDir(job_dir)
-    config = job.read_config()
+    config = job.read_run_config()
     last_step = config.optimization.epochs * config.optimization.steps_per_epoch
     records = TrainingRecords(capacity=1000)
     pools = PoolManager.load(job.pools_file)

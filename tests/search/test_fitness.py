@@ -32,7 +32,7 @@ def configs(space, n, seed=0):
 
 def reference(job, supernet, data, batches=2):
     """An evaluator built by hand: the run's calibration stream, `data` to score on."""
-    return SubnetEvaluator(supernet, calibration_stream(job.config, job.data), data, batches)
+    return SubnetEvaluator(supernet, calibration_stream(job.run_config, job.data), data, batches)
 
 
 @contextlib.contextmanager

@@ -37,6 +37,6 @@ def module(name: str):
     return importlib.import_module(f"{__name__}.{MODES[name][0]}")
 
 
-def create(config, space, metrics, pools, job):
-    """The `TrainingMode` of `config.sampling.mode` for a run (its host side; `build` adds the step)."""
-    return module(config.sampling.mode).create(config, space, metrics, pools, job)
+def create(run_config, space, metrics, pools, job):
+    """The `TrainingMode` of `run_config.sampling.mode` for a run (its host side; `build` adds the step)."""
+    return module(run_config.sampling.mode).create(run_config, space, metrics, pools, job)

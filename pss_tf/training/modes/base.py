@@ -52,8 +52,8 @@ class StepResult:
 class SubnetSource:
     """The run's subnet sampler (`--sampler`), and the pools its draws are filed under."""
 
-    def __init__(self, config, space, metrics, pools, job):
-        sampling, epochs, seed = config.sampling, config.optimization.epochs, config.runtime.seed
+    def __init__(self, run_config, space, metrics, pools, job):
+        sampling, epochs, seed = run_config.sampling, run_config.optimization.epochs, run_config.runtime.seed
         self.conditional_samplers = {}
         if sampling.sampler == "uniform":
             self.sampler = UniformSampler(space, list(metrics.values()), seed=seed)
@@ -100,8 +100,8 @@ class TrainingMode:
 
     step_class = None  # The `pss_tf.training.step.Step` subclass this mode runs.
 
-    def __init__(self, config, space, source: SubnetSource | None):
-        self.config = config
+    def __init__(self, run_config, space, source: SubnetSource | None):
+        self.run_config = run_config
         self.space = space
         self.source = source
 
@@ -136,7 +136,7 @@ class TrainingMode:
 
     def build(self, supernet, optimizer, strategy) -> None:
         """Makes the traced step (under `strategy`'s scope or not: it creates no variables)."""
-        optimization = self.config.optimization
+        optimization = self.run_config.optimization
         self.supernet = supernet
         self.max_vector = tf.constant(supernet.encode(self.space.max_config()))
         self.min_vector = tf.constant(supernet.encode(self.space.min_config()))
@@ -171,7 +171,7 @@ class GroupMode(TrainingMode):
     def draw(self, epoch: int) -> StepSubnets:
         resolution = self.source.sampler.draw_resolution()
         fixed = self.fixed_subnets(resolution)
-        count = self.config.sampling.parallel_subnets - len(fixed)
+        count = self.run_config.sampling.parallel_subnets - len(fixed)
         draws = [self.source.sampler.draw(epoch, resolution=resolution) for _ in range(count)]
         group = encode_group(fixed + [d.config for d in draws])
         return StepSubnets(tuple(draws), (tf.constant(group),), fixed=len(fixed))

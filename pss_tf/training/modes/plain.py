@@ -31,7 +31,7 @@ class PlainMode(TrainingMode):
         return StepResult.from_outputs(self.step_fn(batch, *subnets.vectors), (), [])
 
 
-def create(config, space, metrics, pools, job):
-    if config.sampling.parallel_subnets != 1:
+def create(run_config, space, metrics, pools, job):
+    if run_config.sampling.parallel_subnets != 1:
         raise ConfigError("parallel_subnets", "mode plain trains the max net alone: give 1")
-    return PlainMode(config, space, None)
+    return PlainMode(run_config, space, None)

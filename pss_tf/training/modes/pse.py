@@ -14,7 +14,7 @@ class PSEMode(GroupMode):
     step_class = ParallelLabelsStep
 
     def fixed_subnets(self, resolution: int) -> list:
-        if not self.config.sampling.pse_anchor:
+        if not self.run_config.sampling.pse_anchor:
             return []
         return [SubnetConfig.uniform(self.space.model, resolution, self.space.max_width)]
 
@@ -23,5 +23,5 @@ class PSEMode(GroupMode):
         return self.group_result(self.step_fn(batch, group), subnets)
 
 
-def create(config, space, metrics, pools, job):
-    return PSEMode(config, space, SubnetSource(config, space, metrics, pools, job))
+def create(run_config, space, metrics, pools, job):
+    return PSEMode(run_config, space, SubnetSource(run_config, space, metrics, pools, job))

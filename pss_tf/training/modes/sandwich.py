@@ -39,6 +39,6 @@ class ParallelSandwich(GroupMode):
         return self.group_result(self.step_fn(batch, self.max_vector, group), subnets)
 
 
-def create(config, space, metrics, pools, job):
-    mode = SerialSandwich if config.sampling.parallel_subnets == 1 else ParallelSandwich
-    return mode(config, space, SubnetSource(config, space, metrics, pools, job))
+def create(run_config, space, metrics, pools, job):
+    mode = SerialSandwich if run_config.sampling.parallel_subnets == 1 else ParallelSandwich
+    return mode(run_config, space, SubnetSource(run_config, space, metrics, pools, job))
