@@ -302,8 +302,7 @@ class _Build:
         from pss_tf.export import qat, tflite
 
         options, subnet = self.options.quantization, next(s for s in self.subnets if s.name == self.checked.qat_subnet)
-        config = self.job.run_config
-        batch_size = options.qat_batch_size or config.optimization.global_batch_size
+        batch_size = options.qat_batch_size or self.job.run_config.optimization.global_batch_size
         steps = options.qat_steps_per_epoch or max(1, self.job.data.steps_per_epoch(batch_size))
         self.log(f"quantization-aware fine-tuning of {subnet.name}: {options.qat_epochs} epochs of {steps} steps")
         rebuilt = qat.rebuild(extracted.supernet, subnet.config, extracted.weights[subnet.name])

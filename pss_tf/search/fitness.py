@@ -136,13 +136,13 @@ def make_fitness(
         examples: fitness examples (see `fitness_source`).
         batch_size: evaluation batch size (0: the run's `eval_batch_size`).
     """
-    config = job.run_config
+    run_config = job.run_config
     checks.integer("calibration_batches", calibration_batches, 0)
-    batches = calibration_batches or config.evaluation.calibration_batches
-    name, dataset, count = fitness_dataset(job, batch_size or config.evaluation.eval_batch_size, examples)
+    batches = calibration_batches or run_config.evaluation.calibration_batches
+    name, dataset, count = fitness_dataset(job, batch_size or run_config.evaluation.eval_batch_size, examples)
     image_bytes = 4 * job.data.image_size**2 * job.info.channels
     # The same first batches of the run's calibration stream for every subnet.
-    calibration = list(itertools.islice(iter(calibration_stream(config, job.data)), batches))
+    calibration = list(itertools.islice(iter(calibration_stream(run_config, job.data)), batches))
     evaluator = SubnetEvaluator(supernet, calibration, _materialise(dataset, count, image_bytes), batches)
     return SubnetFitness(evaluator, name, count, on_evaluation)
 

@@ -1,6 +1,6 @@
 """The PSS training run: a thin loop over library pieces.
 
-`Trainer(config)` checks everything cheap first (settings, job directory,
+`Trainer(run_config)` checks everything cheap first (settings, job directory,
 data), then builds the pure-Python side (metrics, pools, the training mode's
 sampling) and the TensorFlow side (supernet, optimizer, the mode's step,
 checkpoint) under the strategy. `run()` records the run in its job directory
@@ -122,10 +122,10 @@ class Trainer:
     # Pure-Python side: metrics, pools, the training mode's sampling.
 
     def _build_sampling(self):
-        config = self.run_config
-        self.metrics = metrics_for_run(config, self.info.num_classes, self.info.channels)
-        self.pools = PoolManager(config.sampling.pool_capacity, config.sampling.score_momentum)
-        self.mode = modes.create(config, self.space, self.metrics, self.pools, self.job)
+        run_config = self.run_config
+        self.metrics = metrics_for_run(run_config, self.info.num_classes, self.info.channels)
+        self.pools = PoolManager(run_config.sampling.pool_capacity, run_config.sampling.score_momentum)
+        self.mode = modes.create(run_config, self.space, self.metrics, self.pools, self.job)
         self.pool_keys = self.mode.pool_keys
         self.max_config = self.space.max_config()
         self.min_config = self.space.min_config()
@@ -133,10 +133,10 @@ class Trainer:
     # TensorFlow side: supernet, optimizer, step, checkpoint.
 
     def _build_model(self):
-        config, optimization = self.run_config, self.run_config.optimization
+        optimization = self.run_config.optimization
         warmup = int(round(optimization.warmup_epochs * self.steps_per_epoch))
         with self.strategy.scope():
-            self.supernet = supernet_for_run(config, self.info, synchronized_bn=optimization.synchronized_bn)
+            self.supernet = supernet_for_run(self.run_config, self.info, synchronized_bn=optimization.synchronized_bn)
             self.schedule = learning_rate_schedule(optimization.learning_rate, self.total_steps, warmup)
             self.optimizer = build_optimizer(
                 self.schedule, optimization.momentum, loss_scale=optimization.mixed_precision == "float16"

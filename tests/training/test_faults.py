@@ -257,7 +257,7 @@ def test_a_run_that_fails_during_start_up_leaves_the_directory_free(tmp_path, mo
     def fail(*args, **kwargs):
         raise RuntimeError(f"failed while {where}")
 
-    monkeypatch.setattr(trainer, "build_supernet" if where == "building the model" else "make_evaluator", fail)
+    monkeypatch.setattr(trainer, "supernet_for_run" if where == "building the model" else "make_evaluator", fail)
     job = tmp_path / "job"
     config = smoke_config(job, epochs=1, steps_per_epoch=2)
     with pytest.raises(RuntimeError, match=where):

@@ -61,15 +61,16 @@ def test_each_slice_is_scored_on_its_own_examples_and_one_trace_serves_every_gro
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "changes",
+    "changes, export",
     [
-        dict(mode="sandwich", parallel_subnets=2, sampler="pss"),
-        dict(mode="pse", parallel_subnets=4, sampler="conditional", pse_anchor=True),
-        dict(mode="pse", parallel_subnets=2, sampler="uniform"),
+        (dict(mode="sandwich", parallel_subnets=2, sampler="pss"), True),
+        (dict(mode="pse", parallel_subnets=4, sampler="conditional", pse_anchor=True), False),
     ],
-    ids=["pss_parallel", "pse_conditional_anchor", "pse_uniform"],
+    ids=["pss_parallel", "pse_conditional_anchor"],
 )
-def test_parallel_modes_train_and_resume_exactly(tmp_path, changes):
+def test_parallel_modes_train_and_resume_exactly(tmp_path, changes, export):
+    """(PSE with the uniform sampler and no anchor steps like these: tests/training/test_mode_replay.py
+    replays it; one mode's export is enough to show a parallel run's winners export.)"""
     from pss_tf.job import Job
     from pss_tf.training.runtime import run
 
@@ -88,6 +89,8 @@ def test_parallel_modes_train_and_resume_exactly(tmp_path, changes):
     records = Job(str(tmp_path / "straight")).records().records()
     drawn = changes["parallel_subnets"] - (1 if changes.get("pse_anchor") or changes["mode"] == "sandwich" else 0)
     assert len(records) <= 6 * drawn and records
+    if not export:
+        return
     # The resumed run exports like any other: its winners, with the accuracy the run measured.
     from pss_tf.export import exporter
     from pss_tf.export.options import ExportOptions
