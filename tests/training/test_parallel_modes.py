@@ -64,7 +64,7 @@ def test_each_slice_is_scored_on_its_own_examples_and_one_trace_serves_every_gro
     "changes, export",
     [
         (dict(mode="sandwich", parallel_subnets=2, sampler="pss"), True),
-        (dict(mode="pse", parallel_subnets=4, sampler="conditional", pse_anchor=True), False),
+        (dict(mode="pse", parallel_subnets=2, sampler="conditional", pse_anchor=True), False),
     ],
     ids=["pss_parallel", "pse_conditional_anchor"],
 )
