@@ -46,6 +46,21 @@ def run_setting(job_dir: str, out: str, setting: str, epochs: int, progress: boo
     return result.entries
 
 
+def finished_settings(job_dir: str, out: str, keys: list[str]) -> dict:
+    """{setting key: entries} of the settings in which every winner of the run is fine-tuned."""
+    from pss_tf.finetune.driver import FINETUNED_FILE
+    from pss_tf.io_utils import read_json
+
+    winners = [w["name"] for w in read_json(os.path.join(job_dir, "winners.json"))]
+    rows = {}
+    for key in keys:
+        path = os.path.join(out, key, FINETUNED_FILE)
+        entries = {e["name"]: e for e in read_json(path)} if os.path.exists(path) else {}
+        if set(winners) <= set(entries):
+            rows[key] = [entries[name] for name in winners]
+    return rows
+
+
 def summarise(rows: dict) -> dict:
     """Mean gain (points) over the inherited winners and its standard error, per setting."""
     summary = {}
@@ -101,6 +116,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", default="1,3")
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--noprogress", dest="progress", action="store_false")
+    parser.add_argument("--report_only", action="store_true",
+                        help="summarise the settings already finished (an interrupted study so far); train nothing")
     args = parser.parse_args(argv)
     epochs = [int(e) for e in args.epochs.split(",") if e]
     settings = [s for s in args.settings.split(",") if s]
@@ -115,7 +132,12 @@ def main(argv=None) -> int:
 
     out = args.out or os.path.join(args.job_dir, "finetune_study")
     machine = machine_state()
-    rows = {f"{s}_e{e}": run_setting(args.job_dir, out, s, e, args.progress) for e in epochs for s in settings}
+    if args.report_only:
+        rows = finished_settings(args.job_dir, out, [f"{s}_e{e}" for e in epochs for s in settings])
+        if not rows:
+            parser.error(f"--report_only: no finished setting under {out}")
+    else:
+        rows = {f"{s}_e{e}": run_setting(args.job_dir, out, s, e, args.progress) for e in epochs for s in settings}
     summary = summarise(rows)
     table = markdown(rows, summary)
     atomic_write_json(os.path.join(out, "study.json"), {"summary": summary, "rows": rows, "machine": machine,

@@ -27,6 +27,19 @@ def test_finetune_study_gains_and_their_standard_error():
     assert "| a | 80.00 | 82.00 | 70.00 |" in table and "+1.50 ± 0.50" in table
 
 
+def test_a_setting_counts_as_finished_when_every_winner_is_fine_tuned(tmp_path):
+    import json
+
+    job = tmp_path / "run"
+    job.mkdir()
+    (job / "winners.json").write_text(json.dumps([{"name": "b"}, {"name": "a"}]))
+    for key, names in {"inherited_e1": ["a", "b"], "distill_e1": ["a"]}.items():
+        (tmp_path / key).mkdir()
+        (tmp_path / key / "finetuned.json").write_text(json.dumps([entry(n, 0.8, 0.81, 60) for n in names]))
+    rows = finetune_study.finished_settings(str(job), str(tmp_path), ["inherited_e1", "distill_e1", "scratch_e1"])
+    assert list(rows) == ["inherited_e1"] and [e["name"] for e in rows["inherited_e1"]] == ["b", "a"]
+
+
 def test_transfer_study_differences_per_subnet():
     results = {
         0: {"warm": {"flops_2m": 90.0, "max net": 93.0}, "scratch": {"flops_2m": 88.0, "max net": 92.0}},
