@@ -1,6 +1,6 @@
 """Fine-tunes (or retrains from scratch) subnets of a trained run as the standalone models that ship.
 
-    python tools/finetune.py --job_dir=runs/fashion_mnist --subnets=winners --epochs=1
+    python tools/finetune.py --job_dir=runs/fashion_mnist --subnets=winners
     python tools/finetune.py --job_dir=runs/fashion_mnist --subnets=flops_6M,flops_9M --distill
     python tools/finetune.py --job_dir=runs/fashion_mnist --subnets=searched --from_scratch --epochs=4 \\
         --out=runs/fashion_mnist/retrained

@@ -94,9 +94,9 @@ def test_bad_input_is_refused_before_any_work(warm_job, tmp_path):
         driver.plan(options)
     config = Job(warm_job).winners()[0][1]
     os.remove(out / name / "notes.txt")
-    driver._write_state(str(out / name), type("S", (), {"name": name, "config": config})(), options.replace(epochs=3),
+    driver._write_state(str(out / name), type("S", (), {"name": name, "config": config})(), options.replace(epochs=5),
                         {})
-    with pytest.raises(ConfigError, match="epochs: .* was fine-tuned with epochs=3, not 1"):
+    with pytest.raises(ConfigError, match="epochs: .* was fine-tuned with epochs=5, not 3"):
         driver.plan(options)
 
 

@@ -29,7 +29,7 @@ def options(**changes):
         ({"epochs": True}, "epochs: must be an int of at least 1, got True"),
         ({"batch_size": -1}, "batch_size: must be an int of at least 0"),
         ({"learning_rate": float("nan")}, "learning_rate: must be a finite number"),
-        ({"warmup_epochs": 1.0}, r"warmup_epochs: must be shorter than epochs \(1\)"),
+        ({"epochs": 1, "warmup_epochs": 1.0}, r"warmup_epochs: must be shorter than epochs \(1\)"),
         ({"momentum": 1.0}, r"momentum: must lie in \[0, 1\)"),
         ({"weight_decay": -1e-4}, "weight_decay: must be a finite number of at least 0"),
     ],
@@ -45,7 +45,7 @@ def test_the_recipe_follows_the_run_unless_told():
     assert inherited["learning_rate"] == pytest.approx(0.2 * INHERITED_LEARNING_RATE_FACTOR)
     assert (inherited["weight_decay"], inherited["batch_size"], inherited["total_steps"]) == (3e-5, 64, 20)
     assert inherited["mode"] == "inherited" and not inherited["distill"]
-    scratch = options(from_scratch=True, distill=True, steps_per_epoch=3, batch_size=8, weight_decay=0.0,
+    scratch = options(from_scratch=True, distill=True, epochs=1, steps_per_epoch=3, batch_size=8, weight_decay=0.0,
                       warmup_epochs=0.5).recipe(run, 10)
     assert (scratch["learning_rate"], scratch["weight_decay"], scratch["batch_size"]) == (0.2, 0.0, 8)
     assert (scratch["total_steps"], scratch["warmup_steps"], scratch["mode"]) == (3, 2, "from_scratch")
@@ -53,6 +53,7 @@ def test_the_recipe_follows_the_run_unless_told():
     # What a resume must share: the training settings, not where the run or output lives.
     assert options(out="/a", progress=False).settings() == options(out="/b").settings()
     assert options(epochs=2).settings() != options().settings()
+    assert options().epochs == 3  # The default the fine-tuning study chose (docs/RESULTS.md).
 
 
 @pytest.fixture(scope="module")
