@@ -48,14 +48,13 @@ def run_setting(job_dir: str, out: str, setting: str, epochs: int, progress: boo
 
 def finished_settings(job_dir: str, out: str, keys: list[str]) -> dict:
     """{setting key: entries} of the settings in which every winner of the run is fine-tuned."""
-    from pss_tf.finetune.driver import FINETUNED_FILE
-    from pss_tf.io_utils import read_json
+    from pss_tf.finetune.driver import finished_entries
+    from pss_tf.job import JobDir
 
-    winners = [w["name"] for w in read_json(os.path.join(job_dir, "winners.json"))]
+    winners = [entry["name"] for entry, _ in JobDir(job_dir).read_winners()]
     rows = {}
     for key in keys:
-        path = os.path.join(out, key, FINETUNED_FILE)
-        entries = {e["name"]: e for e in read_json(path)} if os.path.exists(path) else {}
+        entries = finished_entries(os.path.join(out, key))
         if set(winners) <= set(entries):
             rows[key] = [entries[name] for name in winners]
     return rows

@@ -379,9 +379,10 @@ class Supernet(keras.Model):
         model = K.Model(inputs, outputs, name=name or _model_name(config))
         weighted = [layer for layer in model.layers if layer.weights]
         names = {layer.name for layer in weighted}
-        problems = [f"no weights given for layer(s) {sorted(names - set(weights))}"] if names - set(weights) else []
-        if set(weights) - names:
-            problems.append(f"no layer of the extracted model is named {sorted(set(weights) - names)}")
+        missing, unused = sorted(names - set(weights)), sorted(set(weights) - names)
+        problems = [f"no weights given for layer(s) {missing}"] if missing else []
+        if unused:
+            problems.append(f"no layer of the extracted model is named {unused}")
         if problems:
             raise ValueError("weights: " + "; ".join(problems))
         for layer in weighted:

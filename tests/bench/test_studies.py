@@ -30,12 +30,22 @@ def test_finetune_study_gains_and_their_standard_error():
 def test_a_setting_counts_as_finished_when_every_winner_is_fine_tuned(tmp_path):
     import json
 
+    from pss_tf import SubnetConfig
+    from pss_tf.job import JobDir
+    from pss_tf.training.config import TrainConfig
+
     job = tmp_path / "run"
     job.mkdir()
-    (job / "winners.json").write_text(json.dumps([{"name": "b"}, {"name": "a"}]))
+    JobDir(str(job)).write_run_config(TrainConfig(job_dir=str(job)))
+    config = SubnetConfig.uniform("mobilenet_v1", 224, 1.0).to_dict()
+    winner = {"metric": "flops", "target": 300.0, "config": config, "value": 300.0, "score": 0.0, "val_top1": 0.7,
+              "pareto": True}
+    (job / "winners.json").write_text(json.dumps([{**winner, "name": "b"}, {**winner, "name": "a"}]))
     for key, names in {"inherited_e1": ["a", "b"], "distill_e1": ["a"]}.items():
         (tmp_path / key).mkdir()
-        (tmp_path / key / "finetuned.json").write_text(json.dumps([entry(n, 0.8, 0.81, 60) for n in names]))
+        entries = [{**entry(n, 0.8, 0.81, 60), "config": config, "mode": "inherited", "weights": f"{n}/weights.npz"}
+                   for n in names]
+        (tmp_path / key / "finetuned.json").write_text(json.dumps(entries))
     rows = finetune_study.finished_settings(str(job), str(tmp_path), ["inherited_e1", "distill_e1", "scratch_e1"])
     assert list(rows) == ["inherited_e1"] and [e["name"] for e in rows["inherited_e1"]] == ["b", "a"]
 
