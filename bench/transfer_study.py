@@ -41,8 +41,9 @@ def train(job_dir: str, flagfile: str, seed: int, extra: list[str], *flags: str)
 
 def accuracies(job_dir: str) -> dict:
     """{name: validation top-1 (%)}: each winner by its pool's label, and the max and min nets."""
-    with open(os.path.join(job_dir, "winners.json")) as f:
-        found = {w["name"]: 100 * w["val_top1"] for w in json.load(f)}
+    from pss_tf.job import JobDir
+
+    found = {entry["name"]: 100 * entry["val_top1"] for entry, _ in JobDir(job_dir).read_winners()}
     with open(os.path.join(job_dir, "evaluations.json")) as f:
         last = json.load(f)[-1]
     found.update({"max net": 100 * last["max"]["top1"], "min net": 100 * last["min"]["top1"]})
