@@ -8,6 +8,7 @@ both pytest-xdist workers (`support.shared_dir`). Tests must not write into it.
 import os
 import shutil
 import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -29,10 +30,21 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def smoke_job(tmp_path_factory) -> str:
-    """A finished smoke training run (configs/smoke.flags plus SMOKE_TRAINING); read only."""
+    """A finished smoke training run (configs/smoke.flags plus SMOKE_TRAINING); read only.
+
+    It runs with progress bars on; its standard error is kept beside it (`smoke_job_log`).
+    """
     with shared_dir(tmp_path_factory, "smoke_job") as path:
-        if not (path / "winners.json").exists():
+        log = path.parent / "smoke_job.log"
+        if not (path / "winners.json").exists() or not log.exists():
             shutil.rmtree(path, ignore_errors=True)
-            result = run_tool("train.py", f"--flagfile={SMOKE_FLAGS}", f"--job_dir={path}", "--noprogress", *SMOKE_TRAINING)
+            result = run_tool("train.py", f"--flagfile={SMOKE_FLAGS}", f"--job_dir={path}", *SMOKE_TRAINING)
             assert result.returncode == 0, result.stderr[-3000:]
+            log.write_text(result.stderr)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def smoke_job_log(smoke_job) -> str:
+    """What the smoke job's training printed on standard error (logs and progress bars)."""
+    return (Path(smoke_job).parent / "smoke_job.log").read_text()

@@ -369,7 +369,7 @@ def keras_top1(model, batches) -> float:
     import numpy as np
     import tensorflow as tf
 
-    predict = tf.function(lambda x: tf.argmax(model(x, training=False), -1), reduce_retracing=True)
+    predict = tf.function(lambda x: tf.argmax(model(x, training=False), -1), reduce_retracing=True, autograph=False)
     correct = total = 0
     for images, labels in batches:
         predictions = predict(images).numpy()

@@ -132,7 +132,7 @@ class SubnetFinetuning:
         if self.manager.latest_checkpoint:
             checkpoint.restore(self.manager.latest_checkpoint).assert_consumed()
         self._decayed = decayed_kernels(model)
-        self._train_step = tf.function(self._step_fn)
+        self._train_step = tf.function(self._step_fn, autograph=False)
 
     @property
     def weights_file(self) -> str:

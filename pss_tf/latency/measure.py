@@ -129,7 +129,7 @@ def to_tflite(model, direct: bool = True) -> bytes:
             )
 
             specs = [tf.TensorSpec(t.shape, t.dtype) for t in model.inputs]
-            function = tf.function(lambda *x: model(list(x) if len(x) > 1 else x[0], training=False))
+            function = tf.function(lambda *x: model(list(x) if len(x) > 1 else x[0], training=False), autograph=False)
             frozen = convert_variables_to_constants_v2(function.get_concrete_function(*specs))
             return tf.lite.TFLiteConverter.from_concrete_functions([frozen]).convert()
         except Exception:

@@ -305,6 +305,7 @@ class Supernet(keras.Model):
             self._calibration_step = tf.function(
                 lambda images, vector, rate: self(images, vector, training=False, calibration_rate=rate),
                 reduce_retracing=True,
+                autograph=False,
             )
         self.reset_bn_statistics()
         vector = tf.constant(self.encode(config))

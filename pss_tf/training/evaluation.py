@@ -71,7 +71,7 @@ class SubnetEvaluator:
             top5 = tf.reduce_sum(tf.cast(tf.nn.in_top_k(labels, logits, top_k), tf.int64))
             return top1, top5
 
-        self._correct = tf.function(correct, reduce_retracing=True)
+        self._correct = tf.function(correct, reduce_retracing=True, autograph=False)
 
     def calibrate(self, config: SubnetConfig):
         batches = itertools.islice(iter(self.calibration_data), self.calibration_batches)

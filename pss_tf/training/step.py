@@ -66,13 +66,15 @@ class Step:
         self.global_batch_size = int(global_batch_size)
         self.weight_decay = float(weight_decay)
         self._decayed = decayed_variables(supernet)
-        self._step = tf.function(self._distributed_step)
+        # No autograph: the steps branch with explicit tf.cond only, and converting the
+        # supernet's Python on every trace cost about 2 s per traced function.
+        self._step = tf.function(self._distributed_step, autograph=False)
         # A nested tf.function may not hold a cross-replica sync point, which
         # synchronized BN over several replicas is: then the passes inline.
         if supernet.synchronized_bn and strategy.num_replicas_in_sync > 1:
             self._pass = self._pass_gradients
         else:
-            self._pass = tf.function(self._pass_gradients)
+            self._pass = tf.function(self._pass_gradients, autograph=False)
 
     def __call__(self, batch, *configs):
         return self._step(batch, *configs)

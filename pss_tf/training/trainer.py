@@ -153,7 +153,7 @@ class Trainer:
                 per_replica = strategy.run(tf.identity, args=(flag,))
                 return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
-            self._agree = tf.function(agree)
+            self._agree = tf.function(agree, autograph=False)
 
     def _build_checkpoint(self):
         runtime = self.run_config.runtime
@@ -206,7 +206,7 @@ class Trainer:
         if self.run_config.warm_start.init_pools:
             images, labels = next(iter(self.data.training(self.run_config.optimization.global_batch_size,
                                                           seed=self.run_config.runtime.seed)))
-            forward = tf.function(lambda x, v: self.supernet(x, v, training=True), reduce_retracing=True)
+            forward = tf.function(lambda x, v: self.supernet(x, v, training=True), reduce_retracing=True, autograph=False)
 
             def score(config):
                 logits = forward(images, tf.constant(self.supernet.encode(config)))

@@ -89,14 +89,16 @@ def test_a_plain_run_trains_and_evaluates_the_max_net_and_keeps_no_pools(tmp_pat
 
 
 @pytest.mark.slow
-def test_the_final_evaluation_shows_progress_like_training(tmp_path, capsys):
-    from pss_tf.training.runtime import run
+def test_the_final_evaluation_shows_progress_like_training(smoke_job, smoke_job_log):
+    """(The shared smoke job trains with progress bars on; conftest keeps what it printed.)"""
+    from pss_tf.job import Job
 
-    config = smoke_config(tmp_path, epochs=1, steps_per_epoch=2, eval_winners_per_epoch=0, final_top_k=2, progress=True)
-    result = run(config)
-    err = capsys.readouterr().err
-    evaluated = sum(min(2, len(pool["members"])) for pool in json.load(open(tmp_path / "pools.json"))["pools"])
-    assert result.finished and evaluated >= len(result.winners) > 0
-    final = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("final evaluation")]
+    top_k = Job(smoke_job).run_config.evaluation.final_top_k
+    pools = json.load(open(f"{smoke_job}/pools.json"))["pools"]
+    evaluated = sum(min(top_k, len(pool["members"])) for pool in pools)
+    winners = json.load(open(f"{smoke_job}/winners.json"))
+    assert evaluated >= len(winners) > 0
+    lines = smoke_job_log.replace("\r", "\n").splitlines()
+    final = [line for line in lines if line.startswith("final evaluation")]
     assert final and f"{evaluated}/{evaluated}" in final[-1] and "subnet" in final[-1] and "val_img_s=" in final[-1]
-    assert any(line.startswith("evaluating epoch 1") for line in err.replace("\r", "\n").splitlines())
+    assert any(line.startswith("evaluating epoch 1") for line in lines)
