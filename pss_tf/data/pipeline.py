@@ -32,6 +32,9 @@ AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_SHUFFLE_BUFFER = 10_000
 _INTERLEAVE_CYCLE = 16
 _ENDLESS = 2**62
+# Map functions run without autograph: they branch in Python on static values
+# only, and converting them cost about a second per pipeline built.
+_plain = tf.autograph.experimental.do_not_convert
 
 # Salts that keep the shuffle and augmentation random streams apart.
 _SHUFFLE_SALT = 0
@@ -91,7 +94,7 @@ def _indexed_train_stream(raw: sources.IndexedSplit, prep: _Preprocess, seed, st
         return prep(image, label, _fold(augment_key, position))
 
     positions = tf.data.Dataset.range(start + pipeline_id, _ENDLESS, num_pipelines)
-    return positions.map(example, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return positions.map(_plain(example), num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
 def _indexed_eval_stream(raw: sources.IndexedSplit, prep: _Preprocess, pipelines, examples=None):
@@ -102,7 +105,7 @@ def _indexed_eval_stream(raw: sources.IndexedSplit, prep: _Preprocess, pipelines
         indices = tf.data.Dataset.range(pipeline_id, raw.num_examples, num_pipelines)
     else:
         indices = tf.data.Dataset.from_tensor_slices(tf.constant(examples, tf.int64)).shard(num_pipelines, pipeline_id)
-    return indices.map(lambda i: prep(*fetch(i)), num_parallel_calls=AUTOTUNE, deterministic=True)
+    return indices.map(_plain(lambda i: prep(*fetch(i))), num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
 def _shard_records(raw: sources.RecordSplit, pipelines):
@@ -151,12 +154,12 @@ def _record_train_stream(raw: sources.RecordSplit, prep, seed, start, pipelines,
         return tf.data.Dataset.zip(tf.data.Dataset.range(epoch * n, (epoch + 1) * n), records)
 
     first_epoch, offset = divmod(start, n)
-    stream = tf.data.Dataset.range(first_epoch, _ENDLESS).flat_map(epoch_records).skip(offset)
+    stream = tf.data.Dataset.range(first_epoch, _ENDLESS).flat_map(_plain(epoch_records)).skip(offset)
 
     def example(position, record):
         return prep(*raw.parse(record), _fold(augment_key, position))
 
-    return stream.map(example, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return stream.map(_plain(example), num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
 def _record_eval_stream(raw: sources.RecordSplit, prep, pipelines):
@@ -164,7 +167,7 @@ def _record_eval_stream(raw: sources.RecordSplit, prep, pipelines):
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(files)).flat_map(tf.data.TFRecordDataset)
     if record_shard:
         ds = ds.shard(*record_shard)
-    return ds.map(lambda r: prep(*raw.parse(r)), num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.map(_plain(lambda r: prep(*raw.parse(r))), num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
 def _build(raw, prep: _Preprocess, batch_size, seed, start, pipelines, shuffle_buffer, train_indices=None, examples=None):

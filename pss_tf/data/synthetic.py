@@ -55,7 +55,7 @@ def _arrays(spec: SyntheticSpec, seed: int, size: int, split: str, channels: int
     labels = tf.random.stateless_uniform([count], label_seed, 0, spec.num_classes, dtype=tf.int32)
     ds = tf.data.Dataset.from_tensor_slices((tf.range(count, dtype=tf.int64), labels))
     ds = ds.map(
-        lambda i, y: _example(i, y, seed, size, channels, split_id),
+        tf.autograph.experimental.do_not_convert(lambda i, y: _example(i, y, seed, size, channels, split_id)),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     images = np.concatenate(list(ds.batch(256).as_numpy_iterator()), axis=0)
