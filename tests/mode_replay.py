@@ -31,8 +31,9 @@ MODES = {
     "pss": {},
     "pss_parallel": dict(parallel_subnets=4),
     "pss_parallel_uniform": dict(parallel_subnets=2, sampler="uniform"),
-    "pse": dict(mode="pse", parallel_subnets=4),
-    "pse_anchor": dict(mode="pse", parallel_subnets=4, pse_anchor=True),
+    # Recorded when PSS's pools were every mode's sampler (PSE's own is conditional now).
+    "pse": dict(mode="pse", parallel_subnets=4, sampler="pss"),
+    "pse_anchor": dict(mode="pse", parallel_subnets=4, pse_anchor=True, sampler="pss"),
     "uniform": dict(sampler="uniform"),
     "conditional": dict(sampler="conditional"),
 }

@@ -42,7 +42,7 @@ def _runs():
                 f"{job_dir}'s winners were not validated (a release checkpoint imported without data): import it "
                 "again with --data_dir to validate them (tools/import_release.py)",
             )
-        label = labels[i] if labels else JobDir(job_dir).read_run_config().sampling.sampler
+        label = labels[i] if labels else JobDir(job_dir).read_run_config().sampling.subnet_sampler
         runs.append((label, sorted(winners, key=lambda w: w["value"])))
     return runs
 

@@ -26,6 +26,8 @@ PROVENANCE_KEYS = (IMPORTED_KEY, INIT_SOURCE)
 
 
 # SpaceConfig's fields that shape the supernet rather than the subnets drawn from it.
+# The subnet samplers of `--sampler` (besides auto, the training mode's own).
+SAMPLERS = ("pss", "uniform", "conditional")
 SUPERNET_FIELDS = ("small_input", "bn_epsilon", "resize_align_corners", "padding")
 
 
@@ -134,10 +136,11 @@ class SamplingConfig:
     """How the subnet trained beside the max and min nets is chosen (PSS)."""
 
     sampler: str = option(
-        "pss",
+        "auto",
         help="Which subnets train: pss (pools and priorities), conditional (fresh subnets for uniformly chosen "
-        "targets, no priorities), or uniform (the baseline: uniformly random subnets).",
-        choices=("pss", "uniform", "conditional"),
+        "targets, no priorities), uniform (the baseline: uniformly random subnets), or auto (the mode's own: "
+        "pss with sandwich, conditional with pse).",
+        choices=("auto",) + SAMPLERS,
     )
     mode: str = option("sandwich", help=f"Training mode: {modes.help_text()}", choices=modes.NAMES)
     parallel_subnets: int = option(
@@ -162,6 +165,11 @@ class SamplingConfig:
         help="Also bin every uniform-width and correlated subnets, so the grid's end targets get pools "
         "(pss_tf's option for small spaces; the release has pools strictly inside the grid only).",
     )
+
+    @property
+    def subnet_sampler(self) -> str:
+        """The sampler that runs: `sampler`, or with auto the mode's own (`modes.own_sampler`)."""
+        return modes.own_sampler(self.mode) if self.sampler == "auto" else self.sampler
 
     def validate(self) -> None:
         if self.mode == "pse" and self.parallel_subnets < 2:

@@ -89,3 +89,31 @@ def test_bad_values_name_their_flag_on_the_command_line():
     assert raised.value.field == "metrics" and "energy" in str(raised.value)
     message = config_flags.flag_message(ConfigError("job_dir", "continue it with `resume`"), {"job_dir", "resume"})
     assert message == "--job_dir: continue it with --resume"
+
+
+@pytest.mark.parametrize(
+    "argv, runs",
+    [
+        ((), "pss"),
+        (("--mode=pse", "--parallel_subnets=2"), "conditional"),  # PSE-Net keeps no pools.
+        (("--mode=pse", "--parallel_subnets=2", "--sampler=pss"), "pss"),
+        (("--sampler=uniform",), "uniform"),
+    ],
+)
+def test_auto_sampler_is_the_modes_own_and_a_given_one_wins(argv, runs, tmp_path):
+    from support import smoke_config
+
+    from pss_tf.job import JobDir
+    from pss_tf.space.metrics import metrics_for_run
+    from pss_tf.training.modes.base import SubnetSource
+
+    sampling = _parse("--job_dir=x", *argv).sampling
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("--sampler=")]
+    assert sampling.sampler == (given[0] if given else "auto") and sampling.subnet_sampler == runs
+    # What a run builds follows it: PSS's pools only with pss.
+    run_config = smoke_config(tmp_path, mode=sampling.mode, parallel_subnets=sampling.parallel_subnets,
+                              sampler=sampling.sampler, sampler_samples=500)
+    metrics = metrics_for_run(run_config, num_classes=4, in_channels=3)
+    source = SubnetSource(run_config, run_config.search_space(), metrics, None, JobDir(str(tmp_path)))
+    assert type(source.sampler).__name__ == ("UniformSampler" if runs == "uniform" else "PrioritizedSampler")
+    assert getattr(source.sampler, "use_pools", False) == (runs == "pss")

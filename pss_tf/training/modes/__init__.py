@@ -14,22 +14,34 @@ from __future__ import annotations
 
 import importlib
 
-# --mode value -> (module under pss_tf.training.modes, one line for the flag's help).
+# --mode value -> (module under pss_tf.training.modes, its own subnet sampler, one line for the flag's help).
+# `--sampler=auto` runs the mode's own sampler: PSS's pools for the sandwich rule; for PSE-Net, which
+# keeps no pools, fresh subnets for uniformly drawn targets (the setting RESULTS measured for it).
 MODES = {
     "sandwich": (
         "sandwich",
+        "pss",
         "the max net learns from the labels and teaches the others (PSS; with parallel_subnets >= 2, "
         "one masked pass carries the thinnest subnet and the chosen ones)",
     ),
-    "pse": ("pse", "every subnet learns from its labels (PSE-Net's parallel-subnets training, needs parallel_subnets >= 2)"),
-    "plain": ("plain", "the max net alone learns from the labels (the plain-training baseline; no pools)"),
+    "pse": (
+        "pse",
+        "conditional",
+        "every subnet learns from its labels (PSE-Net's parallel-subnets training, needs parallel_subnets >= 2)",
+    ),
+    "plain": ("plain", "pss", "the max net alone learns from the labels (the plain-training baseline; no pools)"),
 }
 
 NAMES = tuple(MODES)
 
 
 def help_text() -> str:
-    return "; ".join(f"{name}: {line}" for name, (_, line) in MODES.items()) + "."
+    return "; ".join(f"{name}: {line}" for name, (_, _, line) in MODES.items()) + "."
+
+
+def own_sampler(name: str) -> str:
+    """The subnet sampler that mode `name` runs with `--sampler=auto`."""
+    return MODES[name][1]
 
 
 def module(name: str):

@@ -55,7 +55,7 @@ class SubnetSource:
     def __init__(self, run_config, space, metrics, pools, job):
         sampling, epochs, seed = run_config.sampling, run_config.optimization.epochs, run_config.runtime.seed
         self.conditional_samplers = {}
-        if sampling.sampler == "uniform":
+        if sampling.subnet_sampler == "uniform":
             self.sampler = UniformSampler(space, list(metrics.values()), seed=seed)
             self.pool_keys = [(m.name, t) for m in metrics.values() for t in m.grid.targets]
             return
@@ -74,7 +74,7 @@ class SubnetSource:
             ExponentialSchedule(sampling.p_fresh_start, sampling.p_fresh_end, epochs),
             ExponentialSchedule(sampling.temperature_start, sampling.temperature_end, epochs),
             seed=seed,
-            use_pools=sampling.sampler == "pss",
+            use_pools=sampling.subnet_sampler == "pss",
         )
         self.pool_keys = list(self.sampler.keys)
 
