@@ -15,7 +15,6 @@ counts its width codes round to), which is what a table must cover.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 
@@ -159,11 +158,8 @@ def subnet_variants(
 
 def stage_channels(space: SearchSpace) -> list[np.ndarray]:
     """Every channel count each stage can take in `space` (sorted, unique)."""
-    scale = 10.0**space.decimals
-    codes = np.arange(math.ceil(space.min_width * scale - 1e-9), math.floor(space.max_width * scale + 1e-9) + 1)
-    widths = np.round(codes / scale, space.decimals)
     base = architectures.get_architecture(space.model).base_channels
-    return [np.unique(make_divisible_array(b * widths)) for b in base]
+    return [np.unique(make_divisible_array(b * space.width_values)) for b in base]
 
 
 def slot_variants(

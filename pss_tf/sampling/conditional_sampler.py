@@ -326,10 +326,7 @@ class ConditionalSampler:
 
 def _uniform_width_arrays(space: SearchSpace) -> tuple[np.ndarray, np.ndarray]:
     """Every config with one width for all stages, at every resolution."""
-    scale = 10.0**space.decimals
-    # The tolerance keeps float error (0.07 * 100 = 7.000000000000001) from skipping a level.
-    codes = np.arange(math.ceil(space.min_width * scale - 1e-9), math.floor(space.max_width * scale + 1e-9) + 1)
-    levels = np.round(codes / scale, space.decimals)
+    levels = space.width_values
     resolutions = np.repeat(np.asarray(space.resolutions), len(levels))
     widths = np.tile(levels, len(space.resolutions))[:, None].repeat(space.num_stages, axis=1)
     return resolutions, widths
@@ -340,7 +337,7 @@ def _correlated_arrays(space: SearchSpace, rng: np.random.Generator, n: int) -> 
     span = space.max_width - space.min_width
     shared = rng.uniform(space.min_width, space.max_width, size=(n, 1))
     scatter = rng.uniform(-_SCATTER * span, _SCATTER * span, size=(n, space.num_stages))
-    widths = np.round(np.clip(shared + scatter, space.min_width, space.max_width), space.decimals)
+    widths = space.snap_widths(np.clip(shared + scatter, space.min_width, space.max_width))
     return rng.choice(np.asarray(space.resolutions), size=n), widths
 
 
@@ -366,8 +363,8 @@ class _TableBuilder:
         self.num_targets = len(metric.grid.targets)
         self.num_stages = space.num_stages
         self.resolution_values = np.asarray(space.resolutions, dtype=np.int64)
-        # Widths are rounded to `decimals` places, so they are integer codes in disguise.
-        self.scale = 10.0**space.decimals
+        # Widths are multiples of 1/width_scale, so they are integer codes in disguise.
+        self.scale = float(space.width_scale)
         self.code_offset = math.floor(space.min_width * self.scale)
         num_codes = math.ceil(space.max_width * self.scale) - self.code_offset + 1
         self.width_values = np.full(num_codes, np.nan)
@@ -397,7 +394,7 @@ class _TableBuilder:
         if np.any(self.resolution_values[np.minimum(resolution_codes, len(self.resolution_values) - 1)] != resolutions):
             raise ValueError("space: sample_arrays drew a resolution outside space.resolutions")
         if width_codes.size and (width_codes.min() < 0 or width_codes.max() >= num_codes):
-            raise ValueError(f"space: sample_arrays drew widths not rounded to {self.space.decimals} places")
+            raise ValueError(f"space: sample_arrays drew widths that are not multiples of 1/{self.space.width_scale}")
         # Keep the exact floats drawn, so sampled configs equal those sample_arrays makes.
         self.width_values[width_codes] = widths
 

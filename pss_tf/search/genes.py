@@ -1,7 +1,7 @@
 """The discrete values of a search space, as integer genes.
 
 A config's genome is one resolution index plus one width *code* per stage: the
-multiplier's position on the space's grid of `decimals`-place values. Mutation,
+multiplier's position among the space's `width_values` (`decimals`-place values or bins). Mutation,
 crossover and the prior all work on these integers, so every config they make
 lies on the space's grid and compares equal to the configs the space itself draws.
 
@@ -14,7 +14,6 @@ to avoid evaluating one network twice under two spellings.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -54,17 +53,13 @@ class GeneSpace:
             raise ValueError(f"space: must be a SearchSpace, got {type(space).__name__}")
         self.space = space
         self.resolutions = np.asarray(space.resolutions, dtype=np.int64)
-        self._scale = 10.0**space.decimals
-        low = math.ceil(space.min_width * self._scale - 1e-6)
-        high = math.floor(space.max_width * self._scale + 1e-6)
-        if high < low:
+        self._scale = space.width_scale
+        self.width_values = space.width_values
+        if not len(self.width_values):
             raise ValueError(
-                f"space: no multiplier with {space.decimals} decimals lies in [{space.min_width}, {space.max_width}]"
+                f"space: no multiple of 1/{self._scale} lies in [{space.min_width}, {space.max_width}]"
             )
-        self._code_offset = low
-        # np.round(x, d) is rint(x * 10**d) / 10**d, so these are the very floats
-        # `SearchSpace.sample_arrays` produces.
-        self.width_values = np.round(np.arange(low, high + 1) / self._scale, space.decimals)
+        self._code_offset = int(round(self.width_values[0] * self._scale))
         base = np.asarray(architectures.get_architecture(space.model).base_channels, dtype=np.float64)
         channels = make_divisible_array(base[:, None] * self.width_values[None, :])
         self.levels = []
@@ -105,7 +100,8 @@ class GeneSpace:
             stage = int(np.flatnonzero(off)[0])
             raise ValueError(
                 f"config: widths[{stage}] = {widths[stage]!r} of {config} is not a multiple of "
-                f"10**-{self.space.decimals} (the space's decimals)"
+                + (f"1/{self.space.width_bins} (width_bins)" if self.space.width_bins
+                   else f"10**-{self.space.decimals} (the space's decimals)")
             )
         genes[1:] = codes
         return genes

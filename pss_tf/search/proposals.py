@@ -66,7 +66,7 @@ def _redraw(genes: GeneSpace, config: SubnetConfig, gene_prob: float, rng, drawn
 
 
 class UniformProposal:
-    """Uniform over the space's resolutions and `decimals`-place multipliers."""
+    """Uniform over the space's resolutions and multipliers (`SearchSpace.width_values`)."""
 
     name = "uniform"
 

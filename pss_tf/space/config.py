@@ -129,7 +129,10 @@ class SearchSpace:
 
     Resolutions are `min_resolution, min_resolution + resolution_step, ...,
     max_resolution`; each stage's multiplier is uniform in `[min_width, max_width]`,
-    rounded to `decimals` places. Random draws weight the smallest and largest
+    rounded to `decimals` places (the release), or with `width_bins` N one of the
+    multiples k/N in that range, each as likely (channel-pruning spaces: BCNet's 20
+    bins, AutoSlim's i/12). Either way multipliers are multiples of 1/`width_scale`,
+    `width_values` lists them. Random draws weight the smallest and largest
     resolution `resolution_end_weight` times an inner one: 0.5 is the release's
     `make_divisible(uniform(min, max), step)`, whose rounding gives the ends half
     an interval each; 1.0 draws resolutions uniformly.
@@ -143,6 +146,7 @@ class SearchSpace:
     max_width: float = 1.0
     decimals: int = 3
     resolution_end_weight: float = 0.5
+    width_bins: int = 0
 
     def __post_init__(self):
         """ConfigError naming the first bad field (a run's settings build the space)."""
@@ -164,6 +168,48 @@ class SearchSpace:
             checks.number(name, getattr(self, name), WIDTH_RANGE)
         if self.min_width > self.max_width:
             raise ConfigError("min_width", f"{self.min_width} is larger than max_width {self.max_width}")
+        checks.integer("width_bins", self.width_bins, 0)
+        if self.width_bins and not len(self.width_values):
+            raise ConfigError(
+                "width_bins",
+                f"no multiple of 1/{self.width_bins} lies in [min_width, max_width] = [{self.min_width}, {self.max_width}]",
+            )
+
+    @property
+    def width_scale(self) -> int:
+        """Every multiplier of the space is a multiple of 1/width_scale."""
+        return self.width_bins or 10**self.decimals
+
+    @functools.cached_property
+    def _width_codes(self) -> np.ndarray:
+        scale = self.width_scale
+        # The tolerance keeps float error (0.07 * 100 = 7.000000000000001) from skipping a value.
+        return np.arange(math.ceil(self.min_width * scale - 1e-9), math.floor(self.max_width * scale + 1e-9) + 1)
+
+    @functools.cached_property
+    def width_values(self) -> np.ndarray:
+        """Every multiplier a stage can take, increasing (read only): the very floats draws give."""
+        codes = self._width_codes
+        values = codes / self.width_scale if self.width_bins else np.round(codes / self.width_scale, self.decimals)
+        values.setflags(write=False)
+        return values
+
+    def snap_widths(self, widths: np.ndarray) -> np.ndarray:
+        """Multipliers in [min_width, max_width] moved to the nearest value of the space."""
+        if not self.width_bins:
+            return np.round(widths, self.decimals)
+        codes = np.clip(np.rint(np.asarray(widths) * self.width_bins), self._width_codes[0], self._width_codes[-1])
+        return codes / self.width_bins
+
+    @property
+    def widest(self) -> float:
+        """The largest multiplier of the space (max_width, or the largest bin below it)."""
+        return float(self.width_values[-1]) if self.width_bins else self.max_width
+
+    @property
+    def thinnest(self) -> float:
+        """The smallest multiplier of the space (min_width, or the smallest bin above it)."""
+        return float(self.width_values[0]) if self.width_bins else self.min_width
 
     @property
     def num_stages(self) -> int:
@@ -174,10 +220,10 @@ class SearchSpace:
         return tuple(range(self.min_resolution, self.max_resolution + 1, self.resolution_step))
 
     def max_config(self) -> SubnetConfig:
-        return SubnetConfig.uniform(self.model, self.max_resolution, self.max_width)
+        return SubnetConfig.uniform(self.model, self.max_resolution, self.widest)
 
     def min_config(self) -> SubnetConfig:
-        return SubnetConfig.uniform(self.model, self.min_resolution, self.min_width)
+        return SubnetConfig.uniform(self.model, self.min_resolution, self.thinnest)
 
     @functools.cached_property
     def resolution_probabilities(self) -> tuple[float, ...]:
@@ -191,16 +237,21 @@ class SearchSpace:
     def random_config(self, rng: _random.Random | None = None) -> SubnetConfig:
         """One random config (Python's `random`, for reproducible runs)."""
         rng = rng or _random.Random()
-        widths = tuple(
-            round(rng.uniform(self.min_width, self.max_width), self.decimals)
-            for _ in range(self.num_stages)
-        )
+        if self.width_bins:
+            widths = tuple(float(rng.choice(self.width_values)) for _ in range(self.num_stages))
+        else:
+            widths = tuple(
+                round(rng.uniform(self.min_width, self.max_width), self.decimals)
+                for _ in range(self.num_stages)
+            )
         resolution = rng.choices(self.resolutions, weights=self.resolution_probabilities)[0]
         return SubnetConfig(self.model, resolution, widths)
 
     def sample_arrays(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """`n` random configs as arrays: resolutions (n,) and widths (n, stages)."""
         resolutions = rng.choice(np.asarray(self.resolutions), size=n, p=self.resolution_probabilities)
+        if self.width_bins:
+            return resolutions, self.width_values[rng.integers(0, len(self.width_values), size=(n, self.num_stages))]
         widths = np.round(
             rng.uniform(self.min_width, self.max_width, size=(n, self.num_stages)), self.decimals
         )
@@ -223,10 +274,16 @@ class SearchSpace:
         for i, w in enumerate(config.widths):
             if not (self.min_width - 1e-9 <= w <= self.max_width + 1e-9):
                 problems.append(f"widths[{i}]: {w} is outside [{self.min_width}, {self.max_width}]")
+            elif self.width_bins and abs(w * self.width_bins - round(w * self.width_bins)) > 1e-6:
+                problems.append(f"widths[{i}]: {w} is not a multiple of 1/{self.width_bins} (width_bins)")
         return problems
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields; `width_bins` only when set, so files of spaces without bins read as before."""
+        data = dataclasses.asdict(self)
+        if not self.width_bins:
+            del data["width_bins"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "SearchSpace":

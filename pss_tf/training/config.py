@@ -42,6 +42,12 @@ class SpaceConfig:
     resolution_step: int = option(8, help="Resolution grid step.", minimum=1)
     min_width: float = option(0.75, help="Smallest width multiplier.", above=0.0, maximum=1.0)
     max_width: float = option(1.0, help="Largest width multiplier.", above=0.0, maximum=1.0)
+    width_bins: int = option(
+        0,
+        help="0: multipliers anywhere in [min_width, max_width] (3 decimals, the release); N: only the multiples "
+        "k/N in that range, each as likely (channel-pruning spaces: BCNet's 20 bins, AutoSlim's 12).",
+        minimum=0,
+    )
     resolution_end_weight: float = option(
         0.5,
         help="Weight of the smallest and largest resolution against an inner one when subnets are drawn "

@@ -16,7 +16,7 @@ class PSEMode(GroupMode):
     def fixed_subnets(self, resolution: int) -> list:
         if not self.run_config.sampling.pse_anchor:
             return []
-        return [SubnetConfig.uniform(self.space.model, resolution, self.space.max_width)]
+        return [SubnetConfig.uniform(self.space.model, resolution, self.space.widest)]
 
     def step(self, batch, subnets: StepSubnets) -> StepResult:
         (group,) = subnets.vectors

@@ -32,7 +32,7 @@ class ParallelSandwich(GroupMode):
     step_class = ParallelSandwichStep
 
     def fixed_subnets(self, resolution: int) -> list:
-        return [SubnetConfig.uniform(self.space.model, resolution, self.space.min_width)]
+        return [SubnetConfig.uniform(self.space.model, resolution, self.space.thinnest)]
 
     def step(self, batch, subnets: StepSubnets) -> StepResult:
         (group,) = subnets.vectors

@@ -1,0 +1,85 @@
+"""Width bins (`width_bins`): a space whose multipliers are the multiples k/N in [min_width, max_width].
+
+Channel-pruning spaces (BCNet's 20 bins, AutoSlim's i/12) draw every layer's width
+from such a set; everything that enumerates or draws widths reads the space's
+`width_values`, so bins reach the samplers, the search's genes and the latency grid.
+"""
+
+import random
+
+import numpy as np
+import pytest
+
+from pss_tf.errors import ConfigError
+from pss_tf.latency.variants import stage_channels
+from pss_tf.sampling.conditional_sampler import ConditionalSampler
+from pss_tf.search.genes import GeneSpace
+from pss_tf.space.config import SearchSpace, SubnetConfig, make_divisible
+from pss_tf.space.metrics import FlopsMetric
+from pss_tf.space.targets import TargetGrid
+
+# AutoSlim's ratios i/12, i = 2..12, of MobileNetV1 at 224 px.
+AUTOSLIM = SearchSpace("mobilenet_v1", 224, 224, 8, 0.16, 1.0, width_bins=12)
+
+
+def test_the_values_are_the_bins_inside_the_range():
+    np.testing.assert_array_equal(AUTOSLIM.width_values, np.arange(2, 13) / 12)
+    assert AUTOSLIM.width_scale == 12
+    assert AUTOSLIM.max_config().widths == (1.0,) * 14
+    assert AUTOSLIM.min_config().widths == (2 / 12,) * 14  # The smallest bin above min_width.
+    # Without bins: the release's 3-decimal grid, ends included.
+    plain = SearchSpace("mobilenet_v1", 24, 32, 4, 0.35, 0.5)
+    np.testing.assert_array_equal(plain.width_values, np.round(np.arange(350, 501) / 1000, 3))
+    assert (plain.widest, plain.thinnest) == (0.5, 0.35)
+
+
+def test_draws_take_every_bin_equally_often_and_nothing_else():
+    _, widths = AUTOSLIM.sample_arrays(np.random.default_rng(0), 6000)
+    values, counts = np.unique(widths, return_counts=True)
+    np.testing.assert_array_equal(values, AUTOSLIM.width_values)
+    expected = widths.size / len(values)  # 7,636 per bin; a binomial SD is about 83.
+    assert np.all(np.abs(counts - expected) < 5 * np.sqrt(expected)), counts
+    rng = random.Random(0)
+    drawn = {w for _ in range(200) for w in AUTOSLIM.random_config(rng).widths}
+    assert drawn == set(AUTOSLIM.width_values.tolist())
+
+
+def test_membership_names_the_bins():
+    assert AUTOSLIM.contains(SubnetConfig("mobilenet_v1", 224, (5 / 12,) * 14))
+    problems = AUTOSLIM.violations(SubnetConfig("mobilenet_v1", 224, (0.4,) + (0.5,) * 13))
+    assert problems == ["widths[0]: 0.4 is not a multiple of 1/12 (width_bins)"]
+
+
+def test_a_range_without_bins_or_a_bad_count_is_refused_naming_the_field():
+    with pytest.raises(ConfigError, match=r"width_bins: no multiple of 1/3 lies in \[min_width, max_width\]"):
+        SearchSpace("mobilenet_v1", 224, 224, 8, 0.4, 0.6, width_bins=3)
+    with pytest.raises(ConfigError, match="width_bins"):
+        SearchSpace("mobilenet_v1", 224, 224, 8, 0.4, 0.6, width_bins=-1)
+
+
+def test_files_of_spaces_without_bins_read_as_before():
+    plain = SearchSpace("mobilenet_v2", 96, 224, 8, 0.75, 1.0)
+    assert "width_bins" not in plain.to_dict()
+    assert SearchSpace.from_dict(plain.to_dict()) == plain
+    assert SearchSpace.from_dict(AUTOSLIM.to_dict()) == AUTOSLIM and AUTOSLIM.to_dict()["width_bins"] == 12
+
+
+def test_genes_and_latency_grid_enumerate_the_bins():
+    genes = GeneSpace(AUTOSLIM)
+    np.testing.assert_array_equal(genes.width_values, AUTOSLIM.width_values)
+    config = AUTOSLIM.random_config(random.Random(1))
+    assert genes.decode(genes.encode(config)) == config
+    with pytest.raises(ValueError, match="not a multiple of 1/12"):
+        genes.encode(SubnetConfig("mobilenet_v1", 224, (0.5,) * 13 + (0.4,)))
+    stem = stage_channels(AUTOSLIM)[0]
+    np.testing.assert_array_equal(stem, sorted({make_divisible(32 * k / 12) for k in range(2, 13)}))
+
+
+def test_the_conditional_sampler_draws_on_the_bins():
+    metric = FlopsMetric("mobilenet_v1", TargetGrid(100, 500, 100))
+    sampler = ConditionalSampler.build(AUTOSLIM, metric, 5000, 0)
+    rng = np.random.default_rng(0)
+    for target in sampler.targets:
+        config = sampler.sample(target, rng)
+        assert AUTOSLIM.contains(config), config
+        assert metric.target(config) == target
