@@ -77,7 +77,7 @@ class Supernet(keras.Model):
     """A MobileNet supernet whose width and resolution are chosen per call.
 
     Args:
-        model_name: one of `pss_tf.space.architectures.MODEL_NAMES`.
+        model_name: a model family of `architectures.MODEL_NAMES`, or one at a base width (`mobilenet_v2_1.5x`).
         num_classes: classifier outputs.
         small_input: stem stride 1 instead of 2, for 28 to 64 pixel images.
         in_channels: image channels (3 for RGB, 1 for Fashion-MNIST).
@@ -411,13 +411,13 @@ def _model_name(config: SubnetConfig) -> str:
 
 
 def build_supernet(name: str, num_classes: int = 1000, **options) -> Supernet:
-    """Builds the supernet `name` (mobilenet_v1, mobilenet_v2, mobilenet_v2_slim_last_conv).
+    """Builds the supernet `name` (mobilenet_v1, mobilenet_v2, mobilenet_v2_slim_last_conv, or one of
+    them at a base width: mobilenet_v2_1.5x).
 
     Options: `small_input`, `in_channels`, `dropout_rate`, `synchronized_bn`,
     `bn_epsilon`, `align_corners`, `padding` (see `Supernet`).
     """
-    if name not in architectures.MODEL_NAMES:
-        raise ValueError(f"model: unknown model {name!r}; expected one of {list(architectures.MODEL_NAMES)}")
+    architectures.parse_model(name)  # ValueError naming the model if it is none.
     return Supernet(name, num_classes=num_classes, **options)
 
 

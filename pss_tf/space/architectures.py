@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
+
+from pss_tf.space.channels import make_divisible
 
 # Block kinds.
 STEM = "stem"  # 3x3 conv from the image channels.
@@ -78,19 +81,25 @@ class Architecture:
         return tuple(self.base_channels) + tuple(self.fixed_channels)
 
 
-def _mobilenet_v1(stem_stride: int) -> Architecture:
+def _scaled(channels, base_width: float) -> tuple[int, ...]:
+    """Base channel counts of a network `base_width` times as wide (MobileNet's rounding)."""
+    return tuple(c if base_width == 1 else make_divisible(c * base_width) for c in channels)
+
+
+def _mobilenet_v1(stem_stride: int, base_width: float) -> Architecture:
     outputs = (64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
     strides = (1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1)
     blocks = [BlockSpec(STEM, stem_stride, None, 0)]
     for i, stride in enumerate(strides):
         blocks.append(BlockSpec(SEPARABLE, stride, i, i + 1))
-    return Architecture("mobilenet_v1", (32,) + outputs, tuple(blocks))
+    return Architecture(model_name("mobilenet_v1", base_width), _scaled((32,) + outputs, base_width), tuple(blocks))
 
 
-def _mobilenet_v2(stem_stride: int, slim_last_conv: bool = False) -> Architecture:
+def _mobilenet_v2(stem_stride: int, base_width: float, slim_last_conv: bool = False) -> Architecture:
     """MobileNetV2. As in the release, the last 1x1 conv keeps 1280 channels and
     the classifier reads 1280 features; `slim_last_conv` gives that conv a ninth
-    multiplier of its own (pss_tf's extension, `mobilenet_v2_slim_last_conv`)."""
+    multiplier of its own (pss_tf's extension, `mobilenet_v2_slim_last_conv`).
+    Wider than 1x, that conv widens too (1920 at 1.5x: Keras', AutoSlim's and BCNet's)."""
     # (expansion, output channels, repeats, first stride) per stage.
     stages = (
         (1, 16, 1, 1),
@@ -115,14 +124,15 @@ def _mobilenet_v2(stem_stride: int, slim_last_conv: bool = False) -> Architectur
                     BlockSpec(INVERTED_RESIDUAL, 1, stage, stage, expansion, residual=True)
                 )
     blocks.append(BlockSpec(POINTWISE, 1, 7, 8))
-    base = (32,) + tuple(s[1] for s in stages)
+    base = _scaled((32,) + tuple(s[1] for s in stages), base_width)
+    last = _scaled((1280,), max(base_width, 1.0))
     if slim_last_conv:
-        return Architecture("mobilenet_v2_slim_last_conv", base + (1280,), tuple(blocks))
-    return Architecture("mobilenet_v2", base, tuple(blocks), fixed_channels=(1280,))
+        return Architecture(model_name("mobilenet_v2_slim_last_conv", base_width), base + last, tuple(blocks))
+    return Architecture(model_name("mobilenet_v2", base_width), base, tuple(blocks), fixed_channels=last)
 
 
-def _mobilenet_v2_slim_last_conv(stem_stride: int) -> Architecture:
-    return _mobilenet_v2(stem_stride, slim_last_conv=True)
+def _mobilenet_v2_slim_last_conv(stem_stride: int, base_width: float) -> Architecture:
+    return _mobilenet_v2(stem_stride, base_width, slim_last_conv=True)
 
 
 _BUILDERS = {
@@ -130,6 +140,7 @@ _BUILDERS = {
     "mobilenet_v2": _mobilenet_v2,
     "mobilenet_v2_slim_last_conv": _mobilenet_v2_slim_last_conv,
 }
+# The model families; `<family>_<w>x` is a family at base width w (see `model_name`).
 MODEL_NAMES = tuple(sorted(_BUILDERS))
 # The Keras applications model each supernet's widest subnet reproduces.
 KERAS_APPLICATIONS = {
@@ -137,15 +148,48 @@ KERAS_APPLICATIONS = {
     "mobilenet_v2": "MobileNetV2",
     "mobilenet_v2_slim_last_conv": "MobileNetV2",
 }
+_WIDER = re.compile(r"^(?P<family>[a-z0-9_]+?)_(?P<width>[0-9]+(?:\.[0-9]+)?)x$")
+MAX_BASE_WIDTH = 4.0
+
+
+def model_name(family: str, base_width: float = 1.0) -> str:
+    """The name of `family` at `base_width`: the family's own at 1, `mobilenet_v2_1.5x` at 1.5."""
+    return family if base_width == 1 else f"{family}_{base_width:g}x"
+
+
+def parse_model(name: str) -> tuple[str, float]:
+    """(family, base width) of a model name; ValueError naming `model` if it is none.
+
+    A base width lies in (0, 4] and is written as `model_name` writes it
+    (`mobilenet_v2_1.5x`, not `_1.50x`), so one network has one name.
+    """
+    if name in _BUILDERS:
+        return name, 1.0
+    match = _WIDER.match(name) if isinstance(name, str) else None
+    if match and match["family"] in _BUILDERS:
+        width = float(match["width"])
+        if 0 < width <= MAX_BASE_WIDTH and width != 1 and model_name(match["family"], width) == name:
+            return match["family"], width
+    raise ValueError(
+        f"model: unknown model {name!r}; expected one of {list(MODEL_NAMES)}, or one of them at a base width w "
+        f"in (0, {MAX_BASE_WIDTH:g}] other than 1 as <model>_<w>x (mobilenet_v2_1.5x)"
+    )
+
+
+def is_model(name) -> bool:
+    try:
+        parse_model(name)
+    except ValueError:
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=None)
 def get_architecture(name: str, small_input: bool = False) -> Architecture:
-    """Returns the architecture table of `name`.
+    """Returns the architecture table of `name` (a family, or a family at a base width).
 
     `small_input` makes the stem stride 1 instead of 2, so that 28 to 64 pixel
     images (Fashion-MNIST, CIFAR) still have a few pixels left in the last stage.
     """
-    if name not in _BUILDERS:
-        raise ValueError(f"model: unknown model {name!r}; expected one of {list(MODEL_NAMES)}")
-    return _BUILDERS[name](1 if small_input else 2)
+    family, base_width = parse_model(name)
+    return _BUILDERS[family](1 if small_input else 2, base_width)

@@ -18,31 +18,10 @@ import numpy as np
 from pss_tf import checks
 from pss_tf.errors import ConfigError
 from pss_tf.space import architectures
+from pss_tf.space.channels import CHANNEL_DIVISOR, make_divisible, make_divisible_array  # noqa: F401 (re-exported)
 
-CHANNEL_DIVISOR = 8
 # Width multipliers (and the resolution end weight) lie in (0, 1].
 WIDTH_RANGE = checks.Bounds(above=0.0, maximum=1.0)
-
-
-def make_divisible(value: float, divisor: int = CHANNEL_DIVISOR, min_value: int | None = None) -> int:
-    """Rounds a channel count to the nearest multiple of `divisor` (half up).
-
-    The result is at least `min_value` (default `divisor`); if rounding lost more
-    than 10% of `value`, one more `divisor` is added.
-    """
-    min_value = divisor if min_value is None else min_value
-    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * value:
-        rounded += divisor
-    return int(rounded)
-
-
-def make_divisible_array(values: np.ndarray, divisor: int = CHANNEL_DIVISOR) -> np.ndarray:
-    """`make_divisible` over a numpy array (same float64 arithmetic, same results)."""
-    values = np.asarray(values, dtype=np.float64)
-    rounded = np.maximum(divisor, np.floor((values + divisor / 2) / divisor) * divisor)
-    rounded = np.where(rounded < 0.9 * values, rounded + divisor, rounded)
-    return rounded.astype(np.int64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,10 +33,7 @@ class SubnetConfig:
     widths: tuple[float, ...]
 
     def __post_init__(self):
-        if self.model not in architectures.MODEL_NAMES:
-            raise ValueError(
-                f"model: unknown model {self.model!r}; expected one of {list(architectures.MODEL_NAMES)}"
-            )
+        architectures.parse_model(self.model)  # ValueError naming the model if it is none.
         object.__setattr__(self, "resolution", checks.integer("resolution", self.resolution, 1, error=ValueError))
         try:
             widths = tuple(float(w) for w in self.widths)
@@ -150,8 +126,10 @@ class SearchSpace:
 
     def __post_init__(self):
         """ConfigError naming the first bad field (a run's settings build the space)."""
-        if self.model not in architectures.MODEL_NAMES:
-            raise ConfigError("model", f"unknown model {self.model!r}; expected one of {list(architectures.MODEL_NAMES)}")
+        try:
+            architectures.parse_model(self.model)
+        except ValueError as e:
+            raise ConfigError("model", str(e).removeprefix("model: ")) from None
         for name in ("min_resolution", "max_resolution", "resolution_step"):
             checks.integer(name, getattr(self, name), 1)
         if self.min_resolution > self.max_resolution:

@@ -40,8 +40,7 @@ class Metric:
     def __init__(self, name: str, model: str, grid: TargetGrid | None = None):
         if not isinstance(name, str) or not name:
             raise ValueError(f"name: must be a non-empty string, got {name!r}")
-        if model not in architectures.MODEL_NAMES:
-            raise ValueError(f"model: unknown model {model!r}; expected one of {list(architectures.MODEL_NAMES)}")
+        architectures.parse_model(model)  # ValueError naming the model if it is none.
         if grid is not None and not isinstance(grid, TargetGrid):
             raise ValueError(f"grid: must be a TargetGrid or None, got {type(grid).__name__}")
         self.name = name

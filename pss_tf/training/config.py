@@ -35,7 +35,11 @@ SUPERNET_FIELDS = ("small_input", "bn_epsilon", "resize_align_corners", "padding
 class SpaceConfig:
     """The supernet and the subnets it is trained for."""
 
-    model: str = option("mobilenet_v1", help="Supernet.", choices=architectures.MODEL_NAMES)
+    model: str = option(
+        "mobilenet_v1",
+        help=f"Supernet: one of {', '.join(architectures.MODEL_NAMES)}, or one at a base width w as <model>_<w>x "
+        "(mobilenet_v2_1.5x: every layer 1.5 times as wide, the last conv 1920, as AutoSlim and BCNet prune).",
+    )
     small_input: bool = option(False, help="Stem stride 1, for 28 to 64 pixel images.")
     min_resolution: int = option(128, help="Smallest subnet resolution.", minimum=1)
     max_resolution: int = option(224, help="Largest subnet resolution (images load at it).", minimum=1)

@@ -44,12 +44,18 @@ def supernets():
 
 
 @pytest.mark.parametrize(
-    "model, application",
-    [("mobilenet_v1", keras.applications.MobileNet), ("mobilenet_v2", keras.applications.MobileNetV2)],
+    "model, application, alpha",
+    [
+        ("mobilenet_v1", keras.applications.MobileNet, 1.0),
+        ("mobilenet_v2", keras.applications.MobileNetV2, 1.0),
+        # AutoSlim's and BCNet's 1.5x supernet (its last conv 1920): Keras widens the same way.
+        ("mobilenet_v2_1.5x", keras.applications.MobileNetV2, 1.5),
+    ],
 )
-def test_full_width_subnet_has_keras_applications_parameter_count(supernets, model, application):
-    extracted = supernets[model].extract(SubnetConfig.uniform(model, 224, 1.0))
-    reference = application(alpha=1.0, weights=None)
+def test_full_width_subnet_has_keras_applications_parameter_count(supernets, model, application, alpha):
+    supernet = supernets[model] if model in supernets else build_supernet(model, num_classes=1000)
+    extracted = supernet.extract(SubnetConfig.uniform(model, 224, 1.0))
+    reference = application(alpha=alpha, weights=None, input_shape=(224, 224, 3))
 
     def trainable(m):
         return sum(int(np.prod(w.shape)) for w in m.trainable_weights)

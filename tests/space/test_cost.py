@@ -54,9 +54,12 @@ def test_a_ninth_multiplier_for_mobilenet_v2_is_refused_with_what_to_do():
 def test_reference_params_equal_keras_applications_totals():
     assert count_params(SubnetConfig.uniform("mobilenet_v1", 224, 1.0)) == 4_253_864
     assert count_params(SubnetConfig.uniform("mobilenet_v2", 224, 1.0)) == 3_538_984
+    # keras.applications.MobileNet(alpha=1.5) and MobileNetV2(alpha=1.5), weights=None, 224 px.
+    assert count_params(SubnetConfig.uniform("mobilenet_v1_1.5x", 224, 1.0)) == 8_734_984
+    assert count_params(SubnetConfig.uniform("mobilenet_v2_1.5x", 224, 1.0)) == 6_909_528
 
 
-@pytest.mark.parametrize("model", architectures.MODEL_NAMES)
+@pytest.mark.parametrize("model", architectures.MODEL_NAMES + ("mobilenet_v1_1.5x", "mobilenet_v2_1.5x"))
 def test_vectorised_counts_equal_scalar_counts(model):
     space = SearchSpace(model, min_width=0.3)
     rng = random.Random(0)

@@ -1,8 +1,10 @@
-"""Width bins (`width_bins`): a space whose multipliers are the multiples k/N in [min_width, max_width].
+"""Channel-pruning spaces: wider base networks (`mobilenet_v2_1.5x`) and width bins (`width_bins`).
 
-Channel-pruning spaces (BCNet's 20 bins, AutoSlim's i/12) draw every layer's width
-from such a set; everything that enumerates or draws widths reads the space's
-`width_values`, so bins reach the samplers, the search's genes and the latency grid.
+AutoSlim and BCNet prune a network wider than the one deployed and draw every
+layer's width from a fixed set: k/N of its base width. A base width is part of
+the model's name, so every table, cost and file keyed by the model knows it; a
+space's multipliers are its `width_values`, which the samplers, the search's
+genes and the latency grid enumerate.
 """
 
 import random
@@ -12,6 +14,7 @@ import pytest
 
 from pss_tf.errors import ConfigError
 from pss_tf.latency.variants import stage_channels
+from pss_tf.space import architectures
 from pss_tf.sampling.conditional_sampler import ConditionalSampler
 from pss_tf.search.genes import GeneSpace
 from pss_tf.space.config import SearchSpace, SubnetConfig, make_divisible
@@ -83,3 +86,24 @@ def test_the_conditional_sampler_draws_on_the_bins():
         config = sampler.sample(target, rng)
         assert AUTOSLIM.contains(config), config
         assert metric.target(config) == target
+
+
+def test_a_base_width_is_part_of_the_model_name():
+    assert architectures.model_name("mobilenet_v2", 1.5) == "mobilenet_v2_1.5x"
+    assert architectures.model_name("mobilenet_v2", 1.0) == "mobilenet_v2"
+    assert architectures.parse_model("mobilenet_v1_0.5x") == ("mobilenet_v1", 0.5)
+    wide = architectures.get_architecture("mobilenet_v2_1.5x")
+    # make_divisible(c * 1.5) of every stage, and the last conv 1280 * 1.5 = 1920 (Keras, AutoSlim, BCNet).
+    assert wide.full_channels == (48, 24, 40, 48, 96, 144, 240, 480, 1920)
+    assert architectures.get_architecture("mobilenet_v2_0.5x").fixed_channels == (1280,)  # Never narrower.
+    for bad in ("mobilenet_v2_1.50x", "mobilenet_v2_1x", "mobilenet_v2_5x", "resnet50_1.5x", "mobilenet_v2_x1.5"):
+        with pytest.raises(ValueError, match="model: unknown model"):
+            architectures.parse_model(bad)
+    with pytest.raises(ConfigError, match="model: unknown model 'mobilenet_v2_1.50x'"):
+        SearchSpace("mobilenet_v2_1.50x")
+
+
+def test_configs_of_another_base_width_are_outside_the_space():
+    space = SearchSpace("mobilenet_v2_1.5x", 224, 224, 8, 0.1, 1.0, width_bins=20)
+    assert space.violations(SubnetConfig.uniform("mobilenet_v2", 224, 1.0)) == ["model: 'mobilenet_v2' is not 'mobilenet_v2_1.5x'"]
+    assert SubnetConfig.uniform("mobilenet_v2_1.5x", 224, 0.5).channels == (24, 16, 24, 24, 48, 72, 120, 240)
