@@ -116,6 +116,8 @@ def slots(model: str, small_input: bool = False, in_channels: int = 3, num_class
     last conv, the classes) become the slot's fixed widths.
     """
     arch = architectures.get_architecture(model, small_input)
+    if arch.layerwise:  # A variant's hidden width follows its input here; layer-wise it does not.
+        raise ValueError(f"model: latency tables of layer-wise spaces ({model}) are not built yet")
     table = arch.full_channels
 
     def stage_or_fixed(stage):

@@ -26,7 +26,10 @@ widths (`out_channels` is the widest output; the input is already as wide as
 its widest slice) and hands each batch norm the per-slice counts of the
 channels it normalises; the input counts are needed because a depthwise batch
 norm, and MobileNetV2's expansion (`expansion` x the *active* input), follow
-the input's width, which differs between slices.
+the input's width, which differs between slices. In a layer-wise space an
+inverted residual block's hidden width is a channel group of its own: the block
+is called with `hidden_channels` (and a third, per-slice entry in
+`slice_channels`), and `hidden` reaches `sliced_weights` and `apply_static`.
 """
 
 from __future__ import annotations
@@ -90,25 +93,29 @@ class SlimBlock(keras.layers.Layer):
         """The block's slimmable layers, in the order they run."""
         return [layer for layer, _ in self.part_widths(self.in_channels, self.filters)]
 
-    def part_widths(self, in_channels: int, out_channels: int) -> list[tuple[keras.layers.Layer, tuple[int, ...]]]:
+    def part_widths(self, in_channels: int, out_channels: int, hidden: int | None = None):
         """Each slim layer with the widths its `sliced_weights` takes when the block
-        runs from `in_channels` to `out_channels` (the one place that pairs them)."""
+        runs from `in_channels` to `out_channels` (and through `hidden` expanded
+        channels, where that is a channel group of its own): the one place that pairs them."""
         raise NotImplementedError
 
-    def sliced_weights(self, in_channels: int, out_channels: int) -> dict[str, list[np.ndarray]]:
+    def sliced_weights(self, in_channels: int, out_channels: int, hidden: int | None = None) -> dict:
         """{part: arrays} at these widths. A part is a slim layer's own name, which is
         the class constant that `static` also names its Keras layer by
         (`{block}_{part}`), so the two faces cannot disagree on a name."""
-        return {layer.name: layer.sliced_weights(*widths) for layer, widths in self.part_widths(in_channels,
-                                                                                                out_channels)}
+        parts = self.part_widths(in_channels, out_channels, hidden)
+        return {layer.name: layer.sliced_weights(*widths) for layer, widths in parts}
 
     @staticmethod
     def _slice_channels(slice_channels, expansion: int = 1):
-        """(inputs, outputs) per-slice channel counts of a group pass, or (None, None)
-        for one subnet; `expansion` scales the input counts (a hidden layer's)."""
+        """(hidden, outputs) per-slice channel counts of a group pass, or (None, None)
+        for one subnet: the hidden counts are the third entry when the block's
+        hidden width is a group of its own, else `expansion` x the input counts."""
         if slice_channels is None:
             return None, None
-        inputs, outputs = slice_channels
+        inputs, outputs, *hidden = slice_channels
+        if hidden:
+            return hidden[0], outputs
         return (None if inputs is None else inputs * expansion), outputs
 
     def build(self, input_shape=None):
@@ -141,7 +148,7 @@ class ConvBNReLU(SlimBlock):
         self.conv = SlimConv2D(filters, kernel_size, strides, in_channels, padding=padding, name=self.CONV)
         self.bn = SlimBatchNormalization(filters, bn_epsilon, synchronized_bn, name=self.BN)
 
-    def part_widths(self, in_channels, out_channels):
+    def part_widths(self, in_channels, out_channels, hidden=None):
         return [(self.conv, (in_channels, out_channels)), (self.bn, (out_channels,))]
 
     def call(self, inputs, out_channels, training=None, calibration_rate=None, slice_channels=None):
@@ -156,7 +163,7 @@ class ConvBNReLU(SlimBlock):
         x = _conv(K, x, out_channels, kernel_size, stride, f"{name}_{cls.CONV}", padding)
         return _relu6(K, _bn(K, x, bn_epsilon, f"{name}_{cls.BN}"), f"{name}_relu")
 
-    def apply_static(self, x, out_channels, name, keras_module=keras):
+    def apply_static(self, x, out_channels, name, keras_module=keras, hidden=None):
         return self.static(
             x, out_channels, kernel_size=self.kernel_size, stride=self.strides, name=name,
             bn_epsilon=self.bn_epsilon, keras_module=keras_module, padding=self.padding,
@@ -187,7 +194,7 @@ class SeparableBlock(SlimBlock):
         self.pointwise = SlimConv2D(filters, 1, 1, in_channels, name=self.POINTWISE)
         self.pointwise_bn = SlimBatchNormalization(filters, bn_epsilon, synchronized_bn, name=self.POINTWISE_BN)
 
-    def part_widths(self, in_channels, out_channels):
+    def part_widths(self, in_channels, out_channels, hidden=None):
         return [
             (self.depthwise, (in_channels,)), (self.depthwise_bn, (in_channels,)),
             (self.pointwise, (in_channels, out_channels)), (self.pointwise_bn, (out_channels,)),
@@ -208,7 +215,7 @@ class SeparableBlock(SlimBlock):
         x = _conv(K, x, out_channels, 1, 1, f"{name}_{cls.POINTWISE}")
         return _relu6(K, _bn(K, x, bn_epsilon, f"{name}_{cls.POINTWISE_BN}"), f"{name}_{cls.POINTWISE}_relu")
 
-    def apply_static(self, x, out_channels, name, keras_module=keras):
+    def apply_static(self, x, out_channels, name, keras_module=keras, hidden=None):
         return self.static(
             x, out_channels, stride=self.strides, name=name, bn_epsilon=self.bn_epsilon, keras_module=keras_module,
             padding=self.padding,
@@ -251,21 +258,25 @@ class InvertedResidualBlock(SlimBlock):
         self.project = SlimConv2D(filters, 1, 1, hidden, name=self.PROJECT)
         self.project_bn = SlimBatchNormalization(filters, bn_epsilon, synchronized_bn, name=self.PROJECT_BN)
 
-    def part_widths(self, in_channels, out_channels):
-        hidden = in_channels * self.expansion
+    def part_widths(self, in_channels, out_channels, hidden=None):
+        hidden = in_channels * self.expansion if hidden is None else hidden
         parts = [(self.expand, (in_channels, hidden)), (self.expand_bn, (hidden,))] if self.expansion != 1 else []
         return parts + [
             (self.depthwise, (hidden,)), (self.depthwise_bn, (hidden,)),
             (self.project, (hidden, out_channels)), (self.project_bn, (out_channels,)),
         ]
 
-    def call(self, inputs, out_channels, training=None, calibration_rate=None, slice_channels=None):
-        # A group pass: slice i's hidden width is `expansion` x its own input width.
+    def call(self, inputs, out_channels, training=None, calibration_rate=None, slice_channels=None,
+             hidden_channels=None):
+        # Stage-wise, the hidden width (a group pass: each slice's) is `expansion` x
+        # the input's; layer-wise it is `hidden_channels`, a channel group of its own.
         slices_hidden, slices_out = self._slice_channels(slice_channels, self.expansion)
         bn_args = dict(training=training, calibration_rate=calibration_rate)
         x = inputs
         if self.expansion != 1:
-            x = self.expand(x, out_channels=input_channels(inputs) * self.expansion)
+            if hidden_channels is None:
+                hidden_channels = input_channels(inputs) * self.expansion
+            x = self.expand(x, out_channels=hidden_channels)
             x = tf.nn.relu6(self.expand_bn(x, slice_channels=slices_hidden, **bn_args))
         x = tf.nn.relu6(self.depthwise_bn(self.depthwise(x), slice_channels=slices_hidden, **bn_args))
         x = self.project_bn(self.project(x, out_channels=out_channels), slice_channels=slices_out, **bn_args)
@@ -273,21 +284,21 @@ class InvertedResidualBlock(SlimBlock):
 
     @classmethod
     def static(cls, x, out_channels, *, stride, expansion, residual, name, bn_epsilon=BN_EPSILON, keras_module=keras,
-               padding="same"):
+               padding="same", hidden=None):
         K = keras_module
         inputs = x
         if expansion != 1:
-            x = _conv(K, x, x.shape[-1] * expansion, 1, 1, f"{name}_{cls.EXPAND}")
+            x = _conv(K, x, x.shape[-1] * expansion if hidden is None else hidden, 1, 1, f"{name}_{cls.EXPAND}")
             x = _relu6(K, _bn(K, x, bn_epsilon, f"{name}_{cls.EXPAND_BN}"), f"{name}_{cls.EXPAND}_relu")
         x = _depthwise(K, x, stride, f"{name}_{cls.DEPTHWISE}", padding)
         x = _relu6(K, _bn(K, x, bn_epsilon, f"{name}_{cls.DEPTHWISE_BN}"), f"{name}_{cls.DEPTHWISE}_relu")
         x = _bn(K, _conv(K, x, out_channels, 1, 1, f"{name}_{cls.PROJECT}"), bn_epsilon, f"{name}_{cls.PROJECT_BN}")
         return K.layers.Add(name=f"{name}_add")([inputs, x]) if residual else x
 
-    def apply_static(self, x, out_channels, name, keras_module=keras):
+    def apply_static(self, x, out_channels, name, keras_module=keras, hidden=None):
         return self.static(
             x, out_channels, stride=self.strides, expansion=self.expansion, residual=self.residual, name=name,
-            bn_epsilon=self.bn_epsilon, keras_module=keras_module, padding=self.padding,
+            bn_epsilon=self.bn_epsilon, keras_module=keras_module, padding=self.padding, hidden=hidden,
         )
 
 

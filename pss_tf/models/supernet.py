@@ -267,12 +267,17 @@ class Supernet(keras.Model):
             if slice_channels is not None:  # the stem reads the image: no per-slice input channels
                 slices_in = None if spec.in_stage is None else slice_channels[spec.in_stage]
                 slices = (slices_in, slice_channels[spec.out_stage])
+            hidden = {}
+            if spec.hidden_stage is not None:  # A layer-wise space: the hidden width is a group of its own.
+                hidden = dict(hidden_channels=channels[spec.hidden_stage])
+                slices = None if slices is None else slices + (slice_channels[spec.hidden_stage],)
             x = block(
                 x,
                 out_channels=channels[spec.out_stage],
                 training=training,
                 calibration_rate=calibration_rate,
                 slice_channels=slices,
+                **hidden,
             )
         x = ops.mean(x, axis=[1, 2])
         if self.dropout is not None:
@@ -332,7 +337,8 @@ class Supernet(keras.Model):
         for i, (spec, block) in enumerate(zip(self.architecture.blocks, self.feature_blocks)):
             out_channels = channels[spec.out_stage]
             name = self._block_name(i)
-            for part, arrays in block.sliced_weights(in_channels, out_channels).items():
+            hidden = None if spec.hidden_stage is None else channels[spec.hidden_stage]
+            for part, arrays in block.sliced_weights(in_channels, out_channels, hidden).items():
                 weights[f"{name}_{part}"] = arrays
             in_channels = out_channels
         weights.update(head_weights(self.classifier, in_channels))
@@ -375,7 +381,8 @@ class Supernet(keras.Model):
             x = BilinearResize(config.resolution, self.align_corners, name="resize")(x)
         channels = self.architecture.channel_table(config.channels)
         for i, (spec, block) in enumerate(zip(self.architecture.blocks, self.feature_blocks)):
-            x = block.apply_static(x, channels[spec.out_stage], self._block_name(i), keras_module=K)
+            hidden = None if spec.hidden_stage is None else channels[spec.hidden_stage]
+            x = block.apply_static(x, channels[spec.out_stage], self._block_name(i), keras_module=K, hidden=hidden)
         outputs = static_head(x, self.num_classes, keras_module=K)
         model = K.Model(inputs, outputs, name=name or _model_name(config))
         weighted = [layer for layer in model.layers if layer.weights]

@@ -32,7 +32,9 @@ class BlockSpec:
     `in_stage` and `out_stage` index the architecture's channel table
     (`Architecture.channel_table`): the channels of the config's width
     multipliers, then the fixed channel counts no multiplier scales. `in_stage`
-    is None for the stem, which reads the image.
+    is None for the stem, which reads the image. An inverted residual block's
+    expanded width is `expansion` x its input's (stage-wise spaces), or the
+    table entry `hidden_stage`, a multiplier of its own (layer-wise spaces).
     """
 
     kind: str
@@ -41,6 +43,13 @@ class BlockSpec:
     out_stage: int
     expansion: int = 1
     residual: bool = False
+    hidden_stage: int | None = None
+
+    def hidden(self, channels, in_channels):
+        """The block's expanded width, given the channel table and its input width."""
+        if self.hidden_stage is not None:
+            return channels[self.hidden_stage]
+        return in_channels * self.expansion
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +83,11 @@ class Architecture:
         like = channels[0]
         fixed = [like * 0 + c if hasattr(like, "shape") else c for c in self.fixed_channels]
         return channels + fixed
+
+    @property
+    def layerwise(self) -> bool:
+        """Whether a block's hidden width is a channel group of its own (AutoSlim's and BCNet's spaces)."""
+        return any(block.hidden_stage is not None for block in self.blocks)
 
     @property
     def full_channels(self) -> tuple[int, ...]:
@@ -135,10 +149,27 @@ def _mobilenet_v2_slim_last_conv(stem_stride: int, base_width: float) -> Archite
     return _mobilenet_v2(stem_stride, base_width, slim_last_conv=True)
 
 
+def _mobilenet_v2_layerwise(stem_stride: int, base_width: float) -> Architecture:
+    """MobileNetV2 with every channel group a multiplier of its own (AutoSlim's and
+    BCNet's pruning space): the stem, each stage's output (shared by the blocks a
+    residual joins), the last conv, then each expanding block's hidden width,
+    independent of its input (base: 6 x its input's base width)."""
+    stage_wise = _mobilenet_v2(stem_stride, base_width, slim_last_conv=True)
+    base = list(stage_wise.base_channels)
+    blocks = []
+    for block in stage_wise.blocks:
+        if block.kind == INVERTED_RESIDUAL and block.expansion != 1:
+            base.append(base[block.in_stage] * block.expansion)
+            block = dataclasses.replace(block, hidden_stage=len(base) - 1)
+        blocks.append(block)
+    return Architecture(model_name("mobilenet_v2_layerwise", base_width), tuple(base), tuple(blocks))
+
+
 _BUILDERS = {
     "mobilenet_v1": _mobilenet_v1,
     "mobilenet_v2": _mobilenet_v2,
     "mobilenet_v2_slim_last_conv": _mobilenet_v2_slim_last_conv,
+    "mobilenet_v2_layerwise": _mobilenet_v2_layerwise,
 }
 # The model families; `<family>_<w>x` is a family at base width w (see `model_name`).
 MODEL_NAMES = tuple(sorted(_BUILDERS))
@@ -147,6 +178,7 @@ KERAS_APPLICATIONS = {
     "mobilenet_v1": "MobileNet",
     "mobilenet_v2": "MobileNetV2",
     "mobilenet_v2_slim_last_conv": "MobileNetV2",
+    "mobilenet_v2_layerwise": "MobileNetV2",
 }
 _WIDER = re.compile(r"^(?P<family>[a-z0-9_]+?)_(?P<width>[0-9]+(?:\.[0-9]+)?)x$")
 MAX_BASE_WIDTH = 4.0

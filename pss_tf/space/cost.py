@@ -37,7 +37,7 @@ def _macs(arch: architectures.Architecture, resolution, channels, in_channels: i
         if block.kind == architectures.POINTWISE:
             total = total + cin * cout * size * size
             continue
-        hidden = cin * block.expansion
+        hidden = block.hidden(channels, cin)
         if block.kind == architectures.INVERTED_RESIDUAL and block.expansion != 1:
             total = total + cin * hidden * size * size
         size = _ceil_div(size, block.stride)
@@ -61,7 +61,7 @@ def _params(arch: architectures.Architecture, channels, in_channels: int, num_cl
         if block.kind == architectures.POINTWISE:
             total = total + cin * cout + 4 * cout
             continue
-        hidden = cin * block.expansion
+        hidden = block.hidden(channels, cin)
         if block.kind == architectures.INVERTED_RESIDUAL and block.expansion != 1:
             total = total + cin * hidden + 4 * hidden
         total = total + architectures.DEPTHWISE_KERNEL**2 * hidden + 4 * hidden

@@ -29,7 +29,7 @@ TOLERANCE = 1e-11  # float64, relative (see `_error`); seen: 5e-14 or less
 NUM_CLASSES = 5
 RESOLUTION = 32  # small_input: 2x2 maps in the last stage
 ROWS = 2  # images per slice
-MODELS = ("mobilenet_v1", "mobilenet_v2")
+MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v2_layerwise")
 
 
 def _randomise(supernet, seed):

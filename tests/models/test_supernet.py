@@ -37,7 +37,7 @@ def _randomise_batch_norm(supernet, seed=0):
 @pytest.fixture(scope="module")
 def supernets():
     nets = {}
-    for model in ("mobilenet_v1", "mobilenet_v2"):
+    for model in ("mobilenet_v1", "mobilenet_v2", "mobilenet_v2_layerwise"):
         nets[model] = build_supernet(model, num_classes=1000)
         _randomise_batch_norm(nets[model])
     return nets
@@ -50,6 +50,7 @@ def supernets():
         ("mobilenet_v2", keras.applications.MobileNetV2, 1.0),
         # AutoSlim's and BCNet's 1.5x supernet (its last conv 1920): Keras widens the same way.
         ("mobilenet_v2_1.5x", keras.applications.MobileNetV2, 1.5),
+        ("mobilenet_v2_layerwise", keras.applications.MobileNetV2, 1.0),  # Every group a gene, the same widest net.
     ],
 )
 def test_full_width_subnet_has_keras_applications_parameter_count(supernets, model, application, alpha):
@@ -64,7 +65,7 @@ def test_full_width_subnet_has_keras_applications_parameter_count(supernets, mod
     assert extracted.count_params() == reference.count_params()
 
 
-@pytest.mark.parametrize("model", ["mobilenet_v1", "mobilenet_v2"])
+@pytest.mark.parametrize("model", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v2_layerwise"])
 def test_extracted_subnet_equals_supernet(supernets, model):
     supernet = supernets[model]
     space = SearchSpace(model, 96, 160, 16, 0.35, 1.0)
@@ -211,7 +212,7 @@ def test_extract_options_fixed_resolution_and_batch(supernets):
     assert fixed.count_params() == resizing.count_params()
 
 
-@pytest.mark.parametrize("model", ["mobilenet_v1", "mobilenet_v2"])
+@pytest.mark.parametrize("model", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v2_layerwise"])
 def test_each_part_of_a_block_has_one_name_on_both_faces(supernets, model):
     """The weights a slim block hands out and the layers its static face builds carry the
     same part names, and extraction refuses weights that would land nowhere or are missing."""
