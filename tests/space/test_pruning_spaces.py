@@ -18,6 +18,7 @@ from pss_tf.space import architectures
 from pss_tf.sampling.conditional_sampler import ConditionalSampler
 from pss_tf.search.genes import GeneSpace
 from pss_tf.space.config import SearchSpace, SubnetConfig, make_divisible
+from pss_tf.space.cost import count_flops, count_params
 from pss_tf.space.metrics import FlopsMetric
 from pss_tf.space.targets import TargetGrid
 
@@ -107,3 +108,35 @@ def test_configs_of_another_base_width_are_outside_the_space():
     space = SearchSpace("mobilenet_v2_1.5x", 224, 224, 8, 0.1, 1.0, width_bins=20)
     assert space.violations(SubnetConfig.uniform("mobilenet_v2", 224, 1.0)) == ["model: 'mobilenet_v2' is not 'mobilenet_v2_1.5x'"]
     assert SubnetConfig.uniform("mobilenet_v2_1.5x", 224, 0.5).channels == (24, 16, 24, 24, 48, 72, 120, 240)
+
+
+def test_layerwise_mobilenet_v2_makes_every_channel_group_a_gene():
+    arch = architectures.get_architecture("mobilenet_v2_layerwise")
+    # Stem, 7 stage outputs, the last conv, then the 16 expanding blocks' hidden widths (6 x their input's base).
+    assert arch.num_stages == 25 and arch.layerwise and not arch.fixed_channels
+    assert arch.base_channels[:9] == (32, 16, 24, 32, 64, 96, 160, 320, 1280)
+    assert arch.base_channels[9:12] == (96, 144, 144)
+    full = SubnetConfig.uniform("mobilenet_v2_layerwise", 224, 1.0)
+    assert count_params(full) == count_params(SubnetConfig.uniform("mobilenet_v2", 224, 1.0))
+    # Halving only the first expanding block's hidden width (16 -> 96 -> 24 channels, stride 2 in its
+    # depthwise conv, 112 -> 56 px), by hand: 48 fewer channels in its expand, depthwise and project
+    # convs and their two batch norms.
+    widths = list(full.widths)
+    widths[9] = 0.5
+    half = SubnetConfig("mobilenet_v2_layerwise", 224, tuple(widths))
+    assert half.channels[9] == 48 and half.channels[:9] == full.channels[:9]
+    assert (count_flops(full) - count_flops(half)) * 1e6 == pytest.approx(48 * (16 * 112**2 + 9 * 56**2 + 24 * 56**2))
+    assert count_params(full) - count_params(half) == 48 * (16 + 4 + 9 + 4 + 24)
+
+
+def test_latency_metrics_are_refused_for_layerwise_spaces_by_name():
+    from support import smoke_config
+
+    config = smoke_config("/tmp/unused", model="mobilenet_v2_layerwise", metrics=("flops", "latency_cpu"),
+                          latency_cpu_lut="table.json")
+    with pytest.raises(ConfigError, match="metrics: latency_cpu needs a latency table.*layer-wise"):
+        config.validate()
+    from pss_tf.latency.variants import slots
+
+    with pytest.raises(ValueError, match="latency tables of layer-wise spaces"):
+        slots("mobilenet_v2_layerwise")
