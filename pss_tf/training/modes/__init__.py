@@ -4,7 +4,7 @@ A mode (`base.TrainingMode`) draws a step's subnets, runs its traced step
 through one call (`mode.step(batch, subnets) -> StepResult`) and says which
 scores go to which pool and which training records; the trainer is the loop
 around it. Each mode lives in its own module, which provides
-`create(config, space, metrics, pools, job)`; the `--mode` flag's choices and
+`create(run_config, space, metrics, pools, job)`; the `--mode` flag's choices and
 help come from `MODES` below. Adding a mode is one module and one line here.
 
 This module imports no TensorFlow: the run's config takes its choices from it.
