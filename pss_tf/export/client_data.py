@@ -18,6 +18,9 @@ import tensorflow as tf
 from pss_tf.data import sources
 from pss_tf.data.settings import DataSettings
 
+# Map functions without autograph: they branch on static values only (see pss_tf.data.pipeline).
+_plain = tf.autograph.experimental.do_not_convert
+
 
 class ClientData:
     """Client-side images of one run's dataset."""
@@ -39,11 +42,11 @@ class ClientData:
                 positions = tf.data.Dataset.from_tensor_slices(np.asarray(indices, np.int64))
             else:
                 positions = tf.data.Dataset.range(raw.num_examples)
-            return positions.map(tf.autograph.experimental.do_not_convert(raw.make_fetch()), num_parallel_calls=tf.data.AUTOTUNE)
+            return positions.map(_plain(raw.make_fetch()), num_parallel_calls=tf.data.AUTOTUNE)
         records = tf.data.TFRecordDataset(list(raw.files))
         if sample:  # Shuffle the encoded records: a small buffer of them is cheap.
             records = records.shuffle(min(max(sample * 5, 1000), 10_000), seed=seed).take(sample)
-        return records.map(tf.autograph.experimental.do_not_convert(raw.parse), num_parallel_calls=tf.data.AUTOTUNE)
+        return records.map(_plain(raw.parse), num_parallel_calls=tf.data.AUTOTUNE)
 
     def _to_client_size(self, image, label):
         """What a client does to a photo of another size: resize it to S x S."""
@@ -66,14 +69,14 @@ class ClientData:
         dataset = self._raw(split, indices=indices)
         if limit and indices is None:
             dataset = dataset.take(limit)
-        dataset = dataset.map(tf.autograph.experimental.do_not_convert(self._to_client_size), num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(_plain(self._to_client_size), num_parallel_calls=tf.data.AUTOTUNE)
         for images, labels in dataset.batch(batch_size).prefetch(2).as_numpy_iterator():
             yield images, labels.astype(np.int64)
 
     def representative_images(self, count: int, seed: int = 0) -> np.ndarray:
         """`count` training images at client size, drawn at random from those the run trained
         on (int8 calibration)."""
-        dataset = self._raw("train", sample=count, seed=seed).map(tf.autograph.experimental.do_not_convert(self._to_client_size))
+        dataset = self._raw("train", sample=count, seed=seed).map(_plain(self._to_client_size))
         images = [image for image, _ in dataset.as_numpy_iterator()]
         if not images:
             raise ValueError("representative data: the training split is empty")

@@ -269,8 +269,8 @@ class Supernet(keras.Model):
                 slices = (slices_in, slice_channels[spec.out_stage])
             hidden = {}
             if spec.hidden_stage is not None:  # A layer-wise space: the hidden width is a group of its own.
-                hidden = dict(hidden_channels=channels[spec.hidden_stage])
-                slices = None if slices is None else slices + (slice_channels[spec.hidden_stage],)
+                hidden = dict(hidden_channels=spec.hidden_group(channels))
+                slices = None if slices is None else slices + (spec.hidden_group(slice_channels),)
             x = block(
                 x,
                 out_channels=channels[spec.out_stage],
@@ -337,8 +337,7 @@ class Supernet(keras.Model):
         for i, (spec, block) in enumerate(zip(self.architecture.blocks, self.feature_blocks)):
             out_channels = channels[spec.out_stage]
             name = self._block_name(i)
-            hidden = None if spec.hidden_stage is None else channels[spec.hidden_stage]
-            for part, arrays in block.sliced_weights(in_channels, out_channels, hidden).items():
+            for part, arrays in block.sliced_weights(in_channels, out_channels, spec.hidden_group(channels)).items():
                 weights[f"{name}_{part}"] = arrays
             in_channels = out_channels
         weights.update(head_weights(self.classifier, in_channels))
@@ -381,8 +380,9 @@ class Supernet(keras.Model):
             x = BilinearResize(config.resolution, self.align_corners, name="resize")(x)
         channels = self.architecture.channel_table(config.channels)
         for i, (spec, block) in enumerate(zip(self.architecture.blocks, self.feature_blocks)):
-            hidden = None if spec.hidden_stage is None else channels[spec.hidden_stage]
-            x = block.apply_static(x, channels[spec.out_stage], self._block_name(i), keras_module=K, hidden=hidden)
+            x = block.apply_static(
+                x, channels[spec.out_stage], self._block_name(i), keras_module=K, hidden=spec.hidden_group(channels)
+            )
         outputs = static_head(x, self.num_classes, keras_module=K)
         model = K.Model(inputs, outputs, name=name or _model_name(config))
         weighted = [layer for layer in model.layers if layer.weights]

@@ -14,7 +14,6 @@ to avoid evaluating one network twice under two spellings.
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from pss_tf.space import architectures

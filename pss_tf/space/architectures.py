@@ -45,11 +45,14 @@ class BlockSpec:
     residual: bool = False
     hidden_stage: int | None = None
 
+    def hidden_group(self, channels):
+        """The expanded width when it is a channel group of its own (layer-wise), else None."""
+        return None if self.hidden_stage is None else channels[self.hidden_stage]
+
     def hidden(self, channels, in_channels):
         """The block's expanded width, given the channel table and its input width."""
-        if self.hidden_stage is not None:
-            return channels[self.hidden_stage]
-        return in_channels * self.expansion
+        own = self.hidden_group(channels)
+        return in_channels * self.expansion if own is None else own
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,14 +209,6 @@ def parse_model(name: str) -> tuple[str, float]:
         f"model: unknown model {name!r}; expected one of {list(MODEL_NAMES)}, or one of them at a base width w "
         f"in (0, {MAX_BASE_WIDTH:g}] other than 1 as <model>_<w>x (mobilenet_v2_1.5x)"
     )
-
-
-def is_model(name) -> bool:
-    try:
-        parse_model(name)
-    except ValueError:
-        return False
-    return True
 
 
 @functools.lru_cache(maxsize=None)

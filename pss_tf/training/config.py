@@ -25,9 +25,9 @@ INIT_SOURCE = "init_source"
 PROVENANCE_KEYS = (IMPORTED_KEY, INIT_SOURCE)
 
 
-# SpaceConfig's fields that shape the supernet rather than the subnets drawn from it.
 # The subnet samplers of `--sampler` (besides auto, the training mode's own).
 SAMPLERS = ("pss", "uniform", "conditional")
+# SpaceConfig's fields that shape the supernet rather than the subnets drawn from it.
 SUPERNET_FIELDS = ("small_input", "bn_epsilon", "resize_align_corners", "padding")
 
 
