@@ -33,7 +33,7 @@ from pss_tf.latency.variants import (
     subnet_variants,
 )
 from pss_tf.space import architectures
-from pss_tf.space.config import SearchSpace, SubnetConfig, make_divisible_array
+from pss_tf.space.config import SearchSpace, SubnetConfig
 from pss_tf.space.metrics import Metric
 from pss_tf.space.targets import TargetGrid
 
@@ -128,7 +128,7 @@ class LatencyMetric(Metric):
             if key not in shared:
                 shared[key] = _SlotTable(slot, entries)
             self._tables.append(shared[key])
-        self._base = architectures.get_architecture(model).base_channels
+        self._architecture = architectures.get_architecture(model)
 
     def value(self, config: SubnetConfig) -> float:
         self._check_model(config)
@@ -142,8 +142,7 @@ class LatencyMetric(Metric):
 
     def values(self, resolutions: np.ndarray, widths: np.ndarray) -> np.ndarray:
         resolutions = np.asarray(resolutions, dtype=np.int64)
-        widths = np.asarray(widths, dtype=np.float64)
-        channels = [make_divisible_array(b * widths[:, i]) for i, b in enumerate(self._base)]
+        channels = self._architecture.channels_array(widths)
         total = np.full(resolutions.shape, self._overhead)
         for slot, table in zip(self._slots, self._tables):
             cins = np.full_like(resolutions, slot.fixed_cin) if slot.in_stage is None else channels[slot.in_stage]

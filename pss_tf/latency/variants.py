@@ -116,13 +116,15 @@ def slots(model: str, small_input: bool = False, in_channels: int = 3, num_class
     last conv, the classes) become the slot's fixed widths.
     """
     arch = architectures.get_architecture(model, small_input)
-    if arch.layerwise:  # A variant's hidden width follows its input here; layer-wise it does not.
-        raise ValueError(f"model: latency tables of layer-wise spaces ({model}) are not built yet")
+    if arch.has_inner_groups:  # A variant's hidden width follows its input here; there it does not.
+        raise ValueError(
+            f"model: latency tables of spaces whose blocks have inner widths of their own ({model}) are not built yet"
+        )
     table = arch.full_channels
 
     def stage_or_fixed(stage):
         """(stage, fixed width): a multiplier's stage, or None and the fixed width."""
-        if stage is None or stage < arch.num_stages:
+        if stage is None or stage < arch.num_groups:
             return stage, 0
         return None, table[stage]
 

@@ -46,12 +46,14 @@ from pss_tf.models.layers import (
     check_padding,
     conv_padding,
     input_channels,
+    pad_spatial,
 )
 from pss_tf.space import architectures
 
 BN_EPSILON = 1e-5  # The release (PyTorch's default).
 DEPTHWISE_KERNEL = architectures.DEPTHWISE_KERNEL
 STEM_KERNEL = architectures.STEM_KERNEL
+POOL_KERNEL = architectures.POOL_KERNEL
 
 
 def _pad(K, x, kernel_size, stride, padding, name):
@@ -80,6 +82,14 @@ def _bn(K, x, epsilon, name):
 
 def _relu6(K, x, name):
     return K.layers.ReLU(max_value=6.0, name=name)(x)
+
+
+def _activation(K, x, activation, name):
+    """The static face of `ACTIVATIONS[activation]`."""
+    return K.layers.ReLU(max_value=6.0 if activation == architectures.RELU6 else None, name=name)(x)
+
+
+ACTIVATIONS = {architectures.RELU6: tf.nn.relu6, architectures.RELU: tf.nn.relu}
 
 
 class SlimBlock(keras.layers.Layer):
@@ -130,14 +140,20 @@ class SlimBlock(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="pss_tf")
 class ConvBNReLU(SlimBlock):
-    """Conv, batch norm, ReLU6: the stem (3x3) and MobileNetV2's last 1x1 conv."""
+    """Conv, batch norm, ReLU6 (ReLU in ResNet): the stem (3x3; ResNet's 7x7) and
+    MobileNetV2's last 1x1 conv."""
 
-    config_fields = ("filters", "kernel_size", "strides", "in_channels", "bn_epsilon", "synchronized_bn", "padding")
+    config_fields = (
+        "filters", "kernel_size", "strides", "in_channels", "bn_epsilon", "synchronized_bn", "padding", "activation"
+    )
     CONV, BN = "conv", "bn"  # part names (sublayers, static layers and extracted weights)
 
     def __init__(self, filters, kernel_size, strides, in_channels, bn_epsilon=BN_EPSILON, synchronized_bn=False,
-                 padding="same", **kwargs):
+                 padding="same", activation=architectures.RELU6, **kwargs):
         super().__init__(**kwargs)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.activation = activation
         self.padding = check_padding(padding)
         self.filters = int(filters)
         self.kernel_size = int(kernel_size)
@@ -154,20 +170,55 @@ class ConvBNReLU(SlimBlock):
     def call(self, inputs, out_channels, training=None, calibration_rate=None, slice_channels=None):
         _, slices_out = self._slice_channels(slice_channels)
         x = self.conv(inputs, out_channels=out_channels)
-        return tf.nn.relu6(self.bn(x, training=training, calibration_rate=calibration_rate, slice_channels=slices_out))
+        x = self.bn(x, training=training, calibration_rate=calibration_rate, slice_channels=slices_out)
+        return ACTIVATIONS[self.activation](x)
 
     @classmethod
     def static(cls, x, out_channels, *, kernel_size, stride, name, bn_epsilon=BN_EPSILON, keras_module=keras,
-               padding="same"):
+               padding="same", activation=architectures.RELU6):
         K = keras_module
         x = _conv(K, x, out_channels, kernel_size, stride, f"{name}_{cls.CONV}", padding)
-        return _relu6(K, _bn(K, x, bn_epsilon, f"{name}_{cls.BN}"), f"{name}_relu")
+        return _activation(K, _bn(K, x, bn_epsilon, f"{name}_{cls.BN}"), activation, f"{name}_relu")
 
     def apply_static(self, x, out_channels, name, keras_module=keras, hidden=None):
         return self.static(
             x, out_channels, kernel_size=self.kernel_size, stride=self.strides, name=name,
-            bn_epsilon=self.bn_epsilon, keras_module=keras_module, padding=self.padding,
+            bn_epsilon=self.bn_epsilon, keras_module=keras_module, padding=self.padding, activation=self.activation,
         )
+
+
+@keras.saving.register_keras_serializable(package="pss_tf")
+class MaxPoolBlock(SlimBlock):
+    """ResNet's 3x3 max pool after the stem: no weights, widths pass through. Its
+    inputs follow a ReLU, so zero padding ("symmetric") equals PyTorch's."""
+
+    kind = architectures.MAX_POOL
+    config_fields = ("strides", "padding")
+
+    def __init__(self, strides, padding="same", **kwargs):
+        super().__init__(**kwargs)
+        self.padding = check_padding(padding)
+        self.strides = int(strides)
+
+    def part_widths(self, in_channels, out_channels, hidden=None):
+        return []
+
+    def slim_layers(self):
+        return []
+
+    def call(self, inputs, out_channels, training=None, calibration_rate=None, slice_channels=None):
+        pixels, mode = conv_padding(self.padding, POOL_KERNEL, self.strides)
+        if pixels:
+            inputs = pad_spatial(inputs, pixels)
+        return tf.nn.max_pool2d(inputs, POOL_KERNEL, self.strides, mode)
+
+    @classmethod
+    def static(cls, x, *, stride, name, keras_module=keras, padding="same"):
+        x, mode = _pad(keras_module, x, POOL_KERNEL, stride, padding, name)
+        return keras_module.layers.MaxPooling2D(POOL_KERNEL, stride, padding=mode, name=name)(x)
+
+    def apply_static(self, x, out_channels, name, keras_module=keras, hidden=None):
+        return self.static(x, stride=self.strides, name=name, keras_module=keras_module, padding=self.padding)
 
 
 
@@ -303,6 +354,94 @@ class InvertedResidualBlock(SlimBlock):
 
 
 
+@keras.saving.register_keras_serializable(package="pss_tf")
+class BottleneckBlock(SlimBlock):
+    """ResNet's bottleneck (torchvision's, stride in the 3x3): 1x1, 3x3 and 1x1
+    convs with batch norms, and a shortcut, the identity when `residual` (input
+    and output share a channel group) or a strided 1x1 projection with its own
+    batch norm; ReLU after the add. Its two inner widths are called
+    `hidden_channels`, a pair (a stage's shared group, or two of their own)."""
+
+    kind = architectures.BOTTLENECK
+    config_fields = ("in_channels", "filters", "strides", "hidden", "residual", "bn_epsilon", "synchronized_bn", "padding")
+    REDUCE, REDUCE_BN, CONV, CONV_BN, EXPAND, EXPAND_BN = "reduce", "reduce_bn", "conv", "conv_bn", "expand", "expand_bn"
+    PROJECT, PROJECT_BN = "project", "project_bn"  # part names
+
+    def __init__(self, in_channels, filters, strides, hidden, residual, bn_epsilon=BN_EPSILON, synchronized_bn=False,
+                 padding="same", **kwargs):
+        super().__init__(**kwargs)
+        self.padding = check_padding(padding)
+        self.in_channels = int(in_channels)
+        self.filters = int(filters)
+        self.strides = int(strides)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.residual = bool(residual)
+        self.bn_epsilon = float(bn_epsilon)
+        self.synchronized_bn = bool(synchronized_bn)
+        first, second = self.hidden
+        bn = dict(epsilon=bn_epsilon, synchronized=synchronized_bn)
+        self.reduce = SlimConv2D(first, 1, 1, in_channels, name=self.REDUCE)
+        self.reduce_bn = SlimBatchNormalization(first, name=self.REDUCE_BN, **bn)
+        self.conv = SlimConv2D(second, DEPTHWISE_KERNEL, strides, first, padding=padding, name=self.CONV)
+        self.conv_bn = SlimBatchNormalization(second, name=self.CONV_BN, **bn)
+        self.expand = SlimConv2D(filters, 1, 1, second, name=self.EXPAND)
+        self.expand_bn = SlimBatchNormalization(filters, name=self.EXPAND_BN, **bn)
+        if not self.residual:
+            self.project = SlimConv2D(filters, 1, strides, in_channels, name=self.PROJECT)
+            self.project_bn = SlimBatchNormalization(filters, name=self.PROJECT_BN, **bn)
+
+    def part_widths(self, in_channels, out_channels, hidden=None):
+        first, second = self.hidden if hidden is None else hidden
+        parts = [
+            (self.reduce, (in_channels, first)), (self.reduce_bn, (first,)),
+            (self.conv, (first, second)), (self.conv_bn, (second,)),
+            (self.expand, (second, out_channels)), (self.expand_bn, (out_channels,)),
+        ]
+        if not self.residual:
+            parts += [(self.project, (in_channels, out_channels)), (self.project_bn, (out_channels,))]
+        return parts
+
+    def call(self, inputs, out_channels, training=None, calibration_rate=None, slice_channels=None,
+             hidden_channels=None):
+        first, second = self.hidden if hidden_channels is None else hidden_channels
+        slices_first = slices_second = slices_out = None
+        if slice_channels is not None:
+            _, slices_out, (slices_first, slices_second) = slice_channels
+        bn_args = dict(training=training, calibration_rate=calibration_rate)
+        x = tf.nn.relu(self.reduce_bn(self.reduce(inputs, out_channels=first), slice_channels=slices_first, **bn_args))
+        x = tf.nn.relu(self.conv_bn(self.conv(x, out_channels=second), slice_channels=slices_second, **bn_args))
+        x = self.expand_bn(self.expand(x, out_channels=out_channels), slice_channels=slices_out, **bn_args)
+        shortcut = inputs
+        if not self.residual:
+            shortcut = self.project(inputs, out_channels=out_channels)
+            shortcut = self.project_bn(shortcut, slice_channels=slices_out, **bn_args)
+        return tf.nn.relu(x + shortcut)
+
+    @classmethod
+    def static(cls, x, out_channels, *, stride, hidden, residual, name, bn_epsilon=BN_EPSILON, keras_module=keras,
+               padding="same"):
+        K = keras_module
+        inputs = x
+        first, second = hidden
+        x = _conv(K, x, first, 1, 1, f"{name}_{cls.REDUCE}")
+        x = _activation(K, _bn(K, x, bn_epsilon, f"{name}_{cls.REDUCE_BN}"), architectures.RELU, f"{name}_{cls.REDUCE}_relu")
+        x = _conv(K, x, second, DEPTHWISE_KERNEL, stride, f"{name}_{cls.CONV}", padding)
+        x = _activation(K, _bn(K, x, bn_epsilon, f"{name}_{cls.CONV_BN}"), architectures.RELU, f"{name}_{cls.CONV}_relu")
+        x = _bn(K, _conv(K, x, out_channels, 1, 1, f"{name}_{cls.EXPAND}"), bn_epsilon, f"{name}_{cls.EXPAND_BN}")
+        if not residual:
+            inputs = _conv(K, inputs, out_channels, 1, stride, f"{name}_{cls.PROJECT}", padding)
+            inputs = _bn(K, inputs, bn_epsilon, f"{name}_{cls.PROJECT_BN}")
+        x = K.layers.Add(name=f"{name}_add")([inputs, x])
+        return _activation(K, x, architectures.RELU, f"{name}_relu")
+
+    def apply_static(self, x, out_channels, name, keras_module=keras, hidden=None):
+        return self.static(
+            x, out_channels, stride=self.strides, hidden=self.hidden if hidden is None else hidden,
+            residual=self.residual, name=name, bn_epsilon=self.bn_epsilon, keras_module=keras_module,
+            padding=self.padding,
+        )
+
+
 def static_head(x, num_classes: int, name: str = "", keras_module=keras):
     """Global average pool and the classifier: the static form of every subnet's end."""
     prefix = f"{name}_" if name else ""
@@ -327,8 +466,14 @@ def make_block(
     filters = base_channels[spec.out_stage]
     common = dict(bn_epsilon=bn_epsilon, synchronized_bn=synchronized_bn, padding=padding, name=name)
     if spec.kind == architectures.STEM:
-        return ConvBNReLU(filters, STEM_KERNEL, spec.stride, image_channels, **common)
+        return ConvBNReLU(filters, spec.kernel, spec.stride, image_channels, activation=spec.activation, **common)
+    if spec.kind == architectures.MAX_POOL:
+        return MaxPoolBlock(spec.stride, padding=padding, name=name)
     in_channels = base_channels[spec.in_stage]
+    if spec.kind == architectures.BOTTLENECK:
+        return BottleneckBlock(
+            in_channels, filters, spec.stride, spec.hidden_group(base_channels), spec.residual, **common
+        )
     if spec.kind == architectures.POINTWISE:
         return ConvBNReLU(filters, 1, 1, in_channels, **common)
     if spec.kind == architectures.SEPARABLE:

@@ -3,7 +3,7 @@
 `supernet(images, config)` resizes the images to the config's resolution and
 runs every block at the config's widths. The config is either a `SubnetConfig`
 (static shapes, handy eagerly) or its encoding as an int32 vector
-`[resolution, channels...]` (see `encode`), so that one traced `tf.function`
+`[resolution, channels...]` (see `encode`; one count per channel group), so that one traced `tf.function`
 serves every subnet.
 
 A group pass (PSE-Net's parallel subnets, design note section 8) runs N
@@ -74,7 +74,7 @@ def encode_group(configs) -> np.ndarray:
 
 @keras.saving.register_keras_serializable(package="pss_tf")
 class Supernet(keras.Model):
-    """A MobileNet supernet whose width and resolution are chosen per call.
+    """A MobileNet or ResNet supernet whose width and resolution are chosen per call.
 
     Args:
         model_name: a model family of `architectures.MODEL_NAMES`, or one at a base width (`mobilenet_v2_1.5x`).
@@ -183,7 +183,7 @@ class Supernet(keras.Model):
         if isinstance(config, (list, tuple)) and config and isinstance(config[0], SubnetConfig):
             config = self.encode_group(config)
         config = tf.convert_to_tensor(config, dtype=tf.int32)
-        stages = self.architecture.num_stages
+        stages = self.architecture.num_groups
         if config.shape.rank == 2:
             return self._unpack_group(config)
         if config.shape.rank != 1:
@@ -202,7 +202,7 @@ class Supernet(keras.Model):
         to that slice's count (int32 vectors of N; fixed channels as vectors too,
         since their batch norms still need per-slice statistics).
         """
-        stages = self.architecture.num_stages
+        stages = self.architecture.num_groups
         if configs.shape[1] is not None and configs.shape[1] != 1 + stages:
             raise ValueError(
                 f"config: a {self.model_name} group has rows [resolution, {stages} channel counts], "

@@ -26,7 +26,7 @@ import numpy as np
 from pss_tf.errors import ConfigError
 from pss_tf.release.safe_pickle import load_pickle
 from pss_tf.space import architectures
-from pss_tf.space.config import SubnetConfig, make_divisible_array
+from pss_tf.space.config import SubnetConfig
 from pss_tf.space.metrics import Metric
 from pss_tf.space.targets import TargetGrid
 
@@ -144,8 +144,7 @@ class ReleaseLatencyMetric(Metric):
         """`value` of many configs: each block's distinct shapes are looked up once
         (the conditional sampler bins 1e5 to 1e6 subnets)."""
         resolutions = np.asarray(resolutions, dtype=np.int64)
-        base = architectures.get_architecture(self.model).base_channels
-        channels = [make_divisible_array(np.asarray(widths, np.float64)[:, i] * b) for i, b in enumerate(base)]
+        channels = architectures.get_architecture(self.model).channels_array(widths)
         total = np.zeros(len(resolutions), np.float64)
         for block in _block_columns(self.model, resolutions, channels):
             # in_size, cin, cout, cmid (0 for None) packed 16 bits each into one int64 per config.

@@ -41,7 +41,8 @@ class GeneSpace:
         space: the space encoded.
         resolutions: (R,) the space's resolutions; gene 0 indexes them.
         width_values: (V,) the multipliers on the grid; genes 1.. index them.
-        levels: per stage, the distinct channel counts in increasing order.
+        levels: per gene, its distinct channel counts in increasing order (tuples: the
+            counts of the groups it scales, one but in ResNet-50's stage-wise space).
         level_of_code: (stages, V) the level index of every width code.
         canonical_codes: per stage, the smallest code of every level.
         sizes: number of values of every gene, resolution first (R, V, V, ...).
@@ -59,19 +60,22 @@ class GeneSpace:
                 f"space: no multiple of 1/{self._scale} lies in [{space.min_width}, {space.max_width}]"
             )
         self._code_offset = int(round(self.width_values[0] * self._scale))
-        base = np.asarray(architectures.get_architecture(space.model).base_channels, dtype=np.float64)
-        channels = make_divisible_array(base[:, None] * self.width_values[None, :])
+        arch = architectures.get_architecture(space.model)
+        base = np.asarray(arch.base_channels, dtype=np.float64)
+        channels = make_divisible_array(base[:, None] * self.width_values[None, :])  # (groups, codes)
+        self.num_stages = space.num_stages
         self.levels = []
         self.canonical_codes = []
-        self.level_of_code = np.zeros(channels.shape, dtype=np.int64)
-        for s, row in enumerate(channels):
-            # Channels never decrease with the multiplier, so the first index of
-            # each unique value is its thinnest code.
-            levels, first = np.unique(row, return_index=True)
-            self.levels.append(levels)
+        self.level_of_code = np.zeros((self.num_stages, len(self.width_values)), dtype=np.int64)
+        for s in range(self.num_stages):
+            # A gene's level is the channels of every group it scales (one, or a
+            # ResNet stage's inner and output groups). Channels never decrease with
+            # the multiplier, so the first index of each unique row is its thinnest code.
+            rows = channels[list(arch.groups_of(s))].T
+            levels, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+            self.levels.append([tuple(int(c) for c in row) for row in levels])
             self.canonical_codes.append(first.astype(np.int64))
-            self.level_of_code[s] = np.searchsorted(levels, row)
-        self.num_stages = space.num_stages
+            self.level_of_code[s] = inverse.reshape(-1)
         self.sizes = (len(self.resolutions),) + (len(self.width_values),) * self.num_stages
 
     @property
@@ -147,12 +151,12 @@ class GeneSpace:
         if position >= len(self.resolutions) or self.resolutions[position] != config.resolution:
             return None
         out[0] = position
-        for s, channels in enumerate(config.channels):
-            levels = self.levels[s]
-            position = int(np.searchsorted(levels, channels))
-            if position >= len(levels) or levels[position] != channels:
+        groups = architectures.get_architecture(config.model).groups_of
+        for s, levels in enumerate(self.levels):
+            channels = tuple(config.channels[g] for g in groups(s))
+            if channels not in levels:
                 return None
-            out[1 + s] = position
+            out[1 + s] = levels.index(channels)
         return out
 
     def __repr__(self) -> str:

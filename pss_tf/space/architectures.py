@@ -12,17 +12,23 @@ import dataclasses
 import functools
 import re
 
-from pss_tf.space.channels import make_divisible
+import numpy as np
+
+from pss_tf.space.channels import make_divisible, make_divisible_array
 
 # Block kinds.
 STEM = "stem"  # 3x3 conv from the image channels.
 SEPARABLE = "separable"  # MobileNetV1: 3x3 depthwise on the input width, 1x1 pointwise.
 INVERTED_RESIDUAL = "inverted_residual"  # MobileNetV2: 1x1 expand, 3x3 depthwise, 1x1 project.
 POINTWISE = "pointwise"  # 1x1 conv (MobileNetV2's last conv).
+MAX_POOL = "max_pool"  # 3x3 max pool, no weights (ResNet's after its stem).
+BOTTLENECK = "bottleneck"  # ResNet: 1x1, 3x3 (the stride), 1x1, plus an identity or projection shortcut.
 HEAD = "head"  # Global average pool and the classifier, the end of every subnet.
 
 STEM_KERNEL = 3
 DEPTHWISE_KERNEL = 3
+POOL_KERNEL = 3
+RELU6, RELU = "relu6", "relu"  # Activations: MobileNets', ResNet's.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,11 +36,14 @@ class BlockSpec:
     """One block of a supernet.
 
     `in_stage` and `out_stage` index the architecture's channel table
-    (`Architecture.channel_table`): the channels of the config's width
-    multipliers, then the fixed channel counts no multiplier scales. `in_stage`
-    is None for the stem, which reads the image. An inverted residual block's
-    expanded width is `expansion` x its input's (stage-wise spaces), or the
-    table entry `hidden_stage`, a multiplier of its own (layer-wise spaces).
+    (`Architecture.channel_table`): the channel groups the config's width
+    multipliers scale, then the fixed channel counts no multiplier scales.
+    `in_stage` is None for the stem, which reads the image. An inverted residual
+    block's expanded width is `expansion` x its input's (stage-wise spaces), or
+    the table entry `hidden_stage`, a group of its own (layer-wise spaces). A
+    bottleneck's `hidden_stage` is a pair, its 1x1 and 3x3 convs' widths; its
+    shortcut is the identity when `residual`, else a strided 1x1 projection.
+    `kernel` and `activation` are the stem's (3x3 and ReLU6 in MobileNets).
     """
 
     kind: str
@@ -43,11 +52,18 @@ class BlockSpec:
     out_stage: int
     expansion: int = 1
     residual: bool = False
-    hidden_stage: int | None = None
+    hidden_stage: int | tuple[int, int] | None = None
+    kernel: int = STEM_KERNEL
+    activation: str = RELU6
 
     def hidden_group(self, channels):
-        """The expanded width when it is a channel group of its own (layer-wise), else None."""
-        return None if self.hidden_stage is None else channels[self.hidden_stage]
+        """The inner width(s) when they are channel groups of their own (an int, or a
+        bottleneck's pair), else None."""
+        if self.hidden_stage is None:
+            return None
+        if isinstance(self.hidden_stage, tuple):
+            return tuple(channels[i] for i in self.hidden_stage)
+        return channels[self.hidden_stage]
 
     def hidden(self, channels, in_channels):
         """The block's expanded width, given the channel table and its input width."""
@@ -57,22 +73,56 @@ class BlockSpec:
 
 @dataclasses.dataclass(frozen=True)
 class Architecture:
-    """A supernet's shape: base channels per multiplier, fixed channels, blocks.
+    """A supernet's shape: base channels per channel group, fixed channels, blocks.
 
+    `base_channels` lists the channel groups a multiplier scales (a group: the
+    layers whose widths must agree). `gene_of` names the multiplier (the gene)
+    each group follows; None gives every group its own. ResNet-50's stage-wise
+    space shares one multiplier between a stage's inner widths and its output.
     `fixed_channels` are layers no width multiplier scales (MobileNetV2's last
-    1x1 conv keeps 1280 channels in the release); they follow the multipliers'
-    stages in the channel table.
+    1x1 conv keeps 1280 channels in the release); they follow the groups in
+    the channel table.
     """
 
     name: str
     base_channels: tuple[int, ...]
     blocks: tuple[BlockSpec, ...]
     fixed_channels: tuple[int, ...] = ()
+    gene_of: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        if self.gene_of is not None and (
+            len(self.gene_of) != len(self.base_channels) or set(self.gene_of) != set(range(max(self.gene_of) + 1))
+        ):
+            raise ValueError(f"gene_of: {self.gene_of} does not map {len(self.base_channels)} groups onto genes 0..n-1")
 
     @property
     def num_stages(self) -> int:
-        """Width multipliers a config of this architecture has."""
+        """Width multipliers (genes) a config of this architecture has."""
+        return len(self.base_channels) if self.gene_of is None else max(self.gene_of) + 1
+
+    @property
+    def num_groups(self) -> int:
+        """Channel groups a multiplier scales: the entries of a config's `channels`."""
         return len(self.base_channels)
+
+    @property
+    def genes(self) -> tuple[int, ...]:
+        """The gene of every channel group."""
+        return tuple(range(self.num_groups)) if self.gene_of is None else self.gene_of
+
+    def channels(self, widths) -> tuple[int, ...]:
+        """The active channels of every group of a config with these multipliers."""
+        return tuple(make_divisible(c * widths[g]) for c, g in zip(self.base_channels, self.genes))
+
+    def channels_array(self, widths) -> list:
+        """`channels` for a batch of multiplier rows (n, genes): one (n,) array per group."""
+        widths = np.asarray(widths, dtype=np.float64)
+        return [make_divisible_array(c * widths[:, g]) for c, g in zip(self.base_channels, self.genes)]
+
+    def groups_of(self, gene: int) -> tuple[int, ...]:
+        """The channel groups multiplier `gene` scales."""
+        return tuple(i for i, g in enumerate(self.genes) if g == gene)
 
     def channel_table(self, channels) -> list:
         """Channels by table index: the multipliers' (`channels`), then the fixed ones.
@@ -88,8 +138,9 @@ class Architecture:
         return channels + fixed
 
     @property
-    def layerwise(self) -> bool:
-        """Whether a block's hidden width is a channel group of its own (AutoSlim's and BCNet's spaces)."""
+    def has_inner_groups(self) -> bool:
+        """Whether some block's inner width is a channel group of its own rather than
+        its input's times an expansion (layer-wise spaces, ResNet-50)."""
         return any(block.hidden_stage is not None for block in self.blocks)
 
     @property
@@ -168,21 +219,54 @@ def _mobilenet_v2_layerwise(stem_stride: int, base_width: float) -> Architecture
     return Architecture(model_name("mobilenet_v2_layerwise", base_width), tuple(base), tuple(blocks))
 
 
+def _resnet50(stem_stride: int, base_width: float, layerwise: bool = False) -> Architecture:
+    """ResNet-50 as the pruning papers use it (torchvision's layout): a 7x7 stem, a
+    3x3 max pool, 16 bottlenecks (stride in the 3x3, a projection shortcut on
+    each stage's first block), no conv biases, ReLU. Stage-wise (PSS's kind of
+    space), a stage's multiplier scales its inner widths and its output alike;
+    layer-wise, every bottleneck's two inner widths and every stage's output are
+    genes of their own. `small_input` (stem stride 1) drops the max pool too."""
+    # (inner width, output width, blocks, first stride) per stage.
+    stages = ((64, 256, 3, 1), (128, 512, 4, 2), (256, 1024, 6, 2), (512, 2048, 3, 2))
+    base = [64] + [out for _, out, _, _ in stages]  # stem, stage outputs
+    gene_of = list(range(len(base)))
+    blocks = [BlockSpec(STEM, stem_stride, None, 0, kernel=7, activation=RELU)]
+    if stem_stride > 1:
+        blocks.append(BlockSpec(MAX_POOL, 2, 0, 0))
+    for stage, (inner, _, repeats, first_stride) in enumerate(stages, start=1):
+        if not layerwise:
+            base.append(inner)
+            gene_of.append(stage)
+        for repeat in range(repeats):
+            if layerwise:
+                base += [inner, inner]
+            hidden = (len(base) - 2, len(base) - 1) if layerwise else (len(base) - 1,) * 2
+            first = repeat == 0
+            blocks.append(BlockSpec(
+                BOTTLENECK, first_stride if first else 1, stage - 1 if first else stage, stage,
+                residual=not first, hidden_stage=hidden,
+            ))
+    family = "resnet50_layerwise" if layerwise else "resnet50"
+    return Architecture(
+        model_name(family, base_width), _scaled(tuple(base), base_width), tuple(blocks),
+        gene_of=None if layerwise else tuple(gene_of),
+    )
+
+
+def _resnet50_layerwise(stem_stride: int, base_width: float) -> Architecture:
+    return _resnet50(stem_stride, base_width, layerwise=True)
+
+
 _BUILDERS = {
     "mobilenet_v1": _mobilenet_v1,
     "mobilenet_v2": _mobilenet_v2,
     "mobilenet_v2_slim_last_conv": _mobilenet_v2_slim_last_conv,
     "mobilenet_v2_layerwise": _mobilenet_v2_layerwise,
+    "resnet50": _resnet50,
+    "resnet50_layerwise": _resnet50_layerwise,
 }
 # The model families; `<family>_<w>x` is a family at base width w (see `model_name`).
 MODEL_NAMES = tuple(sorted(_BUILDERS))
-# The Keras applications model each supernet's widest subnet reproduces.
-KERAS_APPLICATIONS = {
-    "mobilenet_v1": "MobileNet",
-    "mobilenet_v2": "MobileNetV2",
-    "mobilenet_v2_slim_last_conv": "MobileNetV2",
-    "mobilenet_v2_layerwise": "MobileNetV2",
-}
 _WIDER = re.compile(r"^(?P<family>[a-z0-9_]+?)_(?P<width>[0-9]+(?:\.[0-9]+)?)x$")
 MAX_BASE_WIDTH = 4.0
 

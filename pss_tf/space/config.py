@@ -64,9 +64,9 @@ class SubnetConfig:
 
     @functools.cached_property
     def channels(self) -> tuple[int, ...]:
-        """The active channel count of each stage."""
-        base = architectures.get_architecture(self.model).base_channels
-        return tuple(make_divisible(c * w) for c, w in zip(base, self.widths))
+        """The active channel count of each channel group (one per multiplier but in
+        spaces whose multipliers scale several groups, as ResNet-50's stages)."""
+        return architectures.get_architecture(self.model).channels(self.widths)
 
     def to_dict(self) -> dict:
         return {"model": self.model, "resolution": self.resolution, "widths": list(self.widths)}

@@ -15,7 +15,7 @@ import functools
 import numpy as np
 
 from pss_tf.space import architectures
-from pss_tf.space.config import SubnetConfig, make_divisible_array
+from pss_tf.space.config import SubnetConfig
 
 
 def _ceil_div(size, stride):
@@ -31,11 +31,22 @@ def _macs(arch: architectures.Architecture, resolution, channels, in_channels: i
         cout = channels[block.out_stage]
         if block.kind == architectures.STEM:
             size = _ceil_div(size, block.stride)
-            total = total + architectures.STEM_KERNEL**2 * in_channels * cout * size * size
+            total = total + block.kernel**2 * in_channels * cout * size * size
+            continue
+        if block.kind == architectures.MAX_POOL:  # No multiply-accumulates (torchvision's count).
+            size = _ceil_div(size, block.stride)
             continue
         cin = channels[block.in_stage]
         if block.kind == architectures.POINTWISE:
             total = total + cin * cout * size * size
+            continue
+        if block.kind == architectures.BOTTLENECK:
+            first, second = block.hidden_group(channels)
+            total = total + cin * first * size * size
+            size = _ceil_div(size, block.stride)
+            total = total + architectures.DEPTHWISE_KERNEL**2 * first * second * size * size + second * cout * size * size
+            if not block.residual:  # The projection shortcut.
+                total = total + cin * cout * size * size
             continue
         hidden = block.hidden(channels, cin)
         if block.kind == architectures.INVERTED_RESIDUAL and block.expansion != 1:
@@ -55,11 +66,20 @@ def _params(arch: architectures.Architecture, channels, in_channels: int, num_cl
     for block in arch.blocks:
         cout = channels[block.out_stage]
         if block.kind == architectures.STEM:
-            total = total + architectures.STEM_KERNEL**2 * in_channels * cout + 4 * cout
+            total = total + block.kernel**2 * in_channels * cout + 4 * cout
+            continue
+        if block.kind == architectures.MAX_POOL:
             continue
         cin = channels[block.in_stage]
         if block.kind == architectures.POINTWISE:
             total = total + cin * cout + 4 * cout
+            continue
+        if block.kind == architectures.BOTTLENECK:
+            first, second = block.hidden_group(channels)
+            total = total + cin * first + 4 * first + architectures.DEPTHWISE_KERNEL**2 * first * second + 4 * second
+            total = total + second * cout + 4 * cout
+            if not block.residual:
+                total = total + cin * cout + 4 * cout
             continue
         hidden = block.hidden(channels, cin)
         if block.kind == architectures.INVERTED_RESIDUAL and block.expansion != 1:
@@ -88,13 +108,6 @@ def count_params(
     return int(_params(arch, config.channels, in_channels, num_classes))
 
 
-def channels_array(model: str, widths: np.ndarray) -> list[np.ndarray]:
-    """Active channels per stage for a batch of width rows, shape (n, stages)."""
-    base = architectures.get_architecture(model).base_channels
-    widths = np.asarray(widths, dtype=np.float64)
-    return [make_divisible_array(b * widths[:, i]) for i, b in enumerate(base)]
-
-
 def count_flops_array(
     model: str,
     resolutions: np.ndarray,
@@ -106,7 +119,7 @@ def count_flops_array(
     """`count_flops` for many configs at once: resolutions (n,), widths (n, stages)."""
     arch = architectures.get_architecture(model, small_input)
     resolutions = np.asarray(resolutions, dtype=np.int64)
-    macs = _macs(arch, resolutions, channels_array(model, widths), in_channels, num_classes)
+    macs = _macs(arch, resolutions, arch.channels_array(widths), in_channels, num_classes)
     return np.asarray(macs, dtype=np.float64) / 1e6
 
 
@@ -115,4 +128,4 @@ def count_params_array(
 ) -> np.ndarray:
     """`count_params` for many configs at once."""
     arch = architectures.get_architecture(model, small_input)
-    return np.asarray(_params(arch, channels_array(model, widths), in_channels, num_classes))
+    return np.asarray(_params(arch, arch.channels_array(widths), in_channels, num_classes))

@@ -18,6 +18,7 @@ STANDARD_LAYERS = (
     keras.layers.ReLU,
     keras.layers.Add,
     keras.layers.GlobalAveragePooling2D,
+    keras.layers.MaxPooling2D,
     keras.layers.Dense,
 )
 
@@ -37,7 +38,7 @@ def _randomise_batch_norm(supernet, seed=0):
 @pytest.fixture(scope="module")
 def supernets():
     nets = {}
-    for model in ("mobilenet_v1", "mobilenet_v2", "mobilenet_v2_layerwise"):
+    for model in ("mobilenet_v1", "mobilenet_v2", "mobilenet_v2_layerwise", "resnet50", "resnet50_layerwise"):
         nets[model] = build_supernet(model, num_classes=1000)
         _randomise_batch_norm(nets[model])
     return nets
@@ -65,10 +66,19 @@ def test_full_width_subnet_has_keras_applications_parameter_count(supernets, mod
     assert extracted.count_params() == reference.count_params()
 
 
-@pytest.mark.parametrize("model", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v2_layerwise"])
-def test_extracted_subnet_equals_supernet(supernets, model):
+@pytest.mark.parametrize(
+    "model, resolutions",
+    [
+        ("mobilenet_v1", (96, 160)),
+        ("mobilenet_v2", (96, 160)),
+        ("mobilenet_v2_layerwise", (96, 160)),
+        ("resnet50", (64, 96)),  # Its max pool and projections at odd sizes too (96 -> 48 -> 24 -> 12 -> 6 -> 3).
+        ("resnet50_layerwise", (64, 96)),
+    ],
+)
+def test_extracted_subnet_equals_supernet(supernets, model, resolutions):
     supernet = supernets[model]
-    space = SearchSpace(model, 96, 160, 16, 0.35, 1.0)
+    space = SearchSpace(model, resolutions[0], resolutions[1], 16, 0.35, 1.0)
     rng = random.Random(1)
     images = tf.random.stateless_uniform([2, 160, 160, 3], seed=[1, 2], minval=-1, maxval=1)
     configs = [space.max_config(), space.min_config()] + [space.random_config(rng) for _ in range(2)]
@@ -136,7 +146,7 @@ def test_config_of_another_model_is_rejected(supernets):
     with pytest.raises(ValueError, match="config"):
         supernets["mobilenet_v1"](tf.zeros([1, 32, 32, 3]), SubnetConfig.uniform("mobilenet_v2", 32, 1.0))
     with pytest.raises(ValueError, match="model"):
-        build_supernet("resnet50")
+        build_supernet("resnet18")
 
 
 def test_weights_round_trip_through_a_weights_file(tmp_path, supernets):
@@ -212,7 +222,7 @@ def test_extract_options_fixed_resolution_and_batch(supernets):
     assert fixed.count_params() == resizing.count_params()
 
 
-@pytest.mark.parametrize("model", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v2_layerwise"])
+@pytest.mark.parametrize("model", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v2_layerwise", "resnet50_layerwise"])
 def test_each_part_of_a_block_has_one_name_on_both_faces(supernets, model):
     """The weights a slim block hands out and the layers its static face builds carry the
     same part names, and extraction refuses weights that would land nowhere or are missing."""
@@ -223,6 +233,6 @@ def test_each_part_of_a_block_has_one_name_on_both_faces(supernets, model):
     assert {layer.name for layer in extracted.layers if layer.weights} == set(weights)
     with pytest.raises(ValueError, match=r"no layer of the extracted model is named \['stray'\]"):
         supernet.extract(config, weights={**weights, "stray": []})
-    block = next(name for name in weights if name.endswith("_dw_bn"))
+    block = next(name for name in weights if name.startswith("block") and name.endswith("_bn"))
     with pytest.raises(ValueError, match=rf"no weights given for layer\(s\) \['{block}'\]"):
         supernet.extract(config, weights={k: v for k, v in weights.items() if k != block})

@@ -73,7 +73,7 @@ class TestGenes:
     def test_levels_of_the_small_space(self):
         assert GENES.level_sizes() == (3, 1, 2, 3, 3, 6, 6, 11, 11, 11, 11, 11, 11, 20, 20)
         assert len(GENES.width_values) == 151 and GENES.width_values[0] == 0.35 and GENES.width_values[-1] == 0.5
-        assert GENES.levels[ODD].tolist() == list(range(360, 520, 8))
+        assert GENES.levels[ODD] == [(c,) for c in range(360, 520, 8)]
 
     def test_encode_decode_round_trip_of_space_draws(self):
         for config in uniform_configs(300, seed=0):

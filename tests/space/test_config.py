@@ -54,7 +54,7 @@ def test_json_round_trip_is_exact():
 @pytest.mark.parametrize(
     "kwargs, field",
     [
-        (dict(model="resnet50", resolution=224, widths=(1.0,) * 14), "model"),
+        (dict(model="resnet18", resolution=224, widths=(1.0,) * 14), "model"),
         (dict(model="mobilenet_v1", resolution=224, widths=(1.0,) * 13), "widths"),
         (dict(model="mobilenet_v2", resolution=224, widths=(1.0,) * 14), "widths"),
         (dict(model="mobilenet_v1", resolution=224, widths=(1.0,) * 13 + (1.2,)), r"widths\[13\]"),

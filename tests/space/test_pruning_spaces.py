@@ -97,7 +97,7 @@ def test_a_base_width_is_part_of_the_model_name():
     # make_divisible(c * 1.5) of every stage, and the last conv 1280 * 1.5 = 1920 (Keras, AutoSlim, BCNet).
     assert wide.full_channels == (48, 24, 40, 48, 96, 144, 240, 480, 1920)
     assert architectures.get_architecture("mobilenet_v2_0.5x").fixed_channels == (1280,)  # Never narrower.
-    for bad in ("mobilenet_v2_1.50x", "mobilenet_v2_1x", "mobilenet_v2_5x", "resnet50_1.5x", "mobilenet_v2_x1.5"):
+    for bad in ("mobilenet_v2_1.50x", "mobilenet_v2_1x", "mobilenet_v2_5x", "resnet18_1.5x", "mobilenet_v2_x1.5"):
         with pytest.raises(ValueError, match="model: unknown model"):
             architectures.parse_model(bad)
     with pytest.raises(ConfigError, match="model: unknown model 'mobilenet_v2_1.50x'"):
@@ -113,7 +113,7 @@ def test_configs_of_another_base_width_are_outside_the_space():
 def test_layerwise_mobilenet_v2_makes_every_channel_group_a_gene():
     arch = architectures.get_architecture("mobilenet_v2_layerwise")
     # Stem, 7 stage outputs, the last conv, then the 16 expanding blocks' hidden widths (6 x their input's base).
-    assert arch.num_stages == 25 and arch.layerwise and not arch.fixed_channels
+    assert arch.num_stages == 25 and arch.has_inner_groups and not arch.fixed_channels
     assert arch.base_channels[:9] == (32, 16, 24, 32, 64, 96, 160, 320, 1280)
     assert arch.base_channels[9:12] == (96, 144, 144)
     full = SubnetConfig.uniform("mobilenet_v2_layerwise", 224, 1.0)
@@ -134,9 +134,9 @@ def test_latency_metrics_are_refused_for_layerwise_spaces_by_name():
 
     config = smoke_config("/tmp/unused", model="mobilenet_v2_layerwise", metrics=("flops", "latency_cpu"),
                           latency_cpu_lut="table.json")
-    with pytest.raises(ConfigError, match="metrics: latency_cpu needs a latency table.*layer-wise"):
+    with pytest.raises(ConfigError, match="metrics: latency_cpu needs a latency table.*layer-wise spaces"):
         config.validate()
     from pss_tf.latency.variants import slots
 
-    with pytest.raises(ValueError, match="latency tables of layer-wise spaces"):
+    with pytest.raises(ValueError, match="latency tables of spaces whose blocks have inner widths"):
         slots("mobilenet_v2_layerwise")

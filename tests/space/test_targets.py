@@ -206,7 +206,7 @@ class TestFlopsMetric:
 
     def test_validation(self):
         with pytest.raises(ValueError, match="model"):
-            FlopsMetric("resnet50", MBV1_GRID)
+            FlopsMetric("resnet18", MBV1_GRID)
         with pytest.raises(ValueError, match="grid"):
             FlopsMetric("mobilenet_v1", (110, 570, 10))
         with pytest.raises(ValueError, match="num_classes"):

@@ -234,7 +234,7 @@ def test_a_second_run_into_a_run_directory_is_refused_and_touches_nothing(smoke_
 @pytest.mark.parametrize(
     "changes, field",
     [
-        (dict(model="resnet50"), "model"),
+        (dict(model="resnet18"), "model"),
         (dict(flops_targets=(12, 4, 2)), "flops_targets"),
         (dict(flops_targets=(4, 12, 0)), "flops_targets"),
         (dict(min_width=0.0), "min_width"),
