@@ -94,7 +94,10 @@ def _count_by_layers(model: keras.Model, resolution: int, in_channels: int) -> t
     return macs / 1e6, params
 
 
-@pytest.mark.parametrize("model, small_input", [("mobilenet_v1", False), ("mobilenet_v2", True)])
+@pytest.mark.parametrize(
+    "model, small_input",
+    [("mobilenet_v1", False), ("mobilenet_v2", True), ("resnet50_0.5x", False), ("resnet50_layerwise", True)],
+)
 def test_counts_equal_an_independent_count_over_extracted_layers(model, small_input):
     in_channels = 1 if small_input else 3
     supernet = build_supernet(model, num_classes=10, small_input=small_input, in_channels=in_channels)

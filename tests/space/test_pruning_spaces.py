@@ -140,3 +140,63 @@ def test_latency_metrics_are_refused_for_layerwise_spaces_by_name():
 
     with pytest.raises(ValueError, match="latency tables of spaces whose blocks have inner widths"):
         slots("mobilenet_v2_layerwise")
+
+
+# --- ResNet-50 --------------------------------------------------------------------------
+
+# torchvision's ResNet-50 at 224 px, 1000 classes: its trainable parameters, and its MACs
+# (convs and the classifier); pss_tf's count adds the global average pool (7 x 7 x 2048).
+RESNET50_TRAINABLE = 25_557_032
+RESNET50_MACS = 4_089_184_256 + 7 * 7 * 2048
+RESNET50_BN_CHANNELS = 64 + 3 * (64 + 64 + 256) + 256 + 4 * (128 + 128 + 512) + 512 + 6 * (256 + 256 + 1024) + 1024 + (
+    3 * (512 + 512 + 2048) + 2048
+)
+
+
+@pytest.mark.parametrize("model", ["resnet50", "resnet50_layerwise"])
+def test_resnet50_at_full_width_has_torchvisions_figures(model):
+    full = SubnetConfig.uniform(model, 224, 1.0)
+    assert count_flops(full) * 1e6 == RESNET50_MACS
+    # Keras counts the two moving statistics of every BN channel too; torchvision's figure does not.
+    assert count_params(full) - 2 * RESNET50_BN_CHANNELS == RESNET50_TRAINABLE
+
+
+def test_a_resnet50_stage_multiplier_scales_the_stages_inner_widths_and_output():
+    arch = architectures.get_architecture("resnet50")
+    assert arch.num_stages == 5 and arch.num_groups == 9 and arch.has_inner_groups
+    half = SubnetConfig("resnet50", 224, (1.0, 0.5, 1.0, 1.0, 1.0))
+    # Groups: stem, the 4 stage outputs, the 4 stages' inner widths.
+    assert half.channels == (64, 128, 512, 1024, 2048, 32, 128, 256, 512)
+    # Stage 1 (56 x 56 = 3136 pixels): inner width 64 -> 32, output 256 -> 128, by hand.
+    def stage1_and_readers(inner, out):
+        first = 64 * inner + 9 * inner * inner + inner * out + 64 * out  # the projection reads the stem
+        later = 2 * (out * inner + 9 * inner * inner + inner * out)
+        readers = out * 128 * 3136 + out * 512 * 784  # stage 2's first 1x1 (at 56 px) and projection (28 px)
+        return (first + later) * 3136 + readers
+
+    full = SubnetConfig.uniform("resnet50", 224, 1.0)
+    removed = stage1_and_readers(64, 256) - stage1_and_readers(32, 128)
+    assert round((count_flops(full) - count_flops(half)) * 1e6) == removed
+
+
+def test_resnet50_layerwise_genes_are_every_inner_width_and_stage_output():
+    arch = architectures.get_architecture("resnet50_layerwise")
+    assert arch.num_stages == arch.num_groups == 5 + 2 * 16
+    widths = [1.0] * 37
+    widths[5] = 0.5  # The first bottleneck's 1x1 output only (and so its 3x3's input).
+    config = SubnetConfig("resnet50_layerwise", 224, tuple(widths))
+    removed = (64 * 32 + 9 * 32 * 64) * 3136  # by hand: 1x1 64 -> 32 outputs, 3x3 32 fewer inputs
+    full = SubnetConfig.uniform("resnet50_layerwise", 224, 1.0)
+    assert round((count_flops(full) - count_flops(config)) * 1e6) == removed
+    assert count_params(full) - count_params(config) == 64 * 32 + 4 * 32 + 9 * 32 * 64
+
+
+def test_resnet50_search_genes_have_one_level_per_shared_width():
+    space = SearchSpace("resnet50", 224, 224, 8, 0.05, 1.0, width_bins=20)
+    genes = GeneSpace(space)
+    # A stage gene's levels are (output, inner) pairs: 20 bins give 20 distinct pairs in every stage.
+    assert genes.level_sizes() == (1, 8, 20, 20, 20, 20)
+    assert genes.levels[1][0] == (16, 8) and genes.levels[1][-1] == (256, 64)
+    config = space.random_config(random.Random(3))
+    assert genes.decode(genes.encode(config)) == config
+    assert genes.level_of(config) is not None
