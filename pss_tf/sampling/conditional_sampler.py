@@ -37,7 +37,9 @@ from pss_tf.space.metrics import Metric
 
 _FORMAT = "pss_tf.conditional_sampler"
 # Bump when the build changes the tables it makes from the same fingerprint.
-_VERSION = 4
+# 5: width codes index the space's own `width_values` (4 spanned floor(min) to
+# ceil(max) of the scaled range, never-drawn codes included; draws are the same).
+_VERSION = 5
 # Subnets are drawn and binned in chunks of this size, which bounds memory for
 # 1e6+ subnets. It is part of the random stream, hence of `_VERSION`.
 _BUILD_CHUNK = 100_000
@@ -363,11 +365,9 @@ class _TableBuilder:
         self.num_targets = len(metric.grid.targets)
         self.num_stages = space.num_stages
         self.resolution_values = np.asarray(space.resolutions, dtype=np.int64)
-        # Widths are multiples of 1/width_scale, so they are integer codes in disguise.
-        self.scale = float(space.width_scale)
-        self.code_offset = math.floor(space.min_width * self.scale)
-        num_codes = math.ceil(space.max_width * self.scale) - self.code_offset + 1
-        self.width_values = np.full(num_codes, np.nan)
+        # A width's code is its index among the space's multipliers, the very floats draws give.
+        self.width_values = np.asarray(space.width_values, dtype=np.float64)
+        num_codes = len(self.width_values)
         self.resolution_counts = np.zeros((self.num_targets, len(self.resolution_values)), dtype=np.int64)
         self.width_counts = np.zeros((self.num_targets, self.num_stages, num_codes), dtype=np.int64)
         num_resolutions = len(self.resolution_values)
@@ -389,14 +389,12 @@ class _TableBuilder:
         self.kept += len(keep)
 
         resolution_codes = np.searchsorted(self.resolution_values, resolutions)
-        width_codes = np.rint(widths * self.scale).astype(np.int64) - self.code_offset
         num_codes = len(self.width_values)
+        width_codes = np.minimum(np.searchsorted(self.width_values, widths), num_codes - 1)
         if np.any(self.resolution_values[np.minimum(resolution_codes, len(self.resolution_values) - 1)] != resolutions):
             raise ValueError("space: sample_arrays drew a resolution outside space.resolutions")
-        if width_codes.size and (width_codes.min() < 0 or width_codes.max() >= num_codes):
-            raise ValueError(f"space: sample_arrays drew widths that are not multiples of 1/{self.space.width_scale}")
-        # Keep the exact floats drawn, so sampled configs equal those sample_arrays makes.
-        self.width_values[width_codes] = widths
+        if np.any(self.width_values[width_codes] != widths):
+            raise ValueError("space: sample_arrays drew widths that are not the space's width_values")
 
         num_resolutions = len(self.resolution_values)
         self.resolution_counts += np.bincount(
@@ -424,12 +422,7 @@ class _TableBuilder:
     def tables(self) -> _Tables:
         return _Tables(
             resolution_values=self.resolution_values,
-            # Codes never drawn have count 0 everywhere; give them their nominal value.
-            width_values=np.where(
-                np.isnan(self.width_values),
-                (np.arange(len(self.width_values)) + self.code_offset) / self.scale,
-                self.width_values,
-            ),
+            width_values=self.width_values,
             resolution_counts=self.resolution_counts,
             width_counts=self.width_counts,
             exemplars=self.exemplars,

@@ -61,16 +61,17 @@ def test_each_slice_is_scored_on_its_own_examples_and_one_trace_serves_every_gro
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "changes, export",
+    "changes",
     [
-        (dict(mode="sandwich", parallel_subnets=2, sampler="pss"), True),
-        (dict(mode="pse", parallel_subnets=2, sampler="conditional", pse_anchor=True), False),
+        dict(mode="sandwich", parallel_subnets=2, sampler="pss"),
+        dict(mode="pse", parallel_subnets=2, sampler="conditional", pse_anchor=True),
     ],
     ids=["pss_parallel", "pse_conditional_anchor"],
 )
-def test_parallel_modes_train_and_resume_exactly(tmp_path, changes, export):
+def test_parallel_modes_train_and_resume_exactly(tmp_path, changes):
     """(PSE with the uniform sampler and no anchor steps like these: tests/training/test_mode_replay.py
-    replays it; one mode's export is enough to show a parallel run's winners export.)"""
+    replays it. A parallel run's checkpoint and winners are those of any run, so its export is
+    tests/export's.)"""
     from pss_tf.job import Job
     from pss_tf.training.runtime import run
 
@@ -89,19 +90,6 @@ def test_parallel_modes_train_and_resume_exactly(tmp_path, changes, export):
     records = Job(str(tmp_path / "straight")).records().records()
     drawn = changes["parallel_subnets"] - (1 if changes.get("pse_anchor") or changes["mode"] == "sandwich" else 0)
     assert len(records) <= 6 * drawn and records
-    if not export:
-        return
-    # The resumed run exports like any other: its winners, with the accuracy the run measured.
-    from pss_tf.export import exporter
-    from pss_tf.export.options import ExportOptions
-
-    options = ExportOptions(job_dir=str(tmp_path / "resumed"), export_dir=str(tmp_path / "export"))
-    manifest = exporter.export(options.replace(tflite_kinds=(), bundle=False, latency=False), log=lambda m: None).manifest
-    winners = json.load(open(tmp_path / "resumed" / "winners.json"))
-    assert sorted(s["name"] for s in manifest["subnets"]) == sorted(w["name"] for w in winners)
-    by_name = {w["name"]: w for w in winners}
-    for subnet in manifest["subnets"]:
-        assert subnet["accuracy"]["keras"] == pytest.approx(by_name[subnet["name"]]["val_top1"])
 
 
 def test_parallel_settings_are_checked_before_any_work(tmp_path):
