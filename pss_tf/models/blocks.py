@@ -29,7 +29,8 @@ norm, and MobileNetV2's expansion (`expansion` x the *active* input), follow
 the input's width, which differs between slices. In a layer-wise space an
 inverted residual block's hidden width is a channel group of its own: the block
 is called with `hidden_channels` (and a third, per-slice entry in
-`slice_channels`), and `hidden` reaches `sliced_weights` and `apply_static`.
+`slice_channels`), and `hidden` reaches `sliced_weights` and `apply_static`;
+a ResNet bottleneck always is, with the pair of its two inner widths.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ BN_EPSILON = 1e-5  # The release (PyTorch's default).
 DEPTHWISE_KERNEL = architectures.DEPTHWISE_KERNEL
 STEM_KERNEL = architectures.STEM_KERNEL
 POOL_KERNEL = architectures.POOL_KERNEL
+CONV_KERNEL = architectures.CONV_KERNEL
 
 
 def _pad(K, x, kernel_size, stride, padding, name):
@@ -201,9 +203,6 @@ class MaxPoolBlock(SlimBlock):
         self.strides = int(strides)
 
     def part_widths(self, in_channels, out_channels, hidden=None):
-        return []
-
-    def slim_layers(self):
         return []
 
     def call(self, inputs, out_channels, training=None, calibration_rate=None, slice_channels=None):
@@ -382,7 +381,7 @@ class BottleneckBlock(SlimBlock):
         bn = dict(epsilon=bn_epsilon, synchronized=synchronized_bn)
         self.reduce = SlimConv2D(first, 1, 1, in_channels, name=self.REDUCE)
         self.reduce_bn = SlimBatchNormalization(first, name=self.REDUCE_BN, **bn)
-        self.conv = SlimConv2D(second, DEPTHWISE_KERNEL, strides, first, padding=padding, name=self.CONV)
+        self.conv = SlimConv2D(second, CONV_KERNEL, strides, first, padding=padding, name=self.CONV)
         self.conv_bn = SlimBatchNormalization(second, name=self.CONV_BN, **bn)
         self.expand = SlimConv2D(filters, 1, 1, second, name=self.EXPAND)
         self.expand_bn = SlimBatchNormalization(filters, name=self.EXPAND_BN, **bn)
@@ -425,7 +424,7 @@ class BottleneckBlock(SlimBlock):
         first, second = hidden
         x = _conv(K, x, first, 1, 1, f"{name}_{cls.REDUCE}")
         x = _activation(K, _bn(K, x, bn_epsilon, f"{name}_{cls.REDUCE_BN}"), architectures.RELU, f"{name}_{cls.REDUCE}_relu")
-        x = _conv(K, x, second, DEPTHWISE_KERNEL, stride, f"{name}_{cls.CONV}", padding)
+        x = _conv(K, x, second, CONV_KERNEL, stride, f"{name}_{cls.CONV}", padding)
         x = _activation(K, _bn(K, x, bn_epsilon, f"{name}_{cls.CONV_BN}"), architectures.RELU, f"{name}_{cls.CONV}_relu")
         x = _bn(K, _conv(K, x, out_channels, 1, 1, f"{name}_{cls.EXPAND}"), bn_epsilon, f"{name}_{cls.EXPAND_BN}")
         if not residual:

@@ -268,7 +268,7 @@ class Supernet(keras.Model):
                 slices_in = None if spec.in_stage is None else slice_channels[spec.in_stage]
                 slices = (slices_in, slice_channels[spec.out_stage])
             hidden = {}
-            if spec.hidden_stage is not None:  # A layer-wise space: the hidden width is a group of its own.
+            if spec.hidden_stage is not None:  # Inner widths of their own (layer-wise spaces, ResNet).
                 hidden = dict(hidden_channels=spec.hidden_group(channels))
                 slices = None if slices is None else slices + (spec.hidden_group(slice_channels),)
             x = block(

@@ -27,6 +27,7 @@ HEAD = "head"  # Global average pool and the classifier, the end of every subnet
 
 STEM_KERNEL = 3
 DEPTHWISE_KERNEL = 3
+CONV_KERNEL = 3  # A bottleneck's middle conv.
 POOL_KERNEL = 3
 RELU6, RELU = "relu6", "relu"  # Activations: MobileNets', ResNet's.
 

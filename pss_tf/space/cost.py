@@ -44,7 +44,7 @@ def _macs(arch: architectures.Architecture, resolution, channels, in_channels: i
             first, second = block.hidden_group(channels)
             total = total + cin * first * size * size
             size = _ceil_div(size, block.stride)
-            total = total + architectures.DEPTHWISE_KERNEL**2 * first * second * size * size + second * cout * size * size
+            total = total + architectures.CONV_KERNEL**2 * first * second * size * size + second * cout * size * size
             if not block.residual:  # The projection shortcut.
                 total = total + cin * cout * size * size
             continue
@@ -76,7 +76,7 @@ def _params(arch: architectures.Architecture, channels, in_channels: int, num_cl
             continue
         if block.kind == architectures.BOTTLENECK:
             first, second = block.hidden_group(channels)
-            total = total + cin * first + 4 * first + architectures.DEPTHWISE_KERNEL**2 * first * second + 4 * second
+            total = total + cin * first + 4 * first + architectures.CONV_KERNEL**2 * first * second + 4 * second
             total = total + second * cout + 4 * cout
             if not block.residual:
                 total = total + cin * cout + 4 * cout
