@@ -131,7 +131,7 @@ def slots(model: str, small_input: bool = False, in_channels: int = 3, num_class
     result, strides = [], []
     for block in arch.blocks:
         out_stage, fixed_cout = stage_or_fixed(block.out_stage)
-        if block.kind == architectures.STEM:
+        if block.kind in architectures.STEMS:
             in_stage, fixed_cin = None, in_channels
         else:
             in_stage, fixed_cin = stage_or_fixed(block.in_stage)

@@ -205,6 +205,9 @@ class MaxPoolBlock(SlimBlock):
     def part_widths(self, in_channels, out_channels, hidden=None):
         return []
 
+    def slim_layers(self):
+        return []  # No weights, and no widths of its own to pair them with.
+
     def call(self, inputs, out_channels, training=None, calibration_rate=None, slice_channels=None):
         pixels, mode = conv_padding(self.padding, POOL_KERNEL, self.strides)
         if pixels:
@@ -465,7 +468,12 @@ def make_block(
     filters = base_channels[spec.out_stage]
     common = dict(bn_epsilon=bn_epsilon, synchronized_bn=synchronized_bn, padding=padding, name=name)
     if spec.kind == architectures.STEM:
-        return ConvBNReLU(filters, spec.kernel, spec.stride, image_channels, activation=spec.activation, **common)
+        return ConvBNReLU(filters, STEM_KERNEL, spec.stride, image_channels, **common)
+    if spec.kind == architectures.RESNET_STEM:
+        return ConvBNReLU(
+            filters, architectures.RESNET_STEM_KERNEL, spec.stride, image_channels, activation=architectures.RELU,
+            **common,
+        )
     if spec.kind == architectures.MAX_POOL:
         return MaxPoolBlock(spec.stride, padding=padding, name=name)
     in_channels = base_channels[spec.in_stage]

@@ -17,7 +17,9 @@ import numpy as np
 from pss_tf.space.channels import make_divisible, make_divisible_array
 
 # Block kinds.
-STEM = "stem"  # 3x3 conv from the image channels.
+STEM = "stem"  # 3x3 conv from the image channels, ReLU6 (MobileNets).
+RESNET_STEM = "resnet_stem"  # 7x7 conv from the image channels, ReLU (ResNet).
+STEMS = (STEM, RESNET_STEM)
 SEPARABLE = "separable"  # MobileNetV1: 3x3 depthwise on the input width, 1x1 pointwise.
 INVERTED_RESIDUAL = "inverted_residual"  # MobileNetV2: 1x1 expand, 3x3 depthwise, 1x1 project.
 POINTWISE = "pointwise"  # 1x1 conv (MobileNetV2's last conv).
@@ -26,6 +28,7 @@ BOTTLENECK = "bottleneck"  # ResNet: 1x1, 3x3 (the stride), 1x1, plus an identit
 HEAD = "head"  # Global average pool and the classifier, the end of every subnet.
 
 STEM_KERNEL = 3
+RESNET_STEM_KERNEL = 7
 DEPTHWISE_KERNEL = 3
 CONV_KERNEL = 3  # A bottleneck's middle conv.
 POOL_KERNEL = 3
@@ -44,7 +47,6 @@ class BlockSpec:
     the table entry `hidden_stage`, a group of its own (layer-wise spaces). A
     bottleneck's `hidden_stage` is a pair, its 1x1 and 3x3 convs' widths; its
     shortcut is the identity when `residual`, else a strided 1x1 projection.
-    `kernel` and `activation` are the stem's (3x3 and ReLU6 in MobileNets).
     """
 
     kind: str
@@ -54,8 +56,11 @@ class BlockSpec:
     expansion: int = 1
     residual: bool = False
     hidden_stage: int | tuple[int, int] | None = None
-    kernel: int = STEM_KERNEL
-    activation: str = RELU6
+
+    @property
+    def kernel(self) -> int:
+        """The conv kernel of a stem."""
+        return RESNET_STEM_KERNEL if self.kind == RESNET_STEM else STEM_KERNEL
 
     def hidden_group(self, channels):
         """The inner width(s) when they are channel groups of their own (an int, or a
@@ -231,7 +236,7 @@ def _resnet50(stem_stride: int, base_width: float, layerwise: bool = False) -> A
     stages = ((64, 256, 3, 1), (128, 512, 4, 2), (256, 1024, 6, 2), (512, 2048, 3, 2))
     base = [64] + [out for _, out, _, _ in stages]  # stem, stage outputs
     gene_of = list(range(len(base)))
-    blocks = [BlockSpec(STEM, stem_stride, None, 0, kernel=7, activation=RELU)]
+    blocks = [BlockSpec(RESNET_STEM, stem_stride, None, 0)]
     if stem_stride > 1:
         blocks.append(BlockSpec(MAX_POOL, 2, 0, 0))
     for stage, (inner, _, repeats, first_stride) in enumerate(stages, start=1):

@@ -29,7 +29,7 @@ def _macs(arch: architectures.Architecture, resolution, channels, in_channels: i
     total = 0
     for block in arch.blocks:
         cout = channels[block.out_stage]
-        if block.kind == architectures.STEM:
+        if block.kind in architectures.STEMS:
             size = _ceil_div(size, block.stride)
             total = total + block.kernel**2 * in_channels * cout * size * size
             continue
@@ -65,7 +65,7 @@ def _params(arch: architectures.Architecture, channels, in_channels: int, num_cl
     total = 0
     for block in arch.blocks:
         cout = channels[block.out_stage]
-        if block.kind == architectures.STEM:
+        if block.kind in architectures.STEMS:
             total = total + block.kernel**2 * in_channels * cout + 4 * cout
             continue
         if block.kind == architectures.MAX_POOL:
