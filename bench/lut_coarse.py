@@ -29,7 +29,7 @@ def main():
     args = parser.parse_args()
 
     from pss_tf.latency import LatencyMetric, LatencyTable, SpaceSpec, space_variants
-    from pss_tf.latency.grid import grid_variants, interpolate
+    from pss_tf.latency.grid import grid_variants, interpolate_space
 
     spec = SpaceSpec.parse(args.space, args.model)
     exact = LatencyTable.load(args.lut, "lut")
@@ -40,7 +40,7 @@ def main():
     needed = space_variants(spec.space, *args_v)
     exact.check_covers(needed, args.lut, spec, "lut")
     kept = {v.key: exact.get(v) for v in grid_variants(spec.space, args.channel_step, *args_v)}
-    coarse = LatencyTable({**exact.header, "channel_step": args.channel_step}, kept, interpolate(kept, needed))
+    coarse = LatencyTable({**exact.header, "channel_step": args.channel_step}, kept, interpolate_space(kept, spec.space, args.channel_step, *args_v))
 
     filled = [(exact.get(key), ms) for key, ms in coarse.interpolated.items()]
     entry_pct = np.array([abs(c - e) / e * 100 for e, c in filled])

@@ -178,7 +178,9 @@ def build_table(
         if bar is not None:
             bar.close()
         if not interrupted:
-            table.interpolated.update(grid_lib.interpolate(table.measured, needed))
+            table.interpolated.update(grid_lib.interpolate_space(
+                table.measured, spec.space, step, spec.small_input, spec.in_channels, spec.num_classes
+            ))
         table.save(path)
     return BuildResult(table, len(needed), measured_now, interrupted, time.perf_counter() - started)
 

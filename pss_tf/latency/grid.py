@@ -8,6 +8,11 @@ so a coarse table measures only widths on a grid (multiples of
 other variant by bilinear interpolation in (cin, cout) between the four
 measured neighbours (linear where only one width varies). docs/PERFORMANCE.md
 reports what this costs in accuracy against exactly measured tables.
+
+Spaces whose blocks have inner widths of their own (layer-wise spaces,
+ResNet-50) interpolate slot by slot instead, multilinearly over the widths of
+the multipliers the slot reads (`variants.slot_points`): a bottleneck's
+input, output and two inner widths, or a ResNet stage's one multiplier.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import collections
 
 import numpy as np
 
-from pss_tf.latency.variants import Variant, slot_variants, slots, stage_channels
+from pss_tf.latency.variants import Variant, slot_genes, slot_points, slots, space_variants, stage_channels
+from pss_tf.space import architectures
 from pss_tf.space.config import SearchSpace
 
 
@@ -30,17 +36,20 @@ def grid_variants(
     space: SearchSpace, channel_step: int, small_input: bool = False, in_channels: int = 3, num_classes: int = 1000
 ) -> list[Variant]:
     """The variants a coarse table measures for `space` (all of them if step is 0)."""
-    channels = stage_channels(space)
-    on_grid = [grid_channels(c, channel_step) if channel_step else set(map(int, c)) for c in channels]
     chosen = {}
     for slot in slots(space.model, small_input, in_channels, num_classes):
-        for v in slot_variants(slot, space, channels):
-            if slot.in_stage is not None and v.cin not in on_grid[slot.in_stage]:
-                continue
-            if slot.out_stage is not None and v.cout not in on_grid[slot.out_stage]:
-                continue
-            chosen[v] = None
+        chosen.update(dict.fromkeys(v for v, _ in _grid_points(slot, space, channel_step)))
     return list(chosen)
+
+
+def _grid_points(slot, space: SearchSpace, channel_step: int) -> list:
+    """The (variant, coordinates) of `slot` whose genes' widths all lie on the grid."""
+    on_grid = [grid_channels(c, channel_step) if channel_step else set(map(int, c)) for c in stage_channels(space)]
+    _, representative = slot_genes(slot, space.model)
+    return [
+        (v, coordinates) for v, coordinates in slot_points(slot, space)
+        if all(c in on_grid[g] for c, g in zip(coordinates, representative))
+    ]
 
 
 def _group(v: Variant) -> tuple:
@@ -56,6 +65,47 @@ def _bracket(axis: np.ndarray, value: int) -> tuple[int, int, float]:
         raise KeyError(value)  # Outside the measured range: no extrapolation.
     low, high = axis[upper - 1], axis[upper]
     return upper - 1, upper, (value - low) / (high - low)
+
+
+def interpolate_space(
+    measured: dict[str, float], space: SearchSpace, channel_step: int, small_input: bool = False,
+    in_channels: int = 3, num_classes: int = 1000,
+) -> dict[str, float]:
+    """Latencies of the variants of `space` missing from `measured`, interpolated
+    (`interpolate` for spaces whose inner widths follow their inputs, else slot by
+    slot from the slot's own grid points, `grid_variants` with `channel_step`)."""
+    if not architectures.get_architecture(space.model).has_inner_groups:
+        return interpolate(measured, space_variants(space, small_input, in_channels, num_classes))
+    result = {}
+    for slot in slots(space.model, small_input, in_channels, num_classes):
+        known = collections.defaultdict(dict)  # The slot's own grid: a full product of widths per size.
+        for v, coordinates in _grid_points(slot, space, channel_step):
+            if v.key in measured:
+                known[v.size][coordinates] = measured[v.key]
+        points = slot_points(slot, space)
+        for v, coordinates in points:
+            if v.key in measured or v.key in result or not known[v.size]:
+                continue
+            try:
+                result[v.key] = float(_multilinear(known[v.size], coordinates))
+            except KeyError:
+                continue
+    return result
+
+
+def _multilinear(points: dict[tuple, float], query: tuple) -> float:
+    """Interpolates measured `points` (coordinates -> ms) at `query`, one axis at a
+    time; KeyError where a needed neighbour was not measured."""
+    if not query:
+        return points[()]
+    axis = np.array(sorted({p[0] for p in points}))
+    low, high, t = _bracket(axis, query[0])
+
+    def along(index):
+        return _multilinear({p[1:]: ms for p, ms in points.items() if p[0] == axis[index]}, query[1:])
+
+    value = along(low)
+    return value if t == 0 else (1 - t) * value + t * along(high)
 
 
 def interpolate(measured: dict[str, float], wanted) -> dict[str, float]:

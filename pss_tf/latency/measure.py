@@ -96,7 +96,7 @@ def block_model(variant: Variant, padding: str = "same"):
     inputs = keras.Input((variant.size, variant.size, variant.cin), batch_size=1, name="x")
     outputs = static_block(
         inputs, variant.kind, variant.cout, stride=variant.stride, hidden=variant.hidden,
-        residual=variant.residual, name="block", padding=padding,
+        residual=variant.residual, name="block", padding=padding, hidden2=variant.hidden2, expand=variant.expand,
     )
     return keras.Model(inputs, outputs, name=variant.kind)
 

@@ -40,30 +40,33 @@ from pss_tf.space.targets import TargetGrid
 logger = logging.getLogger(__name__)
 
 class _SlotTable:
-    """Latencies of one slot's variants as a dense (size, cin, cout) array."""
+    """Latencies of one slot's variants as a dense array over their coordinates:
+    (size, cin, cout), plus the inner widths of a slot that has its own."""
 
     def __init__(self, slot: Slot, entries: dict[Variant, float]):
-        mine = {v: ms for v, ms in entries.items() if _matches(slot, v)}
-        self.sizes = np.array(sorted({v.size for v in mine}), dtype=np.int64)
-        self.cins = np.array(sorted({v.cin for v in mine}), dtype=np.int64)
-        self.couts = np.array(sorted({v.cout for v in mine}), dtype=np.int64)
-        self.values = np.full((len(self.sizes), len(self.cins), len(self.couts)), np.nan)
-        for v, ms in mine.items():
-            index = (np.searchsorted(self.sizes, v.size), np.searchsorted(self.cins, v.cin), np.searchsorted(self.couts, v.cout))
-            self.values[index] = ms
+        mine = {_coordinates(slot, v): ms for v, ms in entries.items() if _matches(slot, v)}
+        dimensions = 3 + len(slot.hidden_stages)
+        self.axes = [np.array(sorted({c[d] for c in mine}), dtype=np.int64) for d in range(dimensions)]
+        self.values = np.full(tuple(len(a) for a in self.axes), np.nan)
+        for coordinates, ms in mine.items():
+            self.values[tuple(np.searchsorted(a, c) for a, c in zip(self.axes, coordinates))] = ms
 
-    def lookup(self, sizes, cins, couts) -> np.ndarray:
-        """Latencies of the given rows; NaN where the table has no entry."""
-        result = np.full(np.shape(sizes), np.nan)
+    def lookup(self, *queries) -> np.ndarray:
+        """Latencies of the given rows (one array per coordinate); NaN where the table has no entry."""
+        result = np.full(np.shape(queries[0]), np.nan)
         if not self.values.size:
             return result
-        indices, found = [], np.ones(np.shape(sizes), dtype=bool)
-        for axis, query in ((self.sizes, sizes), (self.cins, cins), (self.couts, couts)):
+        indices, found = [], np.ones(np.shape(queries[0]), dtype=bool)
+        for axis, query in zip(self.axes, queries):
             position = np.minimum(np.searchsorted(axis, query), len(axis) - 1)
             found &= axis[position] == query
             indices.append(position)
         result[found] = self.values[tuple(i[found] for i in indices)]
         return result
+
+
+def _coordinates(slot: Slot, v: Variant) -> tuple[int, ...]:
+    return (v.size, v.cin, v.cout) + (v.hidden, v.hidden2)[: len(slot.hidden_stages)]
 
 
 def _matches(slot: Slot, v: Variant) -> bool:
@@ -73,7 +76,9 @@ def _matches(slot: Slot, v: Variant) -> bool:
         return False
     if slot.out_stage is None and v.cout != slot.fixed_cout:
         return False
-    return v.hidden == slot.hidden(v.cin)
+    if v.expand != (slot.kind == architectures.INVERTED_RESIDUAL and slot.expansion != 1):
+        return False
+    return bool(slot.hidden_stages) or v.hidden == slot.hidden(v.cin)
 
 
 def _calibration_terms(calibration: dict | None) -> tuple[float, float]:
@@ -124,7 +129,10 @@ class LatencyMetric(Metric):
         shared: dict[tuple, _SlotTable] = {}
         self._tables = []
         for slot in self._slots:
-            key = (slot.kind, slot.stride, slot.residual, slot.expansion, slot.fixed_cin, slot.fixed_cout)
+            key = (
+                slot.kind, slot.stride, slot.residual, slot.expansion, slot.fixed_cin, slot.fixed_cout,
+                len(slot.hidden_stages),
+            )
             if key not in shared:
                 shared[key] = _SlotTable(slot, entries)
             self._tables.append(shared[key])
@@ -147,12 +155,12 @@ class LatencyMetric(Metric):
         for slot, table in zip(self._slots, self._tables):
             cins = np.full_like(resolutions, slot.fixed_cin) if slot.in_stage is None else channels[slot.in_stage]
             couts = np.full_like(resolutions, slot.fixed_cout) if slot.out_stage is None else channels[slot.out_stage]
-            part = table.lookup(slot.size(resolutions), cins, couts)
+            inner = [channels[g] for g in slot.hidden_stages]
+            part = table.lookup(slot.size(resolutions), cins, couts, *inner)
             if np.isnan(part).any():
                 row = int(np.flatnonzero(np.isnan(part))[0])
-                variant = Variant(
-                    slot.kind, int(slot.size(resolutions[row])), int(cins[row]), int(couts[row]),
-                    int(slot.hidden(cins[row])), slot.stride, slot.residual,
+                variant = slot.variant(
+                    int(slot.size(resolutions[row])), int(cins[row]), int(couts[row]), [int(c[row]) for c in inner]
                 )
                 raise ValueError(self._missing_message(variant))
             total = total + part

@@ -1,7 +1,7 @@
 """Block variants: the units a latency lookup table is measured in.
 
 A variant is one block at one concrete shape: its kind, input size, input,
-hidden and output widths, stride, and whether it ends in a residual add. Two
+inner and output widths, stride, and whether it ends in a residual add. Two
 subnets that share a variant run exactly the same ops there, so its latency is
 measured once and looked up for every subnet (design note section 2). Besides
 the architecture's blocks, every subnet ends in a `HEAD` variant: global
@@ -10,11 +10,20 @@ average pool plus classifier.
 `subnet_variants` lists the variants of one config; `space_variants` lists
 exactly the variants a search space can produce (resolutions, and the channel
 counts its width codes round to), which is what a table must cover.
+
+Where a block's inner width is a channel group of its own (layer-wise spaces,
+ResNet-50), the variant carries it as a width of its own: `hidden` (and a
+bottleneck's second inner width, `hidden2`), and an inverted residual says
+whether it has an expand conv (`expand`), which its widths alone no longer
+tell. A slot's variants are enumerated over the multipliers (genes) it reads,
+so groups one gene ties together (ResNet-50's stages) vary together.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 
 import numpy as np
 
@@ -24,11 +33,15 @@ from pss_tf.space.config import SearchSpace, SubnetConfig, make_divisible_array
 HEAD = architectures.HEAD
 KINDS = (
     architectures.STEM,
+    architectures.RESNET_STEM,
     architectures.SEPARABLE,
     architectures.INVERTED_RESIDUAL,
     architectures.POINTWISE,
+    architectures.MAX_POOL,
+    architectures.BOTTLENECK,
     HEAD,
 )
+_EXPAND = "expand"  # Key flag: an inverted residual's expand conv where its widths do not tell.
 
 
 def _ceil_div(size, stride):
@@ -37,7 +50,9 @@ def _ceil_div(size, stride):
 
 @dataclasses.dataclass(frozen=True, order=True)
 class Variant:
-    """One block at one shape. `size` is the (square) input size."""
+    """One block at one shape. `size` is the (square) input size; `hidden2` is a
+    bottleneck's second inner width (0 for every other kind); `expand` whether an
+    inverted residual has its expand conv (default: when `hidden` differs from `cin`)."""
 
     kind: str
     size: int
@@ -46,6 +61,8 @@ class Variant:
     hidden: int
     stride: int = 1
     residual: bool = False
+    hidden2: int = 0
+    expand: bool | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -55,24 +72,45 @@ class Variant:
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ValueError(f"{name}: must be a positive int, got {value!r}")
             object.__setattr__(self, name, int(value))
+        bottleneck = self.kind == architectures.BOTTLENECK
+        if isinstance(self.hidden2, bool) or int(self.hidden2) != self.hidden2 or not (
+            self.hidden2 >= 1 if bottleneck else self.hidden2 == 0
+        ):
+            raise ValueError(f"hidden2: a bottleneck's second inner width (a positive int; 0 otherwise), got {self.hidden2!r}")
+        object.__setattr__(self, "hidden2", int(self.hidden2))
         object.__setattr__(self, "residual", bool(self.residual))
+        inverted = self.kind == architectures.INVERTED_RESIDUAL
+        expand = (self.hidden != self.cin) if self.expand is None or not inverted else bool(self.expand)
+        if inverted and not expand and self.hidden != self.cin:
+            raise ValueError(f"expand: an inverted residual without an expand conv has hidden == cin, got {self.hidden}")
+        object.__setattr__(self, "expand", expand and inverted)
 
     @property
     def key(self) -> str:
-        """The table key, e.g. `separable/14x14/512-512-512/s1` (cin-hidden-cout)."""
+        """The table key, e.g. `separable/14x14/512-512-512/s1` (cin-hidden-cout);
+        a bottleneck's inner widths read `64.64`."""
         kind = f"{self.kind}+add" if self.residual else self.kind
-        return f"{kind}/{self.size}x{self.size}/{self.cin}-{self.hidden}-{self.cout}/s{self.stride}"
+        if self.expand and self.hidden == self.cin:
+            kind += f"+{_EXPAND}"
+        hidden = f"{self.hidden}.{self.hidden2}" if self.hidden2 else f"{self.hidden}"
+        return f"{kind}/{self.size}x{self.size}/{self.cin}-{hidden}-{self.cout}/s{self.stride}"
 
     @classmethod
     def from_key(cls, key: str) -> "Variant":
         try:
             kind, size, widths, stride = key.split("/")
-            residual = kind.endswith("+add")
+            kind, *flags = kind.split("+")
+            if set(flags) - {"add", _EXPAND} or len(set(flags)) != len(flags):
+                raise ValueError
             height, width = size.split("x")
-            cin, hidden, cout = (int(v) for v in widths.split("-"))
+            cin, hidden, cout = widths.split("-")
+            hidden, _, hidden2 = hidden.partition(".")
             if height != width or not stride.startswith("s"):
                 raise ValueError
-            return cls(kind.removesuffix("+add"), int(height), cin, cout, hidden, int(stride[1:]), residual)
+            return cls(
+                kind, int(height), int(cin), int(cout), int(hidden), int(stride[1:]), "add" in flags,
+                int(hidden2 or 0), True if _EXPAND in flags else None,
+            )
         except ValueError:
             raise ValueError(f"key: {key!r} is not a block variant key like 'separable/14x14/512-512-512/s1'") from None
 
@@ -85,8 +123,9 @@ class Variant:
 class Slot:
     """One position of a subnet's block sequence: what varies there and how.
 
-    `in_stage`/`out_stage` index the config's channels (None: fixed at
-    `fixed_cin`/`fixed_cout`); `expansion` makes the hidden width. `size_of`
+    `in_stage`/`out_stage` index the config's channel groups (None: fixed at
+    `fixed_cin`/`fixed_cout`); `expansion` makes the hidden width unless
+    `hidden_stage` names its group(s) (`BlockSpec.hidden_stage`). `size_of`
     maps a resolution to this slot's input size.
     """
 
@@ -99,14 +138,29 @@ class Slot:
     strides_before: tuple[int, ...]
     fixed_cin: int = 0
     fixed_cout: int = 0
+    hidden_stage: int | tuple[int, int] | None = None
 
     def size(self, resolution):
         for stride in self.strides_before:
             resolution = _ceil_div(resolution, stride)
         return resolution
 
+    @property
+    def hidden_stages(self) -> tuple[int, ...]:
+        """The groups of the slot's own inner widths (none, one, or a bottleneck's two)."""
+        if self.hidden_stage is None:
+            return ()
+        return self.hidden_stage if isinstance(self.hidden_stage, tuple) else (self.hidden_stage,)
+
     def hidden(self, cin):
+        """The inner width that follows the input (slots without inner groups)."""
         return cin * self.expansion if self.kind == architectures.INVERTED_RESIDUAL else cin
+
+    def variant(self, size: int, cin: int, cout: int, inner=()) -> Variant:
+        """The variant at these widths; `inner`: the widths of `hidden_stages`."""
+        hidden, hidden2 = (tuple(inner) + (0,))[:2] if inner else (self.hidden(cin), 0)
+        expand = self.expansion != 1 if self.kind == architectures.INVERTED_RESIDUAL else None
+        return Variant(self.kind, size, cin, cout, hidden, self.stride, self.residual, hidden2, expand)
 
 
 def slots(model: str, small_input: bool = False, in_channels: int = 3, num_classes: int = 1000) -> tuple[Slot, ...]:
@@ -116,10 +170,6 @@ def slots(model: str, small_input: bool = False, in_channels: int = 3, num_class
     last conv, the classes) become the slot's fixed widths.
     """
     arch = architectures.get_architecture(model, small_input)
-    if arch.has_inner_groups:  # A variant's hidden width follows its input here; there it does not.
-        raise ValueError(
-            f"model: latency tables of spaces whose blocks have inner widths of their own ({model}) are not built yet"
-        )
     table = arch.full_channels
 
     def stage_or_fixed(stage):
@@ -138,7 +188,7 @@ def slots(model: str, small_input: bool = False, in_channels: int = 3, num_class
         result.append(
             Slot(
                 block.kind, block.stride, in_stage, out_stage, block.expansion, block.residual, tuple(strides),
-                fixed_cin=fixed_cin, fixed_cout=fixed_cout,
+                fixed_cin=fixed_cin, fixed_cout=fixed_cout, hidden_stage=block.hidden_stage,
             )
         )
         strides.append(block.stride)
@@ -150,7 +200,8 @@ def slots(model: str, small_input: bool = False, in_channels: int = 3, num_class
 def _variant(slot: Slot, resolution: int, channels) -> Variant:
     cin = slot.fixed_cin if slot.in_stage is None else int(channels[slot.in_stage])
     cout = slot.fixed_cout if slot.out_stage is None else int(channels[slot.out_stage])
-    return Variant(slot.kind, slot.size(resolution), cin, cout, slot.hidden(cin), slot.stride, slot.residual)
+    inner = tuple(int(channels[g]) for g in slot.hidden_stages)
+    return slot.variant(slot.size(resolution), cin, cout, inner)
 
 
 def subnet_variants(
@@ -161,37 +212,65 @@ def subnet_variants(
 
 
 def stage_channels(space: SearchSpace) -> list[np.ndarray]:
-    """Every channel count each stage can take in `space` (sorted, unique)."""
+    """Every channel count each channel group can take in `space` (sorted, unique)."""
     base = architectures.get_architecture(space.model).base_channels
     return [np.unique(make_divisible_array(b * space.width_values)) for b in base]
 
 
-def slot_variants(
-    slot: Slot, space: SearchSpace, channels: list[np.ndarray] | None = None
-) -> list[Variant]:
-    """The variants one slot can take over `space` (sorted)."""
-    channels = stage_channels(space) if channels is None else channels
+@functools.lru_cache(maxsize=64)
+def gene_levels(space: SearchSpace) -> list[list[dict[int, int]]]:
+    """Per gene (multiplier), its distinct levels: `{group: channels}` of the groups it
+    scales, thinnest first. Groups of one gene (ResNet-50's stages) take their widths together."""
+    arch = architectures.get_architecture(space.model)
+    rows = np.stack([make_divisible_array(b * space.width_values) for b in arch.base_channels], axis=1)
+    levels = []
+    for gene in range(arch.num_stages):
+        groups = arch.groups_of(gene)
+        unique = np.unique(rows[:, list(groups)], axis=0)
+        levels.append([dict(zip(groups, (int(c) for c in row))) for row in unique])
+    return levels
+
+
+def slot_genes(slot: Slot, model: str) -> tuple[list[int], list[int]]:
+    """The genes a slot reads (input, output, inner, without repeats) and, for each,
+    the first of its groups the slot reads: the group whose width is the gene's coordinate."""
+    arch = architectures.get_architecture(model)
+    groups = [g for g in (slot.in_stage, slot.out_stage, *slot.hidden_stages) if g is not None]
+    genes = list(dict.fromkeys(arch.genes[g] for g in groups))
+    return genes, [next(g for g in groups if arch.genes[g] == gene) for gene in genes]
+
+
+def slot_points(slot: Slot, space: SearchSpace) -> list[tuple[Variant, tuple[int, ...]]]:
+    """Every variant the slot takes over `space`, each with its coordinates: the
+    channels of one group (the first the slot reads) of every gene the slot reads,
+    the grid a coarse table interpolates on. Sizes outermost, then the genes in
+    the order the slot reads them (input, output, inner)."""
+    genes, representative = slot_genes(slot, space.model)
+    levels = gene_levels(space)
     sizes = sorted({slot.size(r) for r in space.resolutions})
-    cins = [slot.fixed_cin] if slot.in_stage is None else channels[slot.in_stage].tolist()
-    if slot.out_stage is None:
-        pairs = [(cin, slot.fixed_cout) for cin in cins]
-    elif slot.in_stage == slot.out_stage:  # One multiplier drives both widths.
-        pairs = [(c, c) for c in cins]
-    else:
-        pairs = [(cin, cout) for cin in cins for cout in channels[slot.out_stage].tolist()]
-    return [
-        Variant(slot.kind, size, cin, cout, slot.hidden(cin), slot.stride, slot.residual)
-        for size in sizes
-        for cin, cout in pairs
-    ]
+    points = []
+    for size in sizes:
+        for combo in itertools.product(*(levels[gene] for gene in genes)):
+            channels = {}
+            for level in combo:
+                channels.update(level)
+            cin = slot.fixed_cin if slot.in_stage is None else channels[slot.in_stage]
+            cout = slot.fixed_cout if slot.out_stage is None else channels[slot.out_stage]
+            inner = tuple(channels[g] for g in slot.hidden_stages)
+            points.append((slot.variant(size, cin, cout, inner), tuple(channels[g] for g in representative)))
+    return points
+
+
+def slot_variants(slot: Slot, space: SearchSpace) -> list[Variant]:
+    """The variants one slot can take over `space`."""
+    return [v for v, _ in slot_points(slot, space)]
 
 
 def space_variants(
     space: SearchSpace, small_input: bool = False, in_channels: int = 3, num_classes: int = 1000
 ) -> list[Variant]:
     """Exactly the distinct variants the subnets of `space` can run, stem first."""
-    channels = stage_channels(space)
     found = {}
     for slot in slots(space.model, small_input, in_channels, num_classes):
-        found.update(dict.fromkeys(slot_variants(slot, space, channels)))
+        found.update(dict.fromkeys(slot_variants(slot, space)))
     return list(found)

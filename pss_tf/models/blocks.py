@@ -491,25 +491,39 @@ def make_block(
 
 
 def static_block(x, kind: str, out_channels: int, *, stride: int, hidden: int, residual: bool, name: str,
-                 keras_module=keras, padding: str = "same"):
+                 keras_module=keras, padding: str = "same", hidden2: int = 0, expand: bool | None = None):
     """The static block of `kind` from its shape alone (what a latency table entry times).
 
-    `hidden` is the expanded width of an inverted residual block (its input
-    channels times the expansion); HEAD takes `out_channels` classes.
+    `hidden` is the inner width: an inverted residual block's expanded width,
+    with an expand conv when `expand` (None: when `hidden` differs from the
+    input's width, a stage-wise block's expansion); a bottleneck's first inner
+    width, `hidden2` its second. HEAD takes `out_channels` classes.
     """
     common = dict(name=name, keras_module=keras_module, padding=padding)
     if kind == architectures.STEM:
         return ConvBNReLU.static(x, out_channels, kernel_size=STEM_KERNEL, stride=stride, **common)
+    if kind == architectures.RESNET_STEM:
+        return ConvBNReLU.static(
+            x, out_channels, kernel_size=architectures.RESNET_STEM_KERNEL, stride=stride, activation=architectures.RELU,
+            **common,
+        )
     if kind == architectures.POINTWISE:
         return ConvBNReLU.static(x, out_channels, kernel_size=1, stride=1, **common)
     if kind == architectures.SEPARABLE:
         return SeparableBlock.static(x, out_channels, stride=stride, **common)
+    if kind == architectures.MAX_POOL:
+        return MaxPoolBlock.static(x, stride=stride, **common)
+    if kind == architectures.BOTTLENECK:
+        return BottleneckBlock.static(x, out_channels, stride=stride, hidden=(hidden, hidden2), residual=residual, **common)
     if kind == architectures.INVERTED_RESIDUAL:
         cin = x.shape[-1]
-        if hidden % cin:
-            raise ValueError(f"hidden: {hidden} is not a multiple of the {cin} input channels")
+        if expand is None:
+            expand = hidden != cin
+        if not expand and hidden != cin:
+            raise ValueError(f"hidden: {hidden} differs from the {cin} input channels of a block without an expand conv")
         return InvertedResidualBlock.static(
-            x, out_channels, stride=stride, expansion=hidden // cin, residual=residual, **common
+            x, out_channels, stride=stride, expansion=2 if expand else 1, residual=residual,
+            hidden=hidden if expand else None, **common,
         )
     if kind == architectures.HEAD:
         return static_head(x, out_channels, name, keras_module)

@@ -43,12 +43,20 @@ def _fake_ms(v: Variant) -> float:
     out = v.output_size
     if v.kind == "stem":
         macs = 9 * v.cin * v.cout * out * out
+    elif v.kind == "resnet_stem":
+        macs = 49 * v.cin * v.cout * out * out
+    elif v.kind == "max_pool":
+        macs = 9 * v.cin * out * out
+    elif v.kind == "bottleneck":
+        project = 0 if v.residual else v.cin * v.cout * out * out
+        macs = v.cin * v.hidden * v.size * v.size + 9 * v.hidden * v.hidden2 * out * out + v.hidden2 * v.cout * out * out
+        macs += project
     elif v.kind == "head":
         macs = v.size * v.size * v.cin + v.cin * v.cout
     elif v.kind == "pointwise":
         macs = v.cin * v.cout * out * out
     else:
-        expand = v.cin * v.hidden * v.size * v.size if v.hidden != v.cin else 0
+        expand = v.cin * v.hidden * v.size * v.size if v.expand else 0
         macs = expand + 9 * v.hidden * out * out + v.hidden * v.cout * out * out
     return FAKE_OVERHEAD_MS + 0.001 + macs * 1e-7
 
@@ -76,12 +84,21 @@ def test_variant_keys_round_trip_and_reject_garbage():
     v = Variant("inverted_residual", 14, 64, 64, 384, 1, residual=True)
     assert v.key == "inverted_residual+add/14x14/64-384-64/s1"
     assert Variant.from_key(v.key) == v
-    for bad in ("separable/14/64-64-64/s1", "conv/14x14/1-1-1/s1", "separable/14x14/64-64/s1"):
+    # Inner widths of their own: a bottleneck's two, and an expand conv its widths do not tell.
+    bottleneck = Variant("bottleneck", 56, 64, 256, 32, 1, False, hidden2=16)
+    assert bottleneck.key == "bottleneck/56x56/64-32.16-256/s1"
+    expanded = Variant("inverted_residual", 14, 48, 24, 48, 1, expand=True)
+    assert expanded.key == "inverted_residual+expand/14x14/48-48-24/s1"
+    assert Variant("inverted_residual", 14, 48, 24, 48, 1).key == "inverted_residual/14x14/48-48-24/s1"
+    for v in (bottleneck, expanded):
+        assert Variant.from_key(v.key) == v
+    for bad in ("separable/14/64-64-64/s1", "conv/14x14/1-1-1/s1", "separable/14x14/64-64/s1",
+                "bottleneck/56x56/64-32-256/s1", "separable/14x14/64-64.8-64/s1", "separable+more/14x14/64-64-64/s1"):
         with pytest.raises(ValueError):
             Variant.from_key(bad)
 
 
-@pytest.mark.parametrize("model", ["mobilenet_v1", "mobilenet_v2"])
+@pytest.mark.parametrize("model", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v2_layerwise", "resnet50", "resnet50_layerwise"])
 def test_space_variants_are_exactly_what_subnets_use(model):
     # Two widths per stage: random configs soon use every variant the space has.
     space = SearchSpace(model, 24, 32, 8, 0.4, 0.5, decimals=1)
@@ -345,6 +362,54 @@ def test_coarse_table_interpolates_between_grid_widths(tmp_path):
             assert table.get(v) == pytest.approx(_fake_ms(v), abs=1e-5)
     # No extrapolation beyond the measured widths.
     assert interpolate({"separable/8x8/64-64-64/s1": 1.0}, [Variant("separable", 8, 72, 72, 72)]) == {}
+
+
+@pytest.mark.parametrize("model", ["mobilenet_v2_layerwise", "resnet50", "resnet50_layerwise"])
+def test_spaces_with_inner_widths_predict_from_their_own_blocks(tmp_path, model):
+    """Layer-wise spaces and ResNet-50: every block's inner widths are keys of their own,
+    predictions are the sum of the blocks, vectorised as scalar, and a coarse table
+    interpolates what it did not measure."""
+    space = SearchSpace(model, 24, 32, 8, 0.2, 0.5, width_bins=10)
+    spec = SpaceSpec(space, True, 3, 10)
+    table = _fake_table(tmp_path / "exact.json", spec)
+    metric = LatencyMetric(model, TargetGrid(0, 2, 0.1), table, 10, True, 3)
+    rng = random.Random(0)
+    configs = [space.random_config(rng) for _ in range(40)]
+    for config in configs[:5]:
+        blocks = subnet_variants(config, True, 3, 10)
+        expected = sum(_fake_ms(v) for v in blocks) - (len(blocks) - 1) * FAKE_OVERHEAD_MS
+        assert metric.value(config) == pytest.approx(expected, abs=1e-4)
+    resolutions = np.array([c.resolution for c in configs])
+    widths = np.array([c.widths for c in configs])
+    np.testing.assert_allclose(metric.values(resolutions, widths), [metric.value(c) for c in configs], rtol=1e-12)
+    if model.startswith("resnet"):
+        assert {v.kind for v in subnet_variants(configs[0], True, 3, 10)} >= {"resnet_stem", "bottleneck"}
+    coarse = _fake_table(tmp_path / "coarse.json", spec, channel_step=16)
+    needed = space_variants(space, True, 3, 10)
+    assert len(coarse.measured) < len(needed) and not coarse.missing(needed)
+    # The fake latency is multilinear in independent widths, so layer-wise interpolation is exact up to
+    # the tables' 6 decimals; a ResNet stage's one multiplier scales inner widths that multiply (9 x h x h):
+    # interpolating along that one multiplier errs, 30% at most here.
+    worst = max(abs(coarse.get(v) / _fake_ms(v) - 1) for v in needed)
+    assert worst < (0.35 if model == "resnet50" else 1e-3)
+
+
+
+def test_blocks_with_inner_widths_build_as_extraction_writes_them():
+    from pss_tf.latency.measure import block_model
+
+    bottleneck = block_model(Variant("bottleneck", 8, 16, 32, 8, 2, False, hidden2=4))
+    assert bottleneck.output_shape == (1, 4, 4, 32)
+    assert sorted(tuple(layer.kernel.shape) for layer in bottleneck.layers if hasattr(layer, "kernel")) == [
+        (1, 1, 4, 32), (1, 1, 16, 8), (1, 1, 16, 32), (3, 3, 8, 4),
+    ]
+    expanded = block_model(Variant("inverted_residual", 8, 16, 16, 16, 1, True, expand=True))
+    assert sum(type(layer).__name__ == "Conv2D" for layer in expanded.layers) == 2  # expand and project
+    plain = block_model(Variant("inverted_residual", 8, 16, 16, 16, 1, True))
+    assert sum(type(layer).__name__ == "Conv2D" for layer in plain.layers) == 1
+    assert block_model(Variant("max_pool", 8, 16, 16, 16, 2)).output_shape == (1, 4, 4, 16)
+    stem = block_model(Variant("resnet_stem", 16, 3, 8, 3, 2))
+    assert [layer.kernel.shape for layer in stem.layers if hasattr(layer, "kernel")] == [(7, 7, 3, 8)]
 
 
 # --- multi-metric training ---------------------------------------------------------

@@ -129,19 +129,6 @@ def test_layerwise_mobilenet_v2_makes_every_channel_group_a_gene():
     assert count_params(full) - count_params(half) == 48 * (16 + 4 + 9 + 4 + 24)
 
 
-def test_latency_metrics_are_refused_for_layerwise_spaces_by_name():
-    from support import smoke_config
-
-    config = smoke_config("/tmp/unused", model="mobilenet_v2_layerwise", metrics=("flops", "latency_cpu"),
-                          latency_cpu_lut="table.json")
-    with pytest.raises(ConfigError, match="metrics: latency_cpu needs a latency table.*layer-wise spaces"):
-        config.validate()
-    from pss_tf.latency.variants import slots
-
-    with pytest.raises(ValueError, match="latency tables of spaces whose blocks have inner widths"):
-        slots("mobilenet_v2_layerwise")
-
-
 # --- ResNet-50 --------------------------------------------------------------------------
 
 # torchvision's ResNet-50 at 224 px, 1000 classes: its trainable parameters, and its MACs
