@@ -36,20 +36,22 @@ def grid_variants(
     space: SearchSpace, channel_step: int, small_input: bool = False, in_channels: int = 3, num_classes: int = 1000
 ) -> list[Variant]:
     """The variants a coarse table measures for `space` (all of them if step is 0)."""
+    on_grid = _on_grid(space, channel_step)
     chosen = {}
     for slot in slots(space.model, small_input, in_channels, num_classes):
-        chosen.update(dict.fromkeys(v for v, _ in _grid_points(slot, space, channel_step)))
+        chosen.update(dict.fromkeys(v for v, _ in _grid_points(slot, space.model, slot_points(slot, space), on_grid)))
     return list(chosen)
 
 
-def _grid_points(slot, space: SearchSpace, channel_step: int) -> list:
-    """The (variant, coordinates) of `slot` whose genes' widths all lie on the grid."""
-    on_grid = [grid_channels(c, channel_step) if channel_step else set(map(int, c)) for c in stage_channels(space)]
-    _, representative = slot_genes(slot, space.model)
-    return [
-        (v, coordinates) for v, coordinates in slot_points(slot, space)
-        if all(c in on_grid[g] for c, g in zip(coordinates, representative))
-    ]
+def _on_grid(space: SearchSpace, channel_step: int) -> list[set[int]]:
+    """Per channel group, the widths a coarse table measures (all of them if step is 0)."""
+    return [grid_channels(c, channel_step) if channel_step else set(map(int, c)) for c in stage_channels(space)]
+
+
+def _grid_points(slot, model: str, points: list, on_grid: list[set[int]]) -> list:
+    """The (variant, coordinates) of a slot's `points` whose genes' widths all lie on the grid."""
+    _, representative = slot_genes(slot, model)
+    return [(v, c) for v, c in points if all(w in on_grid[g] for w, g in zip(c, representative))]
 
 
 def _group(v: Variant) -> tuple:
@@ -76,13 +78,14 @@ def interpolate_space(
     slot from the slot's own grid points, `grid_variants` with `channel_step`)."""
     if not architectures.get_architecture(space.model).has_inner_groups:
         return interpolate(measured, space_variants(space, small_input, in_channels, num_classes))
+    on_grid = _on_grid(space, channel_step)
     result = {}
     for slot in slots(space.model, small_input, in_channels, num_classes):
+        points = slot_points(slot, space)
         known = collections.defaultdict(dict)  # The slot's own grid: a full product of widths per size.
-        for v, coordinates in _grid_points(slot, space, channel_step):
+        for v, coordinates in _grid_points(slot, space.model, points, on_grid):
             if v.key in measured:
                 known[v.size][coordinates] = measured[v.key]
-        points = slot_points(slot, space)
         for v, coordinates in points:
             if v.key in measured or v.key in result or not known[v.size]:
                 continue
