@@ -82,10 +82,6 @@ def _bn(K, x, epsilon, name):
     return K.layers.BatchNormalization(epsilon=epsilon, name=name)(x)
 
 
-def _relu6(K, x, name):
-    return K.layers.ReLU(max_value=6.0, name=name)(x)
-
-
 def _activation(K, x, activation, name):
     """The static face of `ACTIVATIONS[activation]`."""
     return K.layers.ReLU(max_value=6.0 if activation == architectures.RELU6 else None, name=name)(x)
@@ -264,9 +260,13 @@ class SeparableBlock(SlimBlock):
     def static(cls, x, out_channels, *, stride, name, bn_epsilon=BN_EPSILON, keras_module=keras, padding="same"):
         K = keras_module
         x = _depthwise(K, x, stride, f"{name}_{cls.DEPTHWISE}", padding)
-        x = _relu6(K, _bn(K, x, bn_epsilon, f"{name}_{cls.DEPTHWISE_BN}"), f"{name}_{cls.DEPTHWISE}_relu")
+        x = _activation(
+            K, _bn(K, x, bn_epsilon, f"{name}_{cls.DEPTHWISE_BN}"), architectures.RELU6, f"{name}_{cls.DEPTHWISE}_relu"
+        )
         x = _conv(K, x, out_channels, 1, 1, f"{name}_{cls.POINTWISE}")
-        return _relu6(K, _bn(K, x, bn_epsilon, f"{name}_{cls.POINTWISE_BN}"), f"{name}_{cls.POINTWISE}_relu")
+        return _activation(
+            K, _bn(K, x, bn_epsilon, f"{name}_{cls.POINTWISE_BN}"), architectures.RELU6, f"{name}_{cls.POINTWISE}_relu"
+        )
 
     def apply_static(self, x, out_channels, name, keras_module=keras, hidden=None):
         return self.static(
@@ -342,9 +342,13 @@ class InvertedResidualBlock(SlimBlock):
         inputs = x
         if expansion != 1:
             x = _conv(K, x, x.shape[-1] * expansion if hidden is None else hidden, 1, 1, f"{name}_{cls.EXPAND}")
-            x = _relu6(K, _bn(K, x, bn_epsilon, f"{name}_{cls.EXPAND_BN}"), f"{name}_{cls.EXPAND}_relu")
+            x = _activation(
+                K, _bn(K, x, bn_epsilon, f"{name}_{cls.EXPAND_BN}"), architectures.RELU6, f"{name}_{cls.EXPAND}_relu"
+            )
         x = _depthwise(K, x, stride, f"{name}_{cls.DEPTHWISE}", padding)
-        x = _relu6(K, _bn(K, x, bn_epsilon, f"{name}_{cls.DEPTHWISE_BN}"), f"{name}_{cls.DEPTHWISE}_relu")
+        x = _activation(
+            K, _bn(K, x, bn_epsilon, f"{name}_{cls.DEPTHWISE_BN}"), architectures.RELU6, f"{name}_{cls.DEPTHWISE}_relu"
+        )
         x = _bn(K, _conv(K, x, out_channels, 1, 1, f"{name}_{cls.PROJECT}"), bn_epsilon, f"{name}_{cls.PROJECT_BN}")
         return K.layers.Add(name=f"{name}_add")([inputs, x]) if residual else x
 
