@@ -62,7 +62,7 @@ def main(argv=None) -> None:
 
     from common import run_tool
 
-    from pss_tf.job import Job
+    from pss_tf.run.job import Job
 
     folder = os.path.join(args.out, "folder")
     write_folder(folder, args.train_examples, args.val_examples, args.seed)

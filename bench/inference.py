@@ -132,7 +132,7 @@ def main():
             print(json.dumps(row), file=sys.stderr, flush=True)
         results["references"] = rows
     if args.job_dir:
-        from pss_tf.job import Job
+        from pss_tf.run.job import Job
 
         job = Job(args.job_dir)
         supernet = job.restore_supernet()

@@ -51,7 +51,7 @@ def _config(job_dir, mode, seed, **changes):
     from absl import flags
 
     from pss_tf import config_flags
-    from pss_tf.training.config import TrainConfig
+    from pss_tf.run.config import TrainConfig
 
     flag_values = flags.FlagValues()
     config_flags.define_flags(TrainConfig, flag_values)
@@ -101,7 +101,7 @@ def _fixed_subnets():
 
 def run(args):
     from pss_tf.io_utils import atomic_write_json
-    from pss_tf.job import Job
+    from pss_tf.run.job import Job
     from pss_tf.training import runtime
     from pss_tf.training.evaluation import make_evaluator
     from pss_tf.training.trainer import Trainer

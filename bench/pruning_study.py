@@ -68,7 +68,7 @@ def uniform_configs(model: str, resolution: int, widths: list[float]):
 
 def supernet_accuracies(job_dir: str, configs) -> dict[str, float]:
     """{config JSON: validation top-1 inside the job's supernet} (inherited weights, BN-calibrated)."""
-    from pss_tf.job import Job
+    from pss_tf.run.job import Job
     from pss_tf.training.evaluation import make_evaluator
 
     job = Job(job_dir)
@@ -114,7 +114,7 @@ def main(argv=None):
 
     from scipy import stats
 
-    from pss_tf.job import Job
+    from pss_tf.run.job import Job
     from pss_tf.space.config import SubnetConfig
     from pss_tf.space.cost import count_flops
 

@@ -101,7 +101,7 @@ def run(args) -> int:
     from pss_tf.errors import ConfigError
     from pss_tf.finetune import driver
     from pss_tf.io_utils import atomic_write_json
-    from pss_tf.job import Job
+    from pss_tf.run.job import Job
     from pss_tf.space.cost import count_flops, count_params
 
     if not os.path.isdir(args.job_dir):

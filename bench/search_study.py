@@ -106,7 +106,7 @@ def _options(args, seed: int):
 def _check_run(args) -> None:
     """What the study needs of the run, before any plan: a held-out part of the training data."""
     from pss_tf.errors import ConfigError
-    from pss_tf.job import Job
+    from pss_tf.run.job import Job
 
     if not os.path.isdir(args.job_dir):
         raise SystemExit(f"error: --job_dir: {args.job_dir} is not a directory (train a run with tools/train.py first)")
@@ -243,7 +243,7 @@ def first_reach(mean_curve: dict, target: float):
 
 def read_study(job_dir: str, metric: str) -> tuple[dict, dict]:
     """{(budget, init): {seed: entry}} of every seed directory, and {seed: study_run.json}."""
-    from pss_tf.search.driver import read_searched
+    from pss_tf.run.outputs import read_searched
 
     found, runs = {}, {}
     for path in sorted(glob.glob(os.path.join(job_dir, STUDY_DIR, "seed*", "searched.json"))):
@@ -395,8 +395,8 @@ def plot(budgets: dict, path: str, unit: str, data_name: str) -> None:
 def report(args) -> int:
     from pss_tf.errors import ConfigError
     from pss_tf.io_utils import atomic_write_json
-    from pss_tf.job import JobDir
-    from pss_tf.space.metrics import metric_class
+    from pss_tf.run.job import JobDir
+    from pss_tf.run.metrics import metric_class
 
     if not os.path.isdir(args.job_dir):
         raise SystemExit(f"error: --job_dir: {args.job_dir} is not a directory")

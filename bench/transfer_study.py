@@ -16,7 +16,6 @@ warm-minus-scratch difference. Resumable: finished runs are reused, an interrupt
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -41,11 +40,11 @@ def train(job_dir: str, flagfile: str, seed: int, extra: list[str], *flags: str)
 
 def accuracies(job_dir: str) -> dict:
     """{name: validation top-1 (%)}: each winner by its pool's label, and the max and min nets."""
-    from pss_tf.job import JobDir
+    from pss_tf.run.job import JobDir
 
-    found = {entry["name"]: 100 * entry["val_top1"] for entry, _ in JobDir(job_dir).read_winners()}
-    with open(os.path.join(job_dir, "evaluations.json")) as f:
-        last = json.load(f)[-1]
+    job = JobDir(job_dir)
+    found = {entry["name"]: 100 * entry["val_top1"] for entry, _ in job.read_winners()}
+    last = job.read_evaluations()[-1]
     found.update({"max net": 100 * last["max"]["top1"], "min net": 100 * last["min"]["top1"]})
     return found
 

@@ -7,7 +7,7 @@ the Keras parts load on first use.
 from pss_tf.space.config import SearchSpace, SubnetConfig, make_divisible
 from pss_tf.space.cost import count_flops, count_params
 
-__version__ = "0.2.0"  # 0.2: the file formats of today; pss_tf.compat reads 0.1's.
+__version__ = "0.2.0"  # 0.2: the file formats of today; pss_tf.run.compat reads 0.1's.
 
 _LAZY = {"build_supernet": "pss_tf.models.supernet", "Supernet": "pss_tf.models.supernet"}
 

@@ -24,3 +24,12 @@ def pareto_front(items: Iterable[T], cost: Callable[[T], float], accuracy: Calla
             front.append(item)
             best = accuracy(item)
     return front
+
+
+def mark_pareto_front(entries: list[dict]) -> None:
+    """Sets `pareto` on each winner entry: on its metric's front of val_top1 against value."""
+    for metric in {e["metric"] for e in entries}:
+        group = [e for e in entries if e["metric"] == metric]
+        front = {id(e) for e in pareto_front(group, lambda e: e["value"], lambda e: e["val_top1"])}
+        for e in group:
+            e["pareto"] = id(e) in front

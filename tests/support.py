@@ -38,7 +38,7 @@ def smoke_config(job_dir, **overrides):
     from absl import flags
 
     from pss_tf import config_flags
-    from pss_tf.training.config import TrainConfig
+    from pss_tf.run.config import TrainConfig
 
     flag_values = flags.FlagValues()
     config_flags.define_flags(TrainConfig, flag_values)

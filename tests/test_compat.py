@@ -1,13 +1,13 @@
-"""pss_tf.compat: the readers of pss_tf 0.1's files (run.json is covered in tests/training/test_config.py)."""
+"""pss_tf.run.compat: the readers of pss_tf 0.1's files (run.json is covered in tests/training/test_config.py)."""
 
 import json
 import os
 
 import tensorflow as tf
 
-from pss_tf import compat
-from pss_tf.job import JobDir
-from pss_tf.training.config import TrainConfig
+from pss_tf.run import compat
+from pss_tf.run.job import JobDir
+from pss_tf.run.config import TrainConfig
 
 
 def test_winners_of_0_1_take_the_runs_model_and_get_their_pareto_marks(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from pss_tf import config_flags
 from pss_tf.search.driver import evolution_arguments
 from pss_tf.search.options import EvolutionOptions
-from pss_tf.training.config import TrainConfig
+from pss_tf.run.config import TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)

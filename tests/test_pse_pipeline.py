@@ -13,8 +13,8 @@ import json
 import pytest
 from support import SMOKE_FLAGS, run_tool
 
-from pss_tf.finetune import driver
-from pss_tf.job import Job
+from pss_tf.run import outputs
+from pss_tf.run.job import Job
 from pss_tf.space.config import SubnetConfig
 
 # model: (flags of its space and mode, search budget in M MACs, genes, the sampler --sampler=auto picks)
@@ -64,7 +64,7 @@ def test_train_search_retrain_and_export(tmp_path, model):
 
     _ok(run_tool("finetune.py", f"--job_dir={job_dir}", "--subnets=searched", "--from_scratch", "--epochs=1",
                  "--steps_per_epoch=3", "--batch_size=16", "--noprogress"))
-    (retrained,) = driver.read_finetuned(str(job_dir / "finetune"))
+    (retrained,) = outputs.read_finetuned(str(job_dir / "finetune"))
     assert retrained["config"] == searched["config"] and retrained["mode"] == "from_scratch"
 
     _ok(run_tool("export.py", f"--job_dir={job_dir}", f"--export_dir={export_dir}", "--searched", "--finetuned",

@@ -24,6 +24,7 @@ from absl import app
 from pss_tf import cli, config_flags
 from pss_tf.errors import TrainingDiverged
 from pss_tf.finetune.options import FinetuneOptions
+from pss_tf.run.outputs import FINETUNED_FILE
 
 config_flags.define_flags(FinetuneOptions)
 
@@ -48,7 +49,7 @@ def main(argv):
         print(f"stopped; continue with the same command (outputs in {os.path.abspath(result.out_dir)})")
         return 0
     print(driver.describe(result.entries))
-    print(f"wrote {os.path.join(os.path.abspath(result.out_dir), driver.FINETUNED_FILE)}")
+    print(f"wrote {os.path.join(os.path.abspath(result.out_dir), FINETUNED_FILE)}")
     return 0
 
 

@@ -5,7 +5,7 @@
         --release_luts=PSS-Net/scripts/lut --data_dir=~/tensorflow_datasets
 
 Writes a new job directory that tools/export.py, tools/search.py, tools/plot_pareto.py
-and pss_tf.job.Job read as a trained run: run.json (the release's recipe, symmetric
+and pss_tf.run.job.Job read as a trained run: run.json (the release's recipe, symmetric
 padding, an `imported` record with the file's SHA-256), the supernet's checkpoint,
 pools.json and winners.json. The file is read without PyTorch and without running
 anything it names. With --data_dir (TFDS imagenet2012, or an ImageFolder with train/

@@ -12,8 +12,8 @@ from absl import app, flags
 
 from pss_tf import config_flags
 from pss_tf.errors import ConfigError
-from pss_tf.job import JobDir
-from pss_tf.space.metrics import metric_class
+from pss_tf.run.job import JobDir
+from pss_tf.run.metrics import metric_class
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("job_dirs", None, "Job directories with a winners.json.")

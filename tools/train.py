@@ -5,7 +5,7 @@
     python tools/train.py --flagfile=configs/mbv1.flags --job_dir=runs/mbv1 --data_dir=/data/tfds
 
 A stopped run continues with the same flags plus --resume. Every flag is a
-field of `pss_tf.training.config.TrainConfig` (`--helpfull` lists them).
+field of `pss_tf.run.config.TrainConfig` (`--helpfull` lists them).
 """
 
 import logging
@@ -16,7 +16,7 @@ from absl import app, flags
 
 from pss_tf import config_flags
 from pss_tf.errors import ConfigError, TrainingDiverged
-from pss_tf.training.config import TrainConfig
+from pss_tf.run.config import TrainConfig
 
 config_flags.define_flags(TrainConfig)
 

@@ -24,7 +24,8 @@ from pss_tf.export import serving
 from pss_tf.export import subnets as subnets_lib
 from pss_tf.export.options import ExportOptions
 from pss_tf.io_utils import atomic_write_json
-from pss_tf.job import Job
+from pss_tf.run.job import Job
+from pss_tf.run.outputs import finetuned_subnets, load_weights, searched_subnets
 
 logger = logging.getLogger(__name__)
 
@@ -84,48 +85,6 @@ def plan(options: ExportOptions) -> ExportPlan:
     version = serving.plan_version(options.export_dir, choice.new_version)
     fresh = not (os.path.isdir(options.export_dir) and os.listdir(options.export_dir))
     return ExportPlan(job, chosen, model_name, version, fresh, qat_subnet)
-
-
-def searched_subnets(job: Job, searched_dir: str = "") -> list:
-    """The searched subnets of the run (tools/search.py's searched.json in `searched_dir`, default
-    JOB_DIR/search), checked to lie in its space."""
-    from pss_tf.search.driver import read_searched
-    from pss_tf.space.config import SubnetConfig
-
-    directory = searched_dir or job.dir.file("search")
-    entries = read_searched(directory)
-    if not entries:
-        raise ConfigError(
-            "searched", f"{directory} holds no searched.json: search the run with tools/search.py first"
-        )
-    found = []
-    for entry in entries:
-        config = SubnetConfig.from_dict(entry["config"])
-        problems = job.space.violations(config)
-        if problems:
-            raise ConfigError("searched", f"{entry['name']} lies outside the run's space: " + "; ".join(problems))
-        found.append((entry, config))
-    return found
-
-
-def finetuned_subnets(job: Job, finetuned_dir: str = "") -> list:
-    """(entry, config, weights file) of tools/finetune.py's subnets (finetuned.json in
-    `finetuned_dir`, default JOB_DIR/finetune), checked to lie in the run's space."""
-    from pss_tf.finetune.driver import read_finetuned, weights_of
-    from pss_tf.space.config import SubnetConfig
-
-    directory = finetuned_dir or job.dir.file("finetune")
-    found = []
-    for entry in read_finetuned(directory):
-        config = SubnetConfig.from_dict(entry["config"])
-        problems = job.space.violations(config)
-        if problems:
-            raise ConfigError("finetuned", f"{entry['name']} lies outside the run's space: " + "; ".join(problems))
-        path = weights_of(directory, entry)
-        if not os.path.exists(path):
-            raise ConfigError("finetuned", f"{path} is missing: fine-tune {entry['name']} again")
-        found.append((entry, config, path))
-    return found
 
 
 def export(options: ExportOptions, log: Callable[[str], None] = logger.info) -> ExportResult:
@@ -206,7 +165,6 @@ class _Build:
 
     def extract(self) -> _Extracted:
         """Calibrates each subnet on the batches training evaluated it with, then extracts it."""
-        from pss_tf.finetune.training import load_weights
         from pss_tf.training.evaluation import make_evaluator
 
         checks = self.options.checks

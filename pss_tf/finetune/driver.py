@@ -22,9 +22,9 @@ from pss_tf.errors import ConfigError
 from pss_tf.export import subnets as subnets_lib
 from pss_tf.finetune.options import ALL_SEARCHED, ALL_WINNERS, FinetuneOptions
 from pss_tf.io_utils import atomic_write_json, check_header, read_json
-from pss_tf.job import Job
+from pss_tf.run.job import Job
+from pss_tf.run.outputs import FINETUNED_FILE, finished_entries, save_weights, searched_subnets
 
-FINETUNED_FILE = "finetuned.json"
 STATE_FILE = "state.json"
 STATE_FORMAT = "pss_tf.finetune"
 STATE_VERSION = 1
@@ -61,8 +61,6 @@ def split_subnet_flags(values) -> tuple[list[str], list[str]]:
 
 def resolve_subnets(job: Job, values) -> list:
     """The `Subnet`s `--subnets` names, in the order given; ConfigError naming the flag."""
-    from pss_tf.export.exporter import searched_subnets
-
     names, texts = split_subnet_flags(values)
     configs = []
     for text in texts:
@@ -159,26 +157,6 @@ def read_state(out_dir: str, name: str) -> dict | None:
     return state
 
 
-def finished_entries(out_dir: str) -> dict:
-    """`{name: entry}` of OUT/finetuned.json (empty if none)."""
-    path = os.path.join(out_dir, FINETUNED_FILE)
-    if not os.path.exists(path):
-        return {}
-    return {e["name"]: e for e in read_finetuned(out_dir)}
-
-
-def read_finetuned(out_dir: str) -> list[dict]:
-    """The entries of OUT/finetuned.json; ConfigError if it is missing or damaged."""
-    path = os.path.join(out_dir, FINETUNED_FILE)
-    if not os.path.exists(path):
-        raise ConfigError("finetuned", f"{out_dir} holds no {FINETUNED_FILE}: fine-tune with tools/finetune.py first")
-    entries = read_json(path, FINETUNED_FILE)
-    required = {"name", "config", "mode", "val_top1_after", "weights"}
-    if not isinstance(entries, list) or any(not isinstance(e, dict) or required - set(e) for e in entries):
-        raise ConfigError("finetuned", f"{path} is not a list of fine-tuned subnets (each with {sorted(required)})")
-    return entries
-
-
 def run(options: FinetuneOptions, log: Callable[[str], None] = print) -> FinetuneRun:
     return execute(plan(options), log)
 
@@ -217,7 +195,7 @@ def execute(the_plan: FinetunePlan, log: Callable[[str], None] = print) -> Finet
             if not result.finished:
                 return FinetuneRun(the_plan.out_dir, False, list(the_plan.finished.values()))
             top1, top5, examples = training.evaluate(model, validation)
-            training.save_weights(finetuning.weights_file, training.model_weights(model))
+            save_weights(finetuning.weights_file, training.model_weights(model))
             entry = _entry(subnet, recipe, before, (top1, top5, examples), result, the_plan.out_dir)
             the_plan.finished[subnet.name] = entry
             _write_finetuned(the_plan)
@@ -274,11 +252,6 @@ def _write_finetuned(the_plan: FinetunePlan) -> None:
     kept = finished_entries(the_plan.out_dir)
     kept.update(the_plan.finished)
     atomic_write_json(os.path.join(the_plan.out_dir, FINETUNED_FILE), list(kept.values()))
-
-
-def weights_of(out_dir: str, entry: dict) -> str:
-    """The path of a finetuned.json entry's weights."""
-    return os.path.join(out_dir, entry["weights"])
 
 
 def describe(entries: list[dict]) -> str:

@@ -22,14 +22,13 @@ import numpy as np
 import tensorflow as tf
 
 from pss_tf.errors import TrainingDiverged
-from pss_tf.io_utils import atomic_write
 from pss_tf.models.layers import conv_initializer, depthwise_initializer
 from pss_tf.training.optimization import add_weight_decay, build_optimizer, learning_rate_schedule
+from pss_tf.run.outputs import WEIGHTS_FILE
 from pss_tf.training.step import cross_entropy, distillation_loss
 
 CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
-WEIGHTS_FILE = "weights.npz"
 # The release's classifier initialisation: N(0, 0.01), bias 0.
 CLASSIFIER_STDDEV = 0.01
 
@@ -80,24 +79,6 @@ def decayed_kernels(model: keras.Model) -> list:
 def model_weights(model: keras.Model) -> dict[str, list[np.ndarray]]:
     """`{layer name: arrays}`: what `Supernet.extract(config, weights=...)` takes back."""
     return {layer.name: [np.asarray(w) for w in layer.get_weights()] for layer in model.layers if layer.weights}
-
-
-def save_weights(path: str, weights: dict[str, list[np.ndarray]]) -> None:
-    """An .npz of `{layer}/{index}` arrays, written atomically (read back without pickle)."""
-    arrays = {f"{name}/{i}": array for name, layer in weights.items() for i, array in enumerate(layer)}
-    atomic_write(path, lambda f: np.savez(f, **arrays), mode="wb")
-
-
-def load_weights(path: str) -> dict[str, list[np.ndarray]]:
-    """The weights `save_weights` wrote (no pickled objects allowed)."""
-    found: dict[str, dict[int, np.ndarray]] = {}
-    with np.load(path, allow_pickle=False) as data:
-        for key in data.files:
-            name, _, index = key.rpartition("/")
-            if not name or not index.isdigit():
-                raise ValueError(f"{path}: unexpected entry {key!r}")
-            found.setdefault(name, {})[int(index)] = data[key]
-    return {name: [parts[i] for i in sorted(parts)] for name, parts in found.items()}
 
 
 @dataclasses.dataclass

@@ -26,8 +26,8 @@ import numpy as np
 
 from pss_tf import checks
 from pss_tf.errors import ConfigError
-from pss_tf.release.luts import RELEASE_METRICS
 from pss_tf.release.safe_pickle import load_torch_checkpoint
+from pss_tf.run.metrics import RELEASE_METRICS
 from pss_tf.space import architectures
 from pss_tf.space.config import SubnetConfig
 

@@ -1,6 +1,6 @@
 """Turns a PSS-Net release checkpoint into a pss_tf job directory.
 
-The directory holds what a pss_tf training run leaves (`pss_tf.job`): run.json
+The directory holds what a pss_tf training run leaves (`pss_tf.run.job`): run.json
 (the release's recipe and space for the checkpoint's model, symmetric padding,
 the checkpoint's metrics and the release's target grids, and an `imported`
 record: source file, epoch, SHA-256), checkpoints/ (the supernet's weights and
@@ -29,14 +29,14 @@ import time
 
 from pss_tf import checks
 from pss_tf.errors import ConfigError
-from pss_tf.job import JobDir, mark_pareto_front
+from pss_tf.pareto import mark_pareto_front
+from pss_tf.run.job import JobDir
 from pss_tf.models.supernet import supernet_for_run
 from pss_tf.release.checkpoint import ReleaseCheckpoint, load_into_supernet, read_checkpoint
-from pss_tf.release.luts import RELEASE_METRICS
 from pss_tf.sampling.pools import PoolManager
-from pss_tf.space.metrics import metrics_for_run
 from pss_tf.space.targets import TargetGrid
-from pss_tf.training.config import IMPORTED_KEY, TrainConfig
+from pss_tf.run.config import IMPORTED_KEY, TrainConfig
+from pss_tf.run.metrics import RELEASE_METRICS, kind, metrics_for_run
 from pss_tf.training.evaluation import evaluate_all, make_evaluator, validated_winners, winner_entry
 
 logger = logging.getLogger(__name__)
@@ -69,8 +69,9 @@ def release_config(checkpoint: ReleaseCheckpoint, job_dir: str, dataset: str, da
     )
     for release_metric, name in zip(checkpoint.pools, checkpoint.metrics):
         changes[f"{name}_targets"] = tuple(float(v) for v in RELEASE_GRIDS[checkpoint.model][release_metric])
-    if any(m.startswith("release_latency") for m in checkpoint.metrics):
-        changes["release_luts"] = os.path.abspath(release_luts) if release_luts else None
+    for name in checkpoint.metrics:
+        if kind(name).table is not None:  # the release's tables (release_luts)
+            changes[kind(name).table.field] = os.path.abspath(release_luts) if release_luts else None
     if checkpoint.model == "mobilenet_v1" and len(checkpoint.metrics) > 1:
         changes["sampler_samples"] = 1_000_000  # the -M scripts' population (configs/mbv1_multi.flags)
     config = TrainConfig().replace(**changes)
@@ -140,9 +141,10 @@ def import_release(
     checkpoint = read_checkpoint(checkpoint_path)
     log(f"read {checkpoint.path}: {checkpoint.model}, {checkpoint.num_classes} classes, epoch "
         f"{checkpoint.epoch}, pools of {', '.join(checkpoint.pools)} ({time.perf_counter() - start:.1f} s)")
-    latency = [RELEASE_METRICS[m] for m in checkpoint.pools if m.startswith("latency")]
+    tabled = {m: name for m, name in zip(checkpoint.pools, checkpoint.metrics) if kind(name).table is not None}
+    latency = list(tabled.values())
     if latency and not release_luts:
-        names = ", ".join(f"arch_pools.pools[{m!r}]" for m in checkpoint.pools if m.startswith("latency"))
+        names = ", ".join(f"arch_pools.pools[{m!r}]" for m in tabled)
         raise ConfigError(
             "release_luts",
             f"{checkpoint.path} has latency pools ({names}) chosen with the release's lookup tables; give the "
@@ -179,7 +181,7 @@ def import_release(
 def _write_job(staging, job_dir, run_config, checkpoint, imported, validate, top_k, calibration_batches, log) -> dict:
     import tensorflow as tf
 
-    from pss_tf.job import Job
+    from pss_tf.run.job import Job
 
     target = JobDir(staging)
     # The staging directory stands for job_dir: paths inside run.json name the final place.

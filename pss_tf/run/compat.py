@@ -11,6 +11,7 @@ every reader of the older ones is here, so they can go together one day.
 from __future__ import annotations
 
 from pss_tf.errors import ConfigError
+from pss_tf.pareto import mark_pareto_front
 
 # What 0.1 did where today's defaults follow the release instead.
 DEFAULTS_0_1 = {
@@ -53,8 +54,6 @@ def winner_entries(entries: list, model: str) -> list:
     """winners.json's entries as the current version writes them: each config of
     the run's `model` (0.1 wrote "mobilenet_v2" for the slimmed-tail model) and
     `pareto` marked (0.1 did not)."""
-    from pss_tf.job import mark_pareto_front
-
     if any("pareto" not in e for e in entries):
         mark_pareto_front(entries)
     return [{**e, "config": {**e["config"], "model": model}} for e in entries]

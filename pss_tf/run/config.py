@@ -14,8 +14,8 @@ from pss_tf.config_flags import group, option
 from pss_tf.errors import ConfigError
 from pss_tf.space import architectures
 from pss_tf.space.config import SearchSpace
-from pss_tf.space.metrics import METRIC_NAMES, RELEASE_LATENCY_METRICS
-from pss_tf.training import modes
+from pss_tf.run import metrics as metric_kinds
+from pss_tf.run import modes
 
 # Records run.json keeps beside the config, of where a run's first weights came
 # from: an imported release checkpoint (tools/import_release.py), or the source
@@ -87,30 +87,7 @@ class SpaceConfig:
         self.search_space()  # Raises ConfigError naming the field.
 
 
-@dataclasses.dataclass(frozen=True)
-class TargetsConfig:
-    """The resource metrics that have pools, and their target grids."""
-
-    metrics: tuple[str, ...] = option(("flops",), help="Resource metrics with pools.", choices=METRIC_NAMES)
-    flops_targets: tuple[float, ...] = option(
-        (), help="FLOPs target grid in M MACs: start,stop,step (empty: about 10 targets)."
-    )
-    latency_cpu_targets: tuple[float, ...] = option(
-        (), help="CPU latency target grid in ms: start,stop,step (empty: about 10 targets)."
-    )
-    latency_cpu_lut: str | None = option(None, help="Latency lookup table of latency_cpu (tools/build_lut.py).")
-    release_latency_cpu_targets: tuple[float, ...] = option(
-        (), help="Target grid of the release's CPU latency table in us: start,stop,step (empty: about 10 targets)."
-    )
-    release_latency_gpu_targets: tuple[float, ...] = option(
-        (), help="Target grid of the release's GPU latency table in us: start,stop,step (empty: about 10 targets)."
-    )
-    release_luts: str | None = option(
-        None,
-        help="The PSS-Net release's scripts/lut directory (mbv{1,2}_{cpu,gpu}.pkl), for the release_latency_cpu "
-        "and release_latency_gpu metrics.",
-    )
-
+class _Targets:
     def grid(self, metric: str) -> tuple[float, ...]:
         """The `start, stop, step` given for `metric`, or () to choose one."""
         return getattr(self, f"{metric}_targets")
@@ -120,25 +97,27 @@ class TargetsConfig:
             raise ConfigError("metrics", "name at least one metric")
         if len(set(self.metrics)) != len(self.metrics):
             raise ConfigError("metrics", f"a metric is named twice in {list(self.metrics)}")
-        for name in METRIC_NAMES:
+        for name in metric_kinds.METRIC_NAMES:
             grid = self.grid(name)
             if grid and name not in self.metrics:
                 raise ConfigError(f"{name}_targets", f"metric {name!r} is not in `metrics`")
             if grid:
                 _check_grid(f"{name}_targets", grid)
-        if "latency_cpu" in self.metrics and not self.latency_cpu_lut:
-            raise ConfigError(
-                "latency_cpu_lut", "required with the latency_cpu metric in `metrics` (build one with tools/build_lut.py)"
-            )
-        if self.latency_cpu_lut and "latency_cpu" not in self.metrics:
-            raise ConfigError("latency_cpu_lut", "given but latency_cpu is not in `metrics`")
-        release = [m for m in self.metrics if m in RELEASE_LATENCY_METRICS]
-        if release and not self.release_luts:
-            raise ConfigError(
-                "release_luts", f"required with {release[0]} in `metrics`: the release's scripts/lut directory"
-            )
-        if self.release_luts and not release:
-            raise ConfigError("release_luts", f"given but no metric of {list(RELEASE_LATENCY_METRICS)} is in `metrics`")
+        metric_kinds.check_tables(self)
+
+
+# One option per metric's target grid and per table, declared from `pss_tf.run.metrics`.
+TargetsConfig = dataclasses.make_dataclass(
+    "TargetsConfig",
+    [
+        ("metrics", tuple[str, ...],
+         option(("flops",), help="Resource metrics with pools.", choices=metric_kinds.METRIC_NAMES)),
+        *metric_kinds.target_options(option),
+    ],
+    bases=(_Targets,),
+    namespace={"__module__": __name__, "__doc__": "The resource metrics that have pools, their target grids and tables."},
+    frozen=True,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,8 +161,7 @@ class SamplingConfig:
         return modes.own_sampler(self.mode) if self.sampler == "auto" else self.sampler
 
     def validate(self) -> None:
-        if self.mode == "pse" and self.parallel_subnets < 2:
-            raise ConfigError("parallel_subnets", "mode pse trains a group of subnets per pass: give 2 or more")
+        modes.check_parallel_subnets(self.mode, self.parallel_subnets)
         if self.pse_anchor and self.mode != "pse":
             raise ConfigError("pse_anchor", "given without `mode` pse")
 
@@ -356,6 +334,11 @@ class TrainConfig(config_flags.Declared):
         config_flags.check_declared(self)  # Every field's kind, choices and range.
         for part in (self.space, self.targets, self.sampling, self.optimization, self.data, self.warm_start):
             part.validate()  # What involves several fields.
+        batch, parallel = self.optimization.global_batch_size, self.sampling.parallel_subnets
+        if batch % parallel:  # The replicas split each slice again: the trainer checks that.
+            raise ConfigError(
+                "global_batch_size", f"{batch} does not split into {parallel} equal slices (`parallel_subnets`)"
+            )
 
     def to_dict(self) -> dict:
         return config_flags.to_dict(self)

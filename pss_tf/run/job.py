@@ -20,13 +20,12 @@ import functools
 import logging
 import os
 
-from pss_tf import compat
+from pss_tf.run import compat
 from pss_tf.errors import ConfigError
 from pss_tf.io_utils import atomic_write_json, read_json
-from pss_tf.pareto import pareto_front
 from pss_tf.space.config import SubnetConfig
-from pss_tf.space.metrics import metrics_for_run
-from pss_tf.training.config import IMPORTED_KEY, INIT_SOURCE, TrainConfig
+from pss_tf.run.metrics import metrics_for_run
+from pss_tf.run.config import IMPORTED_KEY, INIT_SOURCE, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +137,16 @@ class JobDir:
     def write_evaluations(self, evaluations: list) -> None:
         atomic_write_json(self.file(EVALUATIONS_FILE), evaluations)
 
+    def read_evaluations(self) -> list[dict]:
+        """The per-epoch validation results (evaluations.json), oldest first; [] before the first."""
+        path = self.file(EVALUATIONS_FILE)
+        if not os.path.exists(path):
+            return []
+        evaluations = read_json(path, EVALUATIONS_FILE)
+        if not isinstance(evaluations, list):
+            raise ConfigError("job_dir", f"{path}: expected a list of per-epoch results")
+        return evaluations
+
     def write_winners(self, entries: list) -> None:
         atomic_write_json(self.file(WINNERS_FILE), entries)
 
@@ -155,15 +164,6 @@ class JobDir:
         import tensorflow as tf
 
         return tf.train.latest_checkpoint(self.checkpoints_dir)
-
-
-def mark_pareto_front(entries: list[dict]) -> None:
-    """Sets `pareto` on each winner entry: on its metric's front of val_top1 against value."""
-    for metric in {e["metric"] for e in entries}:
-        group = [e for e in entries if e["metric"] == metric]
-        front = {id(e) for e in pareto_front(group, lambda e: e["value"], lambda e: e["val_top1"])}
-        for e in group:
-            e["pareto"] = id(e) in front
 
 
 # --- an opened run ----------------------------------------------------------------
@@ -239,8 +239,8 @@ class Job:
             raise ConfigError("job_dir", str(e)) from None
 
     def records(self):
-        """The training records (`pss_tf.search.records.TrainingRecords`) as of the last checkpoint."""
-        from pss_tf.search.records import TrainingRecords
+        """The training records (`pss_tf.run.records.TrainingRecords`) as of the last checkpoint."""
+        from pss_tf.run.records import TrainingRecords
 
         path = self.dir.records_file
         if not os.path.exists(path):

@@ -1,8 +1,8 @@
 """Search after training: the best subnet for any budget (issue 13, PSE-Net's prior-guided evolution).
 
-The core is pure Python and numpy; nothing it imports loads TensorFlow:
+The core is pure Python and numpy; nothing it imports loads TensorFlow. It starts from the
+training records the trainer kept (`pss_tf.run.records.TrainingRecords`).
 
-- `records.TrainingRecords`: the lowest training losses the trainer saw, with their subnets.
 - `genes.GeneSpace`: a search space's discrete values as integer genes.
 - `budget.Budget`: a metric, a budget B and the window [alpha B, B] candidates must fit.
 - `expected_loss.ExpectedLoss`: expected loss per resolution and per (stage, channel level).
@@ -23,7 +23,6 @@ from pss_tf.search.expected_loss import ExpectedLoss
 from pss_tf.search.genes import GeneSpace, network_key
 from pss_tf.search.prior import Prior, seeds
 from pss_tf.search.proposals import ConditionalProposal, Proposal, UniformProposal
-from pss_tf.search.records import Record, TrainingRecords
 
 __all__ = [
     "Budget",
@@ -33,8 +32,6 @@ __all__ = [
     "GeneSpace",
     "Prior",
     "Proposal",
-    "Record",
-    "TrainingRecords",
     "UniformProposal",
     "network_key",
     "seeds",

@@ -33,16 +33,17 @@ import numpy as np
 from pss_tf import config_flags
 from pss_tf.errors import ConfigError
 from pss_tf.io_utils import atomic_write_json, read_json
-from pss_tf.job import Job
+from pss_tf.run.job import Job
+from pss_tf.run.metrics import metrics_for_run
+from pss_tf.run.outputs import SEARCHED_FILE, read_searched
 from pss_tf.search.budget import Budget
 from pss_tf.search.evolution import EvolutionSearch
 from pss_tf.search.options import INITS, SearchOptions
 from pss_tf.space.config import SubnetConfig
-from pss_tf.space.metrics import Metric, metrics_for_run
+from pss_tf.space.metrics import Metric
 
 STATE_FORMAT = "pss_tf.search.driver"
 STATE_VERSION = 1
-SEARCHED_FILE = "searched.json"
 
 
 @dataclasses.dataclass
@@ -443,17 +444,6 @@ def _summary(entry: dict, metric: Metric) -> str:
 
 def _entry_key(entry: dict) -> tuple:
     return (entry["metric"], entry["budget"], entry["init"])
-
-
-def read_searched(out_dir: str) -> list[dict]:
-    """The entries of OUT/searched.json (none if it does not exist)."""
-    path = os.path.join(out_dir, SEARCHED_FILE)
-    if not os.path.exists(path):
-        return []
-    entries = read_json(path, SEARCHED_FILE)
-    if not isinstance(entries, list):
-        raise ValueError(f"{path}: expected a list of entries")
-    return entries
 
 
 def write_results(the_plan: SearchPlan, entries: list[dict]) -> list[str]:

@@ -128,7 +128,7 @@ def make_fitness(
     batch_size: int = 0,
     on_evaluation: Callable[[SubnetConfig], None] | None = None,
 ) -> SubnetFitness:
-    """The fitness of an opened run (`pss_tf.job.Job`) and its restored supernet.
+    """The fitness of an opened run (`pss_tf.run.job.Job`) and its restored supernet.
 
     Args:
         calibration_batches: BN calibration batches per subnet (0: the run's

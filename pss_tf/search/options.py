@@ -14,7 +14,7 @@ import os
 from pss_tf import config_flags
 from pss_tf.config_flags import group, option
 from pss_tf.errors import ConfigError
-from pss_tf.space.metrics import METRIC_NAMES
+from pss_tf.run.metrics import METRIC_NAMES
 
 INITS = ("uniform", "conditional", "prior")
 

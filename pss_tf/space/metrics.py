@@ -4,6 +4,8 @@ A metric is a name, a unit, a `TargetGrid` and a way to measure one config
 (`value`) or a batch of configs given as arrays (`values`). The conditional sampler evaluates
 hundreds of thousands of subnets at start-up and a few hundred per draw, so the
 array form is the one that must be fast; `value` is for single configs.
+Which metrics a run may name, and how each loads, is declared in
+`pss_tf.run.metrics`.
 """
 
 from __future__ import annotations
@@ -14,14 +16,9 @@ import math
 import numpy as np
 
 from pss_tf import checks
-from pss_tf.errors import ConfigError
 from pss_tf.space import architectures, cost
 from pss_tf.space.config import SearchSpace, SubnetConfig
 from pss_tf.space.targets import TargetGrid
-
-METRIC_NAMES = ("flops", "latency_cpu", "release_latency_cpu", "release_latency_gpu")
-RELEASE_LATENCY_METRICS = ("release_latency_cpu", "release_latency_gpu")
-
 
 class Metric:
     """Base class of resource metrics.
@@ -154,46 +151,3 @@ class FlopsMetric(Metric):
             "small_input": self.small_input,
             "in_channels": self.in_channels,
         }
-
-
-def metric_class(name: str) -> type[Metric]:
-    """The class of a metric named in a run's configuration (for its unit and labels)."""
-    if name == "flops":
-        return FlopsMetric
-    if name == "latency_cpu":
-        from pss_tf.latency.predictor import LatencyMetric
-
-        return LatencyMetric
-    if name in RELEASE_LATENCY_METRICS:
-        from pss_tf.release.luts import ReleaseLatencyMetric
-
-        return ReleaseLatencyMetric
-    raise ConfigError("metric", f"unknown metric {name!r}; expected one of {list(METRIC_NAMES)}")
-
-
-def metrics_for_run(run_config, num_classes: int, in_channels: int, names: tuple[str, ...] | None = None) -> dict:
-    """A run's metrics by name (its `TrainConfig`), each on its configured or
-    automatic grid; only those in `names` when given, so a latency table is read
-    only where it is needed."""
-    space, model = run_config.search_space(), run_config.space.model
-    common = dict(num_classes=num_classes, small_input=run_config.space.small_input, in_channels=in_channels)
-    metrics = {}
-    for name in run_config.targets.metrics:
-        if names is not None and name not in names:
-            continue
-        if name == "flops":
-            metric = FlopsMetric(model, **common)
-        elif name == "latency_cpu":
-            from pss_tf.latency.predictor import load_latency_metric
-
-            metric = load_latency_metric(run_config.targets.latency_cpu_lut, model, space, name=name,
-                                         padding=run_config.space.padding, **common)
-        elif name in RELEASE_LATENCY_METRICS:
-            from pss_tf.release.luts import ReleaseLatencyMetric
-
-            metric = ReleaseLatencyMetric.load(name, model, run_config.targets.release_luts)
-        else:
-            raise ConfigError("metrics", f"unknown metric {name!r}; expected one of {list(METRIC_NAMES)}")
-        grid = run_config.targets.grid(name)
-        metrics[name] = metric.with_grid(TargetGrid(*grid) if grid else metric.auto_grid(space))
-    return metrics

@@ -4,7 +4,7 @@
 data), then builds the pure-Python side (metrics, pools, the training mode's
 sampling) and the TensorFlow side (supernet, optimizer, the mode's step,
 checkpoint) under the strategy. `run()` records the run in its job directory
-(`pss_tf.job`), lets the mode (`pss_tf.training.modes`) draw and train each
+(`pss_tf.run.job`), lets the mode (`pss_tf.training.modes`) draw and train each
 step's subnets, files the scores where the mode says, evaluates at epoch ends
 and writes the winners at the end. Process-wide settings (precision, determinism, seeds) are
 the driver's: `pss_tf.training.runtime`.
@@ -22,16 +22,17 @@ import time
 
 import tensorflow as tf
 
-from pss_tf import compat
+from pss_tf.run import compat
 from pss_tf.errors import ConfigError, TrainingDiverged
-from pss_tf.job import JobDir, mark_pareto_front
+from pss_tf.pareto import mark_pareto_front
+from pss_tf.run.job import JobDir
 from pss_tf.models.supernet import supernet_for_run
 from pss_tf.sampling.pools import PoolManager
-from pss_tf.search.records import TrainingRecords
-from pss_tf.space.metrics import metrics_for_run
+from pss_tf.run.records import TrainingRecords
+from pss_tf.run.metrics import metrics_for_run
 from pss_tf.stop import StopRequest
 from pss_tf.training import distribute, modes, warm_start
-from pss_tf.training.config import INIT_SOURCE, TrainConfig
+from pss_tf.run.config import INIT_SOURCE, TrainConfig
 from pss_tf.training.evaluation import evaluate_all, make_evaluator, validated_winners
 from pss_tf.training.optimization import build_optimizer, learning_rate_schedule
 from pss_tf.training.step import cross_entropy
@@ -97,15 +98,12 @@ class Trainer:
         if run_config.warm_start.init_from and not run_config.runtime.resume:  # A resumed run has its own weights.
             self.warm_start = warm_start.plan(run_config, self.info)
         self.replicas = self.strategy.num_replicas_in_sync
-        batch = run_config.optimization.global_batch_size
-        if batch % self.replicas:
-            raise ConfigError("global_batch_size", f"{batch} does not split over {self.replicas} replicas")
-        slices = self.replicas * run_config.sampling.parallel_subnets
-        if batch % slices:
+        batch, parallel = run_config.optimization.global_batch_size, run_config.sampling.parallel_subnets
+        if (batch // parallel) % self.replicas:  # The config checked that `parallel` slices divide the batch.
             raise ConfigError(
                 "global_batch_size",
-                f"{batch} does not split into {run_config.sampling.parallel_subnets} equal slices on each of "
-                f"{self.replicas} replicas (`parallel_subnets`)",
+                f"{batch} does not split over {self.replicas} replicas"
+                + (f" in each of its {parallel} slices (`parallel_subnets`)" if parallel > 1 else ""),
             )
         self.steps_per_epoch = run_config.optimization.steps_per_epoch or self.data.steps_per_epoch(batch)
         if self.steps_per_epoch < 1:

@@ -40,7 +40,7 @@ ARCHITECTURE_FIELDS = ("model", "small_input", "padding")
 class WarmStart:
     """A checked source run (see the module docstring); cheap to make."""
 
-    job: object  # pss_tf.job.Job
+    job: object  # pss_tf.run.job.Job
     checkpoint: str
     step: int
     checksum: str
@@ -56,7 +56,7 @@ class WarmStart:
 def plan(run_config, info) -> WarmStart:
     """Opens and checks `run_config.warm_start.init_from` against the new run (`run_config`, its
     dataset `info`); ConfigError naming the field. Reads only."""
-    from pss_tf.job import Job
+    from pss_tf.run.job import Job
 
     path = run_config.warm_start.init_from
     if not os.path.isdir(path):

@@ -6,7 +6,7 @@ import pytest
 from pss_tf.data.settings import DataSettings
 from pss_tf.data.sources import SyntheticSpec
 from pss_tf.errors import ConfigError
-from pss_tf.training.config import TrainConfig
+from pss_tf.run.config import TrainConfig
 
 SPEC = SyntheticSpec(num_classes=5, num_train=200, num_val=100)
 

@@ -15,7 +15,7 @@ from pss_tf import data
 from pss_tf.data.selection import Holdout
 from pss_tf.data.settings import DataSettings
 from pss_tf.errors import ConfigError
-from pss_tf.training.config import TrainConfig
+from pss_tf.run.config import TrainConfig
 
 NUM_TRAIN, HOLDOUT = 10, 3
 

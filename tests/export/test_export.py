@@ -23,7 +23,7 @@ from pss_tf.errors import ConfigError
 from pss_tf.export import client, exporter, serving, tflite
 from pss_tf.export.client_data import ClientData
 from pss_tf.export.options import ExportOptions
-from pss_tf.job import Job
+from pss_tf.run.job import Job
 
 HAS_QAT = all(importlib.util.find_spec(m) for m in ("tensorflow_model_optimization", "tf_keras"))
 MODEL_NAME = "pss_mobilenet_v1"

@@ -179,7 +179,7 @@ def test_a_larger_budget_never_runs_a_less_accurate_winner():
 
 
 def test_winners_are_marked_on_the_pareto_front():
-    from pss_tf.job import mark_pareto_front
+    from pss_tf.pareto import mark_pareto_front
 
     entries = [
         {"metric": "flops", "value": v, "val_top1": a}

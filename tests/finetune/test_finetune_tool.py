@@ -14,7 +14,8 @@ from pss_tf.export import serving, tflite
 from pss_tf.export.client_data import ClientData
 from pss_tf.finetune import driver, training
 from pss_tf.finetune.options import FinetuneOptions
-from pss_tf.job import Job
+from pss_tf.run import outputs
+from pss_tf.run.job import Job
 from pss_tf.space.config import SubnetConfig
 
 STEPS = ("--epochs=1", "--steps_per_epoch=3", "--batch_size=16", "--noprogress")
@@ -38,7 +39,7 @@ def finetuned(warm_job, tmp_path_factory):
     before = tree_digest(warm_job)
     result = finetune(warm_job, out, "--subnets=winners")
     assert tree_digest(warm_job) == before  # The run is only read.
-    return str(out), driver.read_finetuned(str(out)), result.stdout
+    return str(out), outputs.read_finetuned(str(out)), result.stdout
 
 
 @pytest.mark.slow
@@ -52,7 +53,7 @@ def test_finetuning_writes_every_result(finetuned, warm_job):
         assert (entry["mode"], entry["distill"], entry["epochs"], entry["steps"]) == ("inherited", False, 1, 3)
         assert entry["val_top1_before"] == pytest.approx(winner["val_top1"])  # Calibrated as training evaluated.
         assert 0.0 <= entry["val_top1_after"] <= 1.0 and entry["wall_seconds"] > 0
-        weights = training.load_weights(driver.weights_of(out, entry))
+        weights = outputs.load_weights(outputs.weights_of(out, entry))
         state = json.load(open(os.path.join(out, entry["name"], driver.STATE_FILE)))
         assert state["config"] == entry["config"] and state["recipe"]["total_steps"] == 3
         assert weights  # The fine-tuned model's layers.
@@ -67,7 +68,7 @@ def test_finetuning_writes_every_result(finetuned, warm_job):
 def test_from_scratch_with_distillation_and_a_config(warm_job, tmp_path):
     config = Job(warm_job).space.min_config().to_json()
     finetune(warm_job, tmp_path, f"--subnets={config}", "--from_scratch", "--distill")
-    entry, = driver.read_finetuned(str(tmp_path))
+    entry, = outputs.read_finetuned(str(tmp_path))
     assert (entry["mode"], entry["distill"], entry["source"]) == ("from_scratch", True, "config")
     assert entry["name"].startswith("subnet_") and entry["learning_rate"] == Job(warm_job).run_config.optimization.learning_rate
 
@@ -131,12 +132,12 @@ def test_ctrl_c_saves_and_the_same_command_resumes(warm_job, tmp_path):
             process.kill()
     assert process.returncode == 0, stderr[-3000:]
     assert "stopped; continue with the same command" in stdout
-    assert not os.path.exists(tmp_path / driver.FINETUNED_FILE)
+    assert not os.path.exists(tmp_path / outputs.FINETUNED_FILE)
     step = int(tf.train.load_variable(tf.train.latest_checkpoint(str(checkpoints)), "step/.ATTRIBUTES/VARIABLE_VALUE"))
     assert 40 <= step < 80
     result = run_tool("finetune.py", *args, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    entry, = driver.read_finetuned(str(tmp_path))
+    entry, = outputs.read_finetuned(str(tmp_path))
     assert entry["steps"] == 80
 
 
@@ -163,7 +164,7 @@ def test_export_carries_the_finetuned_weights(finetuned, warm_job, tmp_path):
         assert exported["accuracy"]["keras"] == pytest.approx(entry["val_top1_after"])  # The same validation pass.
         assert abs(exported["accuracy"]["tflite_float32"] - entry["val_top1_after"]) <= 1 / entry["val_examples"]
         config = SubnetConfig.from_dict(entry["config"])
-        model = supernet.extract(config, weights=training.load_weights(driver.weights_of(out, entry)))
+        model = supernet.extract(config, weights=outputs.load_weights(outputs.weights_of(out, entry)))
         expected = tf.nn.softmax(model(job.data.prepare_batch(images), training=False)).numpy()
         served = loaded.signatures[entry["name"]](images=tf.constant(images))
         np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)

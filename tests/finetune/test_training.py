@@ -10,7 +10,8 @@ from pss_tf.data.sources import SyntheticSpec
 from pss_tf.errors import ConfigError
 from pss_tf.finetune import training
 from pss_tf.finetune.options import INHERITED_LEARNING_RATE_FACTOR, FinetuneOptions
-from pss_tf.training.config import TrainConfig
+from pss_tf.run import outputs
+from pss_tf.run.config import TrainConfig
 
 SPACE = SearchSpace("mobilenet_v1", min_resolution=24, max_resolution=32, resolution_step=4, min_width=0.35,
                     max_width=0.5)
@@ -95,8 +96,8 @@ def test_weights_files_round_trip_and_refuse_pickles(supernet, tmp_path):
     config = SPACE.min_config()
     weights = supernet.subnet_weights(config)
     path = str(tmp_path / "weights.npz")
-    training.save_weights(path, weights)
-    loaded = training.load_weights(path)
+    outputs.save_weights(path, weights)
+    loaded = outputs.load_weights(path)
     assert set(loaded) == set(weights)
     for name in weights:
         for a, b in zip(weights[name], loaded[name]):
@@ -107,7 +108,7 @@ def test_weights_files_round_trip_and_refuse_pickles(supernet, tmp_path):
     evil = str(tmp_path / "evil.npz")
     np.savez(evil, **{"layer/0": np.array([object()], dtype=object)})
     with pytest.raises(ValueError, match="allow_pickle"):
-        training.load_weights(evil)
+        outputs.load_weights(evil)
 
 
 class StopAfter:

@@ -245,7 +245,7 @@ def test_a_block_missing_from_a_release_table_is_named(tmp_path):
 
 
 def test_release_latency_metrics_need_the_release_tables():
-    from pss_tf.training.config import TrainConfig
+    from pss_tf.run.config import TrainConfig
 
     config = TrainConfig(job_dir="/tmp/x").replace(metrics=("flops", "release_latency_gpu"))
     with pytest.raises(ConfigError, match="release_luts: required with release_latency_gpu"):

@@ -11,9 +11,9 @@ import shutil
 
 import pytest
 
-from pss_tf.job import JobDir
+from pss_tf.run.job import JobDir
 from pss_tf.sampling.pools import PoolManager
-from pss_tf.search.records import TrainingRecords
+from pss_tf.run.records import TrainingRecords
 
 
 def records_from_pools(job_dir: str) -> TrainingRecords:

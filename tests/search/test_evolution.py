@@ -11,7 +11,7 @@ from pss_tf.search.evolution import EvolutionSearch
 from pss_tf.search.genes import GeneSpace, network_key
 from pss_tf.search.prior import Prior
 from pss_tf.search.proposals import ConditionalProposal, Proposal, UniformProposal
-from pss_tf.search.records import TrainingRecords
+from pss_tf.run.records import TrainingRecords
 from pss_tf.space.config import SearchSpace, SubnetConfig
 from pss_tf.space.metrics import FlopsMetric
 from pss_tf.space.targets import TargetGrid

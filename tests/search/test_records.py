@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from pss_tf.search.records import Record, TrainingRecords
+from pss_tf.run.records import Record, TrainingRecords
 from pss_tf.space.config import SearchSpace, SubnetConfig
 
 SPACE = SearchSpace("mobilenet_v1", 24, 32, 4, 0.35, 0.5)

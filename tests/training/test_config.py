@@ -10,7 +10,7 @@ from support import ROOT
 
 from pss_tf import config_flags
 from pss_tf.errors import ConfigError
-from pss_tf.training.config import TrainConfig
+from pss_tf.run.config import TrainConfig
 
 
 def _parse(*argv) -> TrainConfig:
@@ -103,8 +103,8 @@ def test_bad_values_name_their_flag_on_the_command_line():
 def test_auto_sampler_is_the_modes_own_and_a_given_one_wins(argv, runs, tmp_path):
     from support import smoke_config
 
-    from pss_tf.job import JobDir
-    from pss_tf.space.metrics import metrics_for_run
+    from pss_tf.run.job import JobDir
+    from pss_tf.run.metrics import metrics_for_run
     from pss_tf.training.modes.base import SubnetSource
 
     sampling = _parse("--job_dir=x", *argv).sampling

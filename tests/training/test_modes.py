@@ -15,7 +15,7 @@ from support import smoke_config
 from pss_tf import SearchSpace, build_supernet
 from pss_tf.config_flags import leaves
 from pss_tf.training import modes
-from pss_tf.training.config import TrainConfig
+from pss_tf.run.config import TrainConfig
 from pss_tf.training.optimization import build_optimizer, learning_rate_schedule
 from pss_tf.training.step import cross_entropy
 
@@ -91,7 +91,7 @@ def test_a_plain_run_trains_and_evaluates_the_max_net_and_keeps_no_pools(tmp_pat
 @pytest.mark.slow
 def test_the_final_evaluation_shows_progress_like_training(smoke_job, smoke_job_log):
     """(The shared smoke job trains with progress bars on; conftest keeps what it printed.)"""
-    from pss_tf.job import Job
+    from pss_tf.run.job import Job
 
     top_k = Job(smoke_job).run_config.evaluation.final_top_k
     pools = json.load(open(f"{smoke_job}/pools.json"))["pools"]

@@ -72,7 +72,7 @@ def test_parallel_modes_train_and_resume_exactly(tmp_path, changes):
     """(PSE with the uniform sampler and no anchor steps like these: tests/training/test_mode_replay.py
     replays it. A parallel run's checkpoint and winners are those of any run, so its export is
     tests/export's.)"""
-    from pss_tf.job import Job
+    from pss_tf.run.job import Job
     from pss_tf.training.runtime import run
 
     settings = dict(epochs=2, steps_per_epoch=3, eval_winners_per_epoch=0, final_top_k=1, **changes)

@@ -169,7 +169,7 @@ def test_two_workers_train_together_and_agree(tmp_path):
 
 
 def _final_weights(job_dir):
-    from pss_tf.job import Job
+    from pss_tf.run.job import Job
 
     return [v.numpy() for v in Job(str(job_dir)).restore_supernet().weights]
 
