@@ -1,8 +1,9 @@
 """The training-mode registry and the plain (max net only) mode.
 
 Every mode's numerics are pinned by tests/training/test_mode_replay.py; here the
-registry gives the `mode` option its choices and each mode its module, and the
-plain baseline trains the max net alone on its labels.
+registry (`pss_tf.run.modes`) gives the `mode` option its choices and each mode
+its module and its rule on `parallel_subnets`, and the plain baseline trains the
+max net alone on its labels.
 """
 
 import json
@@ -14,8 +15,9 @@ from support import smoke_config
 
 from pss_tf import SearchSpace, build_supernet
 from pss_tf.config_flags import leaves
-from pss_tf.training import modes
+from pss_tf.run import modes as registry
 from pss_tf.run.config import TrainConfig
+from pss_tf.training import modes
 from pss_tf.training.optimization import build_optimizer, learning_rate_schedule
 from pss_tf.training.step import cross_entropy
 
@@ -24,8 +26,8 @@ SPACE = SearchSpace("mobilenet_v1", 24, 32, 4, 0.35, 0.5)
 
 def test_the_mode_option_lists_the_registered_modes_and_each_has_a_module():
     (mode,) = [leaf for leaf in leaves(TrainConfig) if leaf.name == "mode"]
-    assert mode.choices == modes.NAMES == ("sandwich", "pse", "plain")
-    for name in modes.NAMES:
+    assert mode.choices == registry.NAMES == ("sandwich", "pse", "plain")
+    for name in registry.NAMES:
         assert f"{name}: " in mode.help
         assert callable(modes.module(name).create)
 
@@ -65,13 +67,44 @@ def test_the_plain_step_trains_the_max_net_on_its_labels():
     assert np.array_equal(stem[..., 16:], before[0][..., 16:]) and not np.array_equal(stem[..., :16], before[0][..., :16])
 
 
-def test_plain_takes_no_parallel_subnets(tmp_path):
+@pytest.mark.parametrize(
+    "mode, parallel_subnets, message",
+    [
+        ("plain", 2, "mode plain trains the max net alone: give 1"),
+        ("pse", 1, "mode pse trains a group of subnets per pass: give 2 or more"),
+    ],
+)
+def test_a_mode_refuses_parallel_subnets_it_cannot_train_before_a_strategy_is_built(
+    tmp_path, monkeypatch, mode, parallel_subnets, message
+):
     from pss_tf.errors import ConfigError
+    from pss_tf.training import distribute
     from pss_tf.training.trainer import Trainer
 
+    def no_strategy(*args, **kwargs):
+        raise AssertionError("a strategy was built for a configuration that the checks refuse")
+
+    monkeypatch.setattr(distribute, "create_strategy", no_strategy)
+    config = smoke_config(tmp_path / "job", mode=mode, parallel_subnets=parallel_subnets)
     with pytest.raises(ConfigError) as raised:
-        Trainer(smoke_config(tmp_path / "job", mode="plain", parallel_subnets=2))
-    assert raised.value.field == "parallel_subnets"
+        config.validate()
+    assert (raised.value.field, raised.value.message) == ("parallel_subnets", message)
+    with pytest.raises(ConfigError) as raised:
+        Trainer(config)
+    assert (raised.value.field, raised.value.message) == ("parallel_subnets", message)
+    assert not (tmp_path / "job").exists()
+    smoke_config(tmp_path / "ok", mode=mode, parallel_subnets=1 if mode == "plain" else 2).validate()
+
+
+def test_a_batch_that_does_not_split_into_the_parallel_slices_is_refused_by_the_config(tmp_path):
+    from pss_tf.errors import ConfigError
+
+    with pytest.raises(ConfigError) as raised:
+        smoke_config(tmp_path, global_batch_size=32, parallel_subnets=3).validate()
+    assert raised.value.field == "global_batch_size"
+    assert raised.value.message == "32 does not split into 3 equal slices (`parallel_subnets`)"
+    smoke_config(tmp_path, global_batch_size=32, parallel_subnets=4).validate()
+    smoke_config(tmp_path, mode="sandwich", parallel_subnets=1).validate()
 
 
 @pytest.mark.slow
