@@ -12,7 +12,8 @@
     exporter       `export(ExportOptions)`: all of the above, checked first, committed last
 
 The run itself (its configuration, data, metrics and trained supernet) is read
-through `pss_tf.run.job.Job`. `tools/export.py` is the command line.
+through `pss_tf.run.job.Job`, and the subnets other tools left in it (searched,
+fine-tuned) through `pss_tf.run.outputs`. `tools/export.py` is the command line.
 """
 
 from pss_tf.export.exporter import ExportPlan, ExportResult, export, plan
