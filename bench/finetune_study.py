@@ -48,8 +48,8 @@ def run_setting(job_dir: str, out: str, setting: str, epochs: int, progress: boo
 
 def finished_settings(job_dir: str, out: str, keys: list[str]) -> dict:
     """{setting key: entries} of the settings in which every winner of the run is fine-tuned."""
-    from pss_tf.run.outputs import finished_entries
     from pss_tf.run.job import JobDir
+    from pss_tf.run.outputs import finished_entries
 
     winners = [entry["name"] for entry, _ in JobDir(job_dir).read_winners()]
     rows = {}

@@ -69,8 +69,8 @@ def test_declared_ranges_are_checked_and_stated_in_the_flag_help():
 def test_every_tool_option_class_declares_ranges_with_its_options():
     from pss_tf.export.options import ExportOptions
     from pss_tf.finetune.options import FinetuneOptions
-    from pss_tf.search.options import SearchOptions
     from pss_tf.run.config import TrainConfig
+    from pss_tf.search.options import SearchOptions
 
     for cls, field in ((TrainConfig, "pool_capacity"), (SearchOptions, "population"), (ExportOptions, "latency_threads"),
                        (FinetuneOptions, "epochs")):

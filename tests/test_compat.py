@@ -6,8 +6,8 @@ import os
 import tensorflow as tf
 
 from pss_tf.run import compat
-from pss_tf.run.job import JobDir
 from pss_tf.run.config import TrainConfig
+from pss_tf.run.job import JobDir
 
 
 def test_winners_of_0_1_take_the_runs_model_and_get_their_pareto_marks(tmp_path):

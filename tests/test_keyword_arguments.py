@@ -5,9 +5,9 @@ import dataclasses
 import pytest
 
 from pss_tf import config_flags
+from pss_tf.run.config import TrainConfig
 from pss_tf.search.driver import evolution_arguments
 from pss_tf.search.options import EvolutionOptions
-from pss_tf.run.config import TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,8 +23,8 @@ import tensorflow as tf
 
 from pss_tf.errors import TrainingDiverged
 from pss_tf.models.layers import conv_initializer, depthwise_initializer
-from pss_tf.training.optimization import add_weight_decay, build_optimizer, learning_rate_schedule
 from pss_tf.run.outputs import WEIGHTS_FILE
+from pss_tf.training.optimization import add_weight_decay, build_optimizer, learning_rate_schedule
 from pss_tf.training.step import cross_entropy, distillation_loss
 
 CHECKPOINTS_DIR = "checkpoints"

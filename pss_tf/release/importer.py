@@ -29,14 +29,14 @@ import time
 
 from pss_tf import checks
 from pss_tf.errors import ConfigError
-from pss_tf.pareto import mark_pareto_front
-from pss_tf.run.job import JobDir
 from pss_tf.models.supernet import supernet_for_run
+from pss_tf.pareto import mark_pareto_front
 from pss_tf.release.checkpoint import ReleaseCheckpoint, load_into_supernet, read_checkpoint
+from pss_tf.run.config import IMPORTED_KEY, TrainConfig
+from pss_tf.run.job import JobDir
+from pss_tf.run.metrics import RELEASE_METRICS, kind, metrics_for_run
 from pss_tf.sampling.pools import PoolManager
 from pss_tf.space.targets import TargetGrid
-from pss_tf.run.config import IMPORTED_KEY, TrainConfig
-from pss_tf.run.metrics import RELEASE_METRICS, kind, metrics_for_run
 from pss_tf.training.evaluation import evaluate_all, make_evaluator, validated_winners, winner_entry
 
 logger = logging.getLogger(__name__)

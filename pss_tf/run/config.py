@@ -9,13 +9,13 @@ a resumed run can check it continues the same experiment. Validation raises
 from __future__ import annotations
 
 import dataclasses
-from pss_tf import checks, compat, config_flags
+from pss_tf import checks, config_flags
 from pss_tf.config_flags import group, option
 from pss_tf.errors import ConfigError
+from pss_tf.run import compat, modes
+from pss_tf.run import metrics as metric_kinds
 from pss_tf.space import architectures
 from pss_tf.space.config import SearchSpace
-from pss_tf.run import metrics as metric_kinds
-from pss_tf.run import modes
 
 # Records run.json keeps beside the config, of where a run's first weights came
 # from: an imported release checkpoint (tools/import_release.py), or the source

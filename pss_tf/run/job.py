@@ -20,12 +20,12 @@ import functools
 import logging
 import os
 
-from pss_tf.run import compat
 from pss_tf.errors import ConfigError
 from pss_tf.io_utils import atomic_write_json, read_json
-from pss_tf.space.config import SubnetConfig
-from pss_tf.run.metrics import metrics_for_run
+from pss_tf.run import compat
 from pss_tf.run.config import IMPORTED_KEY, INIT_SOURCE, TrainConfig
+from pss_tf.run.metrics import metrics_for_run
+from pss_tf.space.config import SubnetConfig
 
 logger = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ import numpy as np
 
 from pss_tf import checks
 from pss_tf.errors import ConfigError
-from pss_tf.search.genes import GeneSpace
 from pss_tf.run.records import TrainingRecords
+from pss_tf.search.genes import GeneSpace
 from pss_tf.space.config import SubnetConfig
 
 

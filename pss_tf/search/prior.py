@@ -33,11 +33,11 @@ import math
 import numpy as np
 
 from pss_tf import checks
+from pss_tf.run.records import TrainingRecords
 from pss_tf.sampling.pools import PoolManager
 from pss_tf.search.budget import Budget
 from pss_tf.search.expected_loss import ExpectedLoss
 from pss_tf.search.genes import GeneSpace
-from pss_tf.run.records import TrainingRecords
 from pss_tf.space.config import SearchSpace, SubnetConfig
 
 # Bisection: the bracket for `lam` grows to at most this, then 60 halvings.

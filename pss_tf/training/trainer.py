@@ -22,17 +22,17 @@ import time
 
 import tensorflow as tf
 
-from pss_tf.run import compat
 from pss_tf.errors import ConfigError, TrainingDiverged
-from pss_tf.pareto import mark_pareto_front
-from pss_tf.run.job import JobDir
 from pss_tf.models.supernet import supernet_for_run
-from pss_tf.sampling.pools import PoolManager
-from pss_tf.run.records import TrainingRecords
+from pss_tf.pareto import mark_pareto_front
+from pss_tf.run import compat
+from pss_tf.run.config import INIT_SOURCE, TrainConfig
+from pss_tf.run.job import JobDir
 from pss_tf.run.metrics import metrics_for_run
+from pss_tf.run.records import TrainingRecords
+from pss_tf.sampling.pools import PoolManager
 from pss_tf.stop import StopRequest
 from pss_tf.training import distribute, modes, warm_start
-from pss_tf.run.config import INIT_SOURCE, TrainConfig
 from pss_tf.training.evaluation import evaluate_all, make_evaluator, validated_winners
 from pss_tf.training.optimization import build_optimizer, learning_rate_schedule
 from pss_tf.training.step import cross_entropy

@@ -31,8 +31,8 @@ def test_a_setting_counts_as_finished_when_every_winner_is_fine_tuned(tmp_path):
     import json
 
     from pss_tf import SubnetConfig
-    from pss_tf.run.job import JobDir
     from pss_tf.run.config import TrainConfig
+    from pss_tf.run.job import JobDir
 
     job = tmp_path / "run"
     job.mkdir()

@@ -9,8 +9,8 @@ import tensorflow as tf
 from pss_tf.errors import ConfigError
 from pss_tf.models.layers import SlimConv2D, SlimDepthwiseConv2D, conv_padding
 from pss_tf.models.supernet import build_supernet
-from pss_tf.space.config import SubnetConfig
 from pss_tf.run.config import TrainConfig
+from pss_tf.space.config import SubnetConfig
 
 
 def test_conv_padding_pads_only_strided_convs_explicitly():

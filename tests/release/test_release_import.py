@@ -15,10 +15,10 @@ from release_support import FIXTURES, LUTS, release_file, write_torch_zip
 from support import run_tool
 
 from pss_tf.errors import ConfigError
-from pss_tf.run.job import Job
 from pss_tf.release import safe_pickle
 from pss_tf.release.checkpoint import read_checkpoint
 from pss_tf.release.importer import import_release
+from pss_tf.run.job import Job
 from pss_tf.space.config import SubnetConfig
 
 # |ours - release| <= RTOL * max |release logit| (as tests/release/test_release_checkpoint.py).

@@ -12,8 +12,8 @@ import shutil
 import pytest
 
 from pss_tf.run.job import JobDir
-from pss_tf.sampling.pools import PoolManager
 from pss_tf.run.records import TrainingRecords
+from pss_tf.sampling.pools import PoolManager
 
 
 def records_from_pools(job_dir: str) -> TrainingRecords:

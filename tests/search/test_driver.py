@@ -8,9 +8,9 @@ from support import run_tool
 
 from pss_tf import config_flags
 from pss_tf.errors import ConfigError
-from pss_tf.run.job import Job
 from pss_tf.latency import SpaceSpec
 from pss_tf.latency.build import build_table
+from pss_tf.run.job import Job
 from pss_tf.search import driver
 from pss_tf.search.evolution import EvolutionSearch
 from pss_tf.search.options import SearchOptions

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
+from pss_tf.run.records import TrainingRecords
 from pss_tf.sampling.conditional_sampler import ConditionalSampler
 from pss_tf.search.budget import Budget
 from pss_tf.search.evolution import EvolutionSearch
 from pss_tf.search.genes import GeneSpace, network_key
 from pss_tf.search.prior import Prior
 from pss_tf.search.proposals import ConditionalProposal, Proposal, UniformProposal
-from pss_tf.run.records import TrainingRecords
 from pss_tf.space.config import SearchSpace, SubnetConfig
 from pss_tf.space.metrics import FlopsMetric
 from pss_tf.space.targets import TargetGrid

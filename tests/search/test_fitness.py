@@ -8,9 +8,9 @@ import pytest
 
 from pss_tf.errors import ConfigError
 from pss_tf.run.job import Job
+from pss_tf.run.records import TrainingRecords
 from pss_tf.search.fitness import fitness_source, make_fitness
 from pss_tf.search.genes import GeneSpace, network_key
-from pss_tf.run.records import TrainingRecords
 from pss_tf.space.config import SubnetConfig
 from pss_tf.training.evaluation import SubnetEvaluator, calibration_stream
 

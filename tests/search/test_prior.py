@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from support import subprocess_env
 
+from pss_tf.run.records import TrainingRecords
 from pss_tf.sampling.pools import PoolManager
 from pss_tf.search.budget import Budget
 from pss_tf.search.expected_loss import ExpectedLoss
 from pss_tf.search.genes import GeneSpace, network_key
 from pss_tf.search.prior import Prior, seeds
-from pss_tf.run.records import TrainingRecords
 from pss_tf.space.config import SearchSpace, SubnetConfig
 from pss_tf.space.metrics import FlopsMetric
 from pss_tf.space.targets import TargetGrid

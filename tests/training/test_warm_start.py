@@ -8,9 +8,9 @@ import tensorflow as tf
 
 from pss_tf import SearchSpace, build_supernet
 from pss_tf.errors import ConfigError
+from pss_tf.run.config import TrainConfig
 from pss_tf.run.job import Job
 from pss_tf.training import warm_start
-from pss_tf.run.config import TrainConfig
 
 SPACE = SearchSpace("mobilenet_v1", min_resolution=24, max_resolution=32, resolution_step=4, min_width=0.35,
                     max_width=0.5)
