@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from pss_tf.errors import ConfigError
-from pss_tf.release.safe_pickle import load_pickle
+from pss_tf.safe_pickle import load_pickle
 from pss_tf.space import architectures
 from pss_tf.space.config import SubnetConfig
 from pss_tf.space.metrics import Metric

@@ -4,7 +4,7 @@ The release's `train.py` saves `checkpoint_NNN.pt` with `torch.save` as a dict:
 `model` (the state dict of the supernet under `DataParallel`, keys starting
 with `module.`), `optimizer`, `lr_scheduler`, `last_epoch`, `arch_pools` and
 random states. `read_checkpoint` loads it without PyTorch and without running
-anything the file names (`pss_tf.release.safe_pickle`), works out the model and
+anything the file names (`pss_tf.safe_pickle`), works out the model and
 the class count from the state dict's shapes, and checks every key and shape
 against what the release's network has, naming the file and the key at fault.
 
@@ -26,8 +26,8 @@ import numpy as np
 
 from pss_tf import checks
 from pss_tf.errors import ConfigError
-from pss_tf.release.safe_pickle import load_torch_checkpoint
 from pss_tf.run.metrics import RELEASE_METRICS
+from pss_tf.safe_pickle import load_torch_checkpoint
 from pss_tf.space import architectures
 from pss_tf.space.config import SubnetConfig
 

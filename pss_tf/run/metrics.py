@@ -16,7 +16,7 @@ from typing import Callable
 
 from pss_tf.errors import ConfigError
 from pss_tf.latency.predictor import LatencyMetric, load_latency_metric
-from pss_tf.release.luts import ReleaseLatencyMetric
+from pss_tf.latency.release_luts import ReleaseLatencyMetric
 from pss_tf.space.metrics import FlopsMetric, Metric
 from pss_tf.space.targets import TargetGrid
 

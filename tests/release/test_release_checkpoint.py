@@ -16,10 +16,10 @@ import pytest
 
 from release_support import FIXTURES, release_file, write_torch_zip
 
+from pss_tf import safe_pickle
 from pss_tf.errors import ConfigError
-from pss_tf.release import safe_pickle
+from pss_tf.latency.release_luts import ReleaseLatencyMetric, read_release_lut
 from pss_tf.release.checkpoint import load_into_supernet, read_checkpoint
-from pss_tf.release.luts import ReleaseLatencyMetric, read_release_lut
 from pss_tf.space.config import SubnetConfig
 
 # |ours - release| <= RTOL * max |release logit|, per subnet, float32 (measured: 5.6e-6 for V1, 3.3e-6 for V2).

@@ -14,8 +14,8 @@ import pytest
 from release_support import FIXTURES, LUTS, release_file, write_torch_zip
 from support import run_tool
 
+from pss_tf import safe_pickle
 from pss_tf.errors import ConfigError
-from pss_tf.release import safe_pickle
 from pss_tf.release.checkpoint import read_checkpoint
 from pss_tf.release.importer import import_release
 from pss_tf.run.job import Job

@@ -10,7 +10,7 @@ import pytest
 from pss_tf import config_flags
 from pss_tf.errors import ConfigError
 from pss_tf.latency.predictor import LatencyMetric
-from pss_tf.release.luts import ReleaseLatencyMetric
+from pss_tf.latency.release_luts import ReleaseLatencyMetric
 from pss_tf.run import metrics
 from pss_tf.run.config import TargetsConfig, TrainConfig
 from pss_tf.space.metrics import FlopsMetric
