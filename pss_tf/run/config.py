@@ -88,6 +88,8 @@ class SpaceConfig:
 
 
 class _Targets:
+    """What `TargetsConfig` does with the fields `pss_tf.run.metrics` declares for it."""
+
     def grid(self, metric: str) -> tuple[float, ...]:
         """The `start, stop, step` given for `metric`, or () to choose one."""
         return getattr(self, f"{metric}_targets")

@@ -11,7 +11,8 @@
 
 Training writes through `JobDir`; export, search and the tools open a finished
 (or stopped) run with `Job`, which also rebuilds its metrics, its data settings
-(optionally from a moved data directory) and its trained supernet.
+(optionally from a moved data directory) and its trained supernet. What the
+tools add to a run (searched.json, finetuned.json) is read by `pss_tf.run.outputs`.
 """
 
 from __future__ import annotations

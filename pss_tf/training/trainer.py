@@ -89,26 +89,27 @@ class Trainer:
         self.data = run_config.data_settings()
         self.info = self.data.info
         self.space = run_config.search_space()
+        self.warm_start = None
+        if run_config.warm_start.init_from and not run_config.runtime.resume:  # A resumed run has its own weights.
+            self.warm_start = warm_start.plan(run_config, self.info)
+        batch, parallel = run_config.optimization.global_batch_size, run_config.sampling.parallel_subnets
+        self.steps_per_epoch = run_config.optimization.steps_per_epoch or self.data.steps_per_epoch(batch)
+        if self.steps_per_epoch < 1:
+            raise ConfigError("global_batch_size", f"{batch} is larger than the training split ({self.info.num_train} examples)")
+        self.total_steps = self.steps_per_epoch * run_config.optimization.epochs
+        # What needs only the settings and the data is checked above; what needs the replicas, below.
         self.strategy = strategy or distribute.create_strategy(run_config.runtime.strategy)
         self.is_chief = distribute.is_chief(self.strategy)
         self.class_warnings = self.data.class_warnings()
         for warning in self.class_warnings.values():
             self._report(f"warning: {warning}", logging.WARNING)
-        self.warm_start = None
-        if run_config.warm_start.init_from and not run_config.runtime.resume:  # A resumed run has its own weights.
-            self.warm_start = warm_start.plan(run_config, self.info)
         self.replicas = self.strategy.num_replicas_in_sync
-        batch, parallel = run_config.optimization.global_batch_size, run_config.sampling.parallel_subnets
         if (batch // parallel) % self.replicas:  # The config checked that `parallel` slices divide the batch.
             raise ConfigError(
                 "global_batch_size",
                 f"{batch} does not split over {self.replicas} replicas"
                 + (f" in each of its {parallel} slices (`parallel_subnets`)" if parallel > 1 else ""),
             )
-        self.steps_per_epoch = run_config.optimization.steps_per_epoch or self.data.steps_per_epoch(batch)
-        if self.steps_per_epoch < 1:
-            raise ConfigError("global_batch_size", f"{batch} is larger than the training split ({self.info.num_train} examples)")
-        self.total_steps = self.steps_per_epoch * run_config.optimization.epochs
         self.evaluations = []
         self.records = TrainingRecords()
         self._build_sampling()
