@@ -102,7 +102,7 @@ def run(args) -> int:
     from pss_tf.finetune import driver
     from pss_tf.io_utils import atomic_write_json
     from pss_tf.job import Job
-    from pss_tf.space.cost import count_flops, count_params
+    from pss_tf.space.cost import count_flops, param_counts
 
     if not os.path.isdir(args.job_dir):
         _fail(f"--job_dir: {args.job_dir} is not a directory (train a run with tools/train.py first)")
@@ -143,7 +143,7 @@ def run(args) -> int:
             "index": index,
             "config": config.to_dict(),
             "flops": flops(config),
-            "params": count_params(config, **costs),
+            "params": param_counts(config, **costs),
             "supernet_top1": entry["val_top1_before"],
             "supernet_top5": entry["val_top5_before"],
             "standalone_top1": entry["val_top1_after"],

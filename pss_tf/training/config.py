@@ -98,7 +98,9 @@ class TargetsConfig:
     latency_cpu_targets: tuple[float, ...] = option(
         (), help="CPU latency target grid in ms: start,stop,step (empty: about 10 targets)."
     )
-    latency_cpu_lut: str | None = option(None, help="Latency lookup table of latency_cpu (tools/build_lut.py).")
+    latency_cpu_lut: str | None = option(
+        None, help="Latency lookup table of latency_cpu (tools/build_lut.py).", path=True
+    )
     release_latency_cpu_targets: tuple[float, ...] = option(
         (), help="Target grid of the release's CPU latency table in us: start,stop,step (empty: about 10 targets)."
     )
@@ -109,6 +111,7 @@ class TargetsConfig:
         None,
         help="The PSS-Net release's scripts/lut directory (mbv{1,2}_{cpu,gpu}.pkl), for the release_latency_cpu "
         "and release_latency_gpu metrics.",
+        path=True,
     )
 
     def grid(self, metric: str) -> tuple[float, ...]:
@@ -216,7 +219,7 @@ class DataConfig:
         "synthetic", help="synthetic, fashion_mnist, imagefolder, or a TFDS name (e.g. imagenet2012)."
     )
     data_dir: str | None = option(
-        None, help="Data location (fashion_mnist defaults to /usr/share/datasets/fashion-mnist)."
+        None, help="Data location (fashion_mnist defaults to /usr/share/datasets/fashion-mnist).", path=True
     )
     crop_scale_min: float = option(0.25, help="Smallest area fraction of the random resized crop.", above=0.0, maximum=1.0)
     flip: bool = option(True, help="Random horizontal flips in training.")
@@ -302,6 +305,7 @@ class WarmStartConfig:
         "",
         help="A pss_tf run (trained or imported) whose supernet weights and BN statistics start this run (not its "
         "optimizer, step or schedule). Same model; this run's space must lie inside its space.",
+        path=True,
     )
     init_pools: bool = option(
         False,
@@ -316,7 +320,9 @@ class WarmStartConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(config_flags.Declared):
-    job_dir: str = option("", help="Directory for checkpoints, pools, winners and TensorBoard events.", required=True)
+    job_dir: str = option(
+        "", help="Directory for checkpoints, pools, winners and TensorBoard events.", required=True, path=True
+    )
     space: SpaceConfig = group(SpaceConfig)
     targets: TargetsConfig = group(TargetsConfig)
     sampling: SamplingConfig = group(SamplingConfig)

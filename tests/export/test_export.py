@@ -19,11 +19,13 @@ import pytest
 import tensorflow as tf
 from support import run_tool, shared_dir, tree_digest
 
+from pss_tf import SubnetConfig
 from pss_tf.errors import ConfigError
 from pss_tf.export import client, exporter, serving, tflite
 from pss_tf.export.client_data import ClientData
 from pss_tf.export.options import ExportOptions
 from pss_tf.job import Job
+from pss_tf.space.cost import param_counts
 
 HAS_QAT = all(importlib.util.find_spec(m) for m in ("tensorflow_model_optimization", "tf_keras"))
 MODEL_NAME = "pss_mobilenet_v1"
@@ -150,7 +152,10 @@ def test_export_writes_the_serving_layout_models_config_and_manifest(export, job
     for subnet in manifest["subnets"]:
         winner = by_name[subnet["name"]]
         assert subnet["config"] == winner["config"] and subnet["values"]["flops"] == pytest.approx(winner["value"])
-        assert subnet["macs_m"] == pytest.approx(winner["value"]) and subnet["params"] > 0
+        assert subnet["macs_m"] == pytest.approx(winner["value"])
+        config = SubnetConfig.from_dict(subnet["config"])
+        assert subnet["params"] == param_counts(config, num_classes=4, small_input=True)
+        assert 0 < subnet["params"]["trainable"] < subnet["params"]["all_weights"]
         # Calibrated on the evaluator's batches, the extracted model reproduces the run's accuracy.
         assert subnet["accuracy"]["keras"] == pytest.approx(winner["val_top1"]) == pytest.approx(subnet["val_top1"])
         assert set(tflite.KINDS) <= set(subnet["tflite"])
