@@ -21,12 +21,18 @@ from pss_tf.errors import ConfigError
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(PROJECT_ROOT, "configs")
 USAGE_ERROR = 2  # The exit status of bad input, as absl's usage errors.
+VERBOSITY_HELP = (
+    "Not given: the tool's own output, Python warnings and TensorFlow's fatal lines only. Given, as absl's: "
+    "0 shows TensorFlow's native INFO lines and Python's INFO logs, -1 from warnings, -2 from errors, 1 and "
+    "up debug logs too."
+)
 
 
 def run(main: Callable[[list[str]], int | None]) -> None:
     """Runs a tool's `main(argv)` under absl (flags parsed), its flagfiles found and TensorFlow quiet."""
-    from absl import app
+    from absl import app, flags
 
+    flags.FLAGS["verbosity"].help = VERBOSITY_HELP
     try:
         argv = resolve_flagfiles(sys.argv)
     except ConfigError as e:
@@ -35,6 +41,8 @@ def run(main: Callable[[list[str]], int | None]) -> None:
 
 
 def _main(main, argv):
+    import logging
+
     from absl import app, flags
     from absl import logging as absl_logging
 
@@ -46,6 +54,9 @@ def _main(main, argv):
     native_logs.filter_stderr(flags.FLAGS.verbosity if given else None)
     if not given:
         absl_logging.set_verbosity(absl_logging.WARNING)  # TensorFlow's and absl's INFO chatter
+        # TensorFlow's Python warnings speak to its developers (a new model's predict function
+        # "triggered tf.function retracing"); its errors still show.
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
     return main(argv)
 
 

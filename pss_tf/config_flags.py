@@ -280,16 +280,16 @@ def DEFINE_path(name: str, default, help: str, flag_values=None) -> None:  # noq
     """A string flag holding a file or directory: `~` and `$VARIABLES` expanded, as every path flag."""
     from absl import flags
 
-    flags.DEFINE(_path_parser(), name, default, help, flag_values or flags.FLAGS, flags.ArgumentSerializer())
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    flags.DEFINE(_path_parser(), name, default, help, flag_values, flags.ArgumentSerializer())
 
 
 def DEFINE_path_list(name: str, default, help: str, flag_values=None) -> None:  # noqa: N802
     """A comma-separated list of paths, each expanded as `DEFINE_path`'s."""
     from absl import flags
 
-    flags.DEFINE(
-        _path_parser(is_list=True), name, default, help, flag_values or flags.FLAGS, flags.CsvListSerializer(",")
-    )
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    flags.DEFINE(_path_parser(is_list=True), name, default, help, flag_values, flags.CsvListSerializer(","))
 
 
 def keyword_arguments(callee, group, *, renamed=None, elsewhere=(), **given) -> dict:

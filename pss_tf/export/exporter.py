@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -28,7 +27,6 @@ from pss_tf.job import Job
 
 logger = logging.getLogger(__name__)
 
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 QAT_KIND = "int8_qat"
 
 
@@ -90,7 +88,6 @@ def searched_subnets(job: Job, searched_dir: str = "") -> list:
     """The searched subnets of the run (tools/search.py's searched.json in `searched_dir`, default
     JOB_DIR/search), checked to lie in its space."""
     from pss_tf.search.driver import read_searched
-    from pss_tf.space.config import SubnetConfig
 
     directory = searched_dir or job.dir.file("search")
     entries = read_searched(directory)
@@ -98,29 +95,18 @@ def searched_subnets(job: Job, searched_dir: str = "") -> list:
         raise ConfigError(
             "searched", f"{directory} holds no searched.json: search the run with tools/search.py first"
         )
-    found = []
-    for entry in entries:
-        config = SubnetConfig.from_dict(entry["config"])
-        problems = job.space.violations(config)
-        if problems:
-            raise ConfigError("searched", f"{entry['name']} lies outside the run's space: " + "; ".join(problems))
-        found.append((entry, config))
-    return found
+    return [(entry, subnets_lib.entry_config(entry, job.space, "searched")) for entry in entries]
 
 
 def finetuned_subnets(job: Job, finetuned_dir: str = "") -> list:
     """(entry, config, weights file) of tools/finetune.py's subnets (finetuned.json in
     `finetuned_dir`, default JOB_DIR/finetune), checked to lie in the run's space."""
     from pss_tf.finetune.driver import read_finetuned, weights_of
-    from pss_tf.space.config import SubnetConfig
 
     directory = finetuned_dir or job.dir.file("finetune")
     found = []
     for entry in read_finetuned(directory):
-        config = SubnetConfig.from_dict(entry["config"])
-        problems = job.space.violations(config)
-        if problems:
-            raise ConfigError("finetuned", f"{entry['name']} lies outside the run's space: " + "; ".join(problems))
+        config = subnets_lib.entry_config(entry, job.space, "finetuned")
         path = weights_of(directory, entry)
         if not os.path.exists(path):
             raise ConfigError("finetuned", f"{path} is missing: fine-tune {entry['name']} again")
@@ -207,7 +193,7 @@ class _Build:
     def extract(self) -> _Extracted:
         """Calibrates each subnet on the batches training evaluated it with, then extracts it."""
         from pss_tf.finetune.training import load_weights
-        from pss_tf.training.evaluation import make_evaluator
+        from pss_tf.training.evaluation import evaluate_model, make_evaluator
 
         checks = self.options.checks
         supernet = self.job.restore_supernet()
@@ -228,7 +214,7 @@ class _Build:
             batch_size = self.job.run_config.evaluation.eval_batch_size
             for s in self.subnets:
                 validation = self.job.data.validation(batch_size, checks.eval_examples)
-                s.measured_top1 = keras_top1(models[s.name], validation)
+                s.measured_top1 = evaluate_model(models[s.name], validation).top1
                 self.entries[s.name]["accuracy"]["keras"] = s.measured_top1
         return _Extracted(supernet, models, weights)
 
@@ -362,22 +348,6 @@ class _Build:
         )
         atomic_write_json(os.path.join(self.saved_model_dir, "assets.extra", "pss_manifest.json"), result)
         return result
-
-
-def keras_top1(model, batches) -> float:
-    """Top-1 of a Keras model over (normalised images, labels) batches."""
-    import numpy as np
-    import tensorflow as tf
-
-    predict = tf.function(lambda x: tf.argmax(model(x, training=False), -1), reduce_retracing=True, autograph=False)
-    correct = total = 0
-    for images, labels in batches:
-        predictions = predict(images).numpy()
-        correct += int(np.sum(predictions == labels.numpy()))
-        total += len(predictions)
-    if not total:
-        raise ValueError("evaluation: the validation split is empty")
-    return correct / total
 
 
 def _write_bytes(path: str, content: bytes) -> None:

@@ -97,9 +97,19 @@ def parse_config(text: str, space: SearchSpace) -> SubnetConfig:
         config = SubnetConfig.from_json(text)
     except ValueError as e:
         raise ConfigError("config", f"{e}") from None
+    return in_space(config, space, "config", str(config))
+
+
+def entry_config(entry: dict, space: SearchSpace, field: str) -> SubnetConfig:
+    """The config of a searched.json or finetuned.json `entry`, checked to lie in the run's space."""
+    return in_space(SubnetConfig.from_dict(entry["config"]), space, field, entry["name"])
+
+
+def in_space(config: SubnetConfig, space: SearchSpace, field: str, what: str) -> SubnetConfig:
+    """`config`, or a ConfigError naming `field` and why `what` lies outside the space the supernet trained."""
     problems = space.violations(config)
     if problems:
-        raise ConfigError("config", f"{config} lies outside the run's search space: " + "; ".join(problems))
+        raise ConfigError(field, f"{what} lies outside the run's search space: " + "; ".join(problems))
     return config
 
 
