@@ -1,4 +1,4 @@
-"""What fine-tuning buys (issue 18): every winner of a run fine-tuned several ways.
+"""What fine-tuning buys: every winner of a run fine-tuned several ways.
 
     python bench/finetune_study.py --job_dir=runs/fashion_mnist --epochs=1,3
 

@@ -1,4 +1,4 @@
-"""Issue 21's check: held-out fitness against validation on a class-sorted image folder.
+"""Held-out fitness against validation on a class-sorted image folder.
 
 Writes Fashion-MNIST images as an image folder listed class by class
 (`train/<class>/*.png`, `val/<class>/*.png`), trains configs/fashion_mnist.flags

@@ -1,4 +1,4 @@
-"""Does the channel search beat uniform width? (issue 20)
+"""Does the channel search beat uniform width?
 
     python bench/pruning_study.py --pse_job=runs/pse_fmnist --serial_job=runs/serial_fmnist \
         --uniform_widths=0.25,0.4 --seeds=0,1 --epochs=3 --out=docs/bench/pruning_study

@@ -2,7 +2,7 @@
 
     python bench/ranking.py --job_dir=runs/fmnist --subnets=8
 
-PSE-Net's "estimator" claim (issue 13, item 5): the supernet ranks subnets the
+PSE-Net's "estimator" claim: the supernet ranks subnets the
 way training them alone would. For a finished run, `--subnets` configs are
 chosen spread over the run's MACs range (`--draws` random configs of the run's
 space drawn with `--seed`, sorted by MACs, taken at evenly spaced quantiles from
@@ -102,7 +102,7 @@ def run(args) -> int:
     from pss_tf.finetune import driver
     from pss_tf.io_utils import atomic_write_json
     from pss_tf.run.job import Job
-    from pss_tf.space.cost import count_flops, count_params
+    from pss_tf.space.cost import count_flops, param_counts
 
     if not os.path.isdir(args.job_dir):
         _fail(f"--job_dir: {args.job_dir} is not a directory (train a run with tools/train.py first)")
@@ -131,7 +131,7 @@ def run(args) -> int:
         flush=True,
     )
     if args.subnets < 8:
-        print("note: issue 13 asks for at least 8 subnets", flush=True)
+        print("note: a rank correlation over fewer than 8 subnets says little", flush=True)
     machine = machine_state()
     result = driver.execute(the_plan, log=lambda line: print(line, flush=True))
     if not result.finished:
@@ -143,7 +143,7 @@ def run(args) -> int:
             "index": index,
             "config": config.to_dict(),
             "flops": flops(config),
-            "params": count_params(config, **costs),
+            "params": param_counts(config, **costs),
             "supernet_top1": entry["val_top1_before"],
             "supernet_top5": entry["val_top5_before"],
             "standalone_top1": entry["val_top1_after"],
@@ -219,7 +219,7 @@ def plot(summary: dict, path: str) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--job_dir", required=True, help="a finished training run")
-    parser.add_argument("--subnets", type=int, default=8, help="subnets to train alone (at least 2; the issue asks 8)")
+    parser.add_argument("--subnets", type=int, default=8, help="subnets to train alone (at least 2; 8 or more for a rank correlation that says much)")
     parser.add_argument("--draws", type=int, default=3000, help="random configs the subnets are chosen among")
     parser.add_argument("--seed", type=int, default=0, help="seed of those draws")
     parser.add_argument("--epochs", type=int, default=0, help="training epochs of each subnet (0: the run's)")

@@ -1,4 +1,4 @@
-"""Does the prior help? Three inits of the search, several seeds, a few budgets (issue 13, item 5).
+"""Does the prior help? Three inits of the search, several seeds, a few budgets.
 
     python bench/search_study.py run --job_dir=RUN --budgets=4,6,9 --seeds=0,1,2 --inits=uniform,conditional,prior
     python bench/search_study.py report --job_dir=RUN

@@ -1,4 +1,4 @@
-"""Does a warm start pay? (issue 18) Fashion-MNIST classes 0-4 to classes 5-9.
+"""Does a warm start pay? Fashion-MNIST classes 0-4 to classes 5-9.
 
     python bench/transfer_study.py --out=runs/transfer --seeds=0,1
 

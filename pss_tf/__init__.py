@@ -5,7 +5,7 @@ the Keras parts load on first use.
 """
 
 from pss_tf.space.config import SearchSpace, SubnetConfig, make_divisible
-from pss_tf.space.cost import count_flops, count_params
+from pss_tf.space.cost import count_flops, count_params, count_trainable_params
 
 __version__ = "0.2.0"  # 0.2: the file formats of today; pss_tf.run.compat reads 0.1's.
 
@@ -26,6 +26,7 @@ __all__ = [
     "make_divisible",
     "count_flops",
     "count_params",
+    "count_trainable_params",
     "build_supernet",
     "Supernet",
 ]

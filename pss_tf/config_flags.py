@@ -29,6 +29,7 @@ _RESUMABLE = "resumable"
 _REPEATED = "repeated"
 _BOUNDS = "bounds"
 _REQUIRED = "required"
+_PATH = "path"
 
 
 def option(
@@ -39,6 +40,7 @@ def option(
     resumable: bool = False,
     repeated: bool = False,
     required: bool = False,
+    path: bool = False,
     minimum=None,
     maximum=None,
     above=None,
@@ -49,14 +51,15 @@ def option(
 
     A number's range is `minimum`/`maximum` (inclusive) or `above`/`below`
     (exclusive); the flag's help states it (`pss_tf.checks.Bounds`). A
-    `required` field must not be empty. A tuple
+    `required` field must not be empty. A `path` field's flag expands `~` and
+    `$VARIABLES` (`expand_path`). A tuple
     field's flag takes comma-separated values, or with `repeated` one value per
     use of the flag (values that may hold commas, such as JSON).
     """
     bounds = checks.Bounds(minimum, maximum, above, below)
     metadata = {
         _HELP: help, _CHOICES: tuple(choices), _RESUMABLE: resumable, _REPEATED: repeated, _BOUNDS: bounds,
-        _REQUIRED: required,
+        _REQUIRED: required, _PATH: path,
     }
     if isinstance(default, (list, dict, set)):
         raise TypeError("option: use a tuple default, configs are compared and hashed by value")
@@ -95,6 +98,11 @@ class Leaf:
     @property
     def required(self) -> bool:
         return self.field.metadata.get(_REQUIRED, False)
+
+    @property
+    def is_path(self) -> bool:
+        """A file or directory on this machine: its flag expands `~` and `$VARIABLES`."""
+        return self.field.metadata.get(_PATH, False)
 
     @property
     def resumable(self) -> bool:
@@ -244,6 +252,46 @@ def check_declared(config) -> None:
 # --- absl flags -----------------------------------------------------------------
 
 
+def expand_path(value):
+    """A path as its user means it: `~` and `$VARIABLES` expanded (a shell leaves `--flag=~/x` alone)."""
+    import os
+
+    return os.path.expanduser(os.path.expandvars(value)) if value else value
+
+
+def _path_parser(is_list: bool = False):
+    """An absl parser of a path flag (or a comma-separated list of paths): values expanded."""
+    from absl import flags
+
+    base = flags.ListParser if is_list else flags.ArgumentParser
+
+    class PathParser(base):
+        def parse(self, argument):
+            value = super().parse(argument)
+            return [expand_path(v) for v in value] if is_list else expand_path(value)
+
+        def flag_type(self):
+            return "list of paths" if is_list else "path"
+
+    return PathParser()
+
+
+def DEFINE_path(name: str, default, help: str, flag_values=None) -> None:  # noqa: N802 - absl's naming
+    """A string flag holding a file or directory: `~` and `$VARIABLES` expanded, as every path flag."""
+    from absl import flags
+
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    flags.DEFINE(_path_parser(), name, default, help, flag_values, flags.ArgumentSerializer())
+
+
+def DEFINE_path_list(name: str, default, help: str, flag_values=None) -> None:  # noqa: N802
+    """A comma-separated list of paths, each expanded as `DEFINE_path`'s."""
+    from absl import flags
+
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    flags.DEFINE(_path_parser(is_list=True), name, default, help, flag_values, flags.CsvListSerializer(","))
+
+
 def keyword_arguments(callee, group, *, renamed=None, elsewhere=(), **given) -> dict:
     """The keyword arguments `callee` takes from the config `group`, so that no
     field is copied into a constructor's argument by hand.
@@ -309,6 +357,8 @@ def define_flags(cls, flag_values=None, skip: tuple[str, ...] = ()) -> None:
             flags.DEFINE_float(leaf.name, default, text, **kwargs)
         elif leaf.choices:
             flags.DEFINE_enum(leaf.name, default, list(leaf.choices), text, **kwargs)
+        elif leaf.is_path:
+            DEFINE_path(leaf.name, default, text, flag_values)
         else:
             flags.DEFINE_string(leaf.name, default, text, **kwargs)
 

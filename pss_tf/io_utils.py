@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash mid-write never leaves a half-written file."""
+"""Writing and fingerprinting files: atomic writes (a crash mid-write never leaves a
+half-written file), the permissions new files get, and SHA-256 digests read in chunks."""
 
 from __future__ import annotations
 
@@ -15,9 +16,7 @@ def atomic_write(path: str | os.PathLike, write, mode: str = "w") -> None:
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
-        # mkstemp makes the file private (0600); give it the permissions any new
-        # file gets, so that a server or a colleague can read it.
-        os.fchmod(fd, 0o666 & ~_umask())
+        share(fd)
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
@@ -29,10 +28,28 @@ def atomic_write(path: str | os.PathLike, write, mode: str = "w") -> None:
         raise
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def share(target: int | str, directory: bool = False) -> None:
+    """Gives a file (a descriptor or path) or a `directory` that mkstemp or mkdtemp made
+    private the permissions any new one gets under the umask, so that a server or a
+    colleague can read it."""
+    mask = os.umask(0)  # The only way to read the umask is to set it.
     os.umask(mask)
-    return mask
+    mode = (0o777 if directory else 0o666) & ~mask
+    if isinstance(target, int):
+        os.fchmod(target, mode)
+    else:
+        os.chmod(target, mode)
+
+
+def hash_file(path: str | os.PathLike, digest=None):
+    """`digest` (a new SHA-256 by default) updated with the bytes of `path`, read 1 MiB at a time."""
+    import hashlib
+
+    digest = hashlib.sha256() if digest is None else digest
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

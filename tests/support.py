@@ -65,11 +65,11 @@ def subprocess_env(**extra) -> dict:
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join([ROOT, TESTS]), **extra)
 
 
-def run_tool(tool: str, *args, timeout: int = 900, **popen) -> subprocess.CompletedProcess:
-    """Runs `tools/<tool>` in a fresh interpreter, output captured."""
+def run_tool(tool: str, *args, timeout: int = 900, env=None, **popen) -> subprocess.CompletedProcess:
+    """Runs `tools/<tool>` from the project root in a fresh interpreter, output captured."""
     return subprocess.run(
         [sys.executable, os.path.join(ROOT, "tools", tool), *args],
-        cwd=ROOT, capture_output=True, text=True, env=subprocess_env(), timeout=timeout, **popen,
+        cwd=ROOT, capture_output=True, text=True, env=env or subprocess_env(), timeout=timeout, **popen,
     )
 
 

@@ -14,54 +14,25 @@ Measure on a quiet machine: other processes inflate every entry.
 """
 
 import json
-import logging
 import os
 import random
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
-from pss_tf import config_flags
+from pss_tf import cli, config_flags
 from pss_tf.errors import ConfigError
+from pss_tf.latency.options import LutOptions
 
 FLAGS = flags.FLAGS
-
-flags.DEFINE_string("out", None, "The table (JSON). An existing one is extended / resumed.")
-flags.DEFINE_string("model", None, "Supernet: mobilenet_v1 or mobilenet_v2 (or model= in --space).")
-flags.DEFINE_string(
-    "space",
-    "",
-    "key=value,... restricting the search space: min_resolution, max_resolution, resolution_step, min_width, "
-    "max_width, small_input, in_channels, num_classes, model. Unset keys keep the ImageNet defaults "
-    "(128..224 step 8, widths 0.75..1, 3 channels, 1000 classes).",
-)
-flags.DEFINE_integer("threads", os.cpu_count() or 1, "Interpreter threads (recorded in the table).")
-flags.DEFINE_integer("channel_step", 0, "0: measure every variant. N: measure widths that are multiples of N "
-                     "(plus each stage's extremes) and interpolate the rest.")
-flags.DEFINE_integer("repeats", 9, "Timed repeats per block; the table keeps their median.")
-flags.DEFINE_float("warmup_s", 0.02, "Warm-up time per block before timing.")
-flags.DEFINE_float("min_repeat_s", 0.004, "Each repeat invokes the block until this much time has passed.")
-flags.DEFINE_integer("passes", 3, "Timings per block, seconds apart; the table keeps the fastest (see docs).")
-flags.DEFINE_integer("chunk", 64, "Blocks converted and timed together, one pass over the chunk at a time.")
-flags.DEFINE_integer("limit", 0, "Measure at most this many blocks, then stop resumably (0: all).")
-flags.DEFINE_float("save_every_s", 30.0, "Save the table this often while measuring.")
-flags.DEFINE_string(
-    "wait_while_running",
-    "",
-    "Regex of command lines (pgrep -f) whose processes skew timings, e.g. 'tools/train\\.py|pytest': "
-    "measuring pauses while one runs, and a block timed while one started is timed again.",
-)
-flags.DEFINE_enum("padding", "same", ["same", "symmetric"], "How the blocks' strided convs pad: the run's "
-                  "`padding` (symmetric for imported release weights). Recorded in the table.")
-flags.DEFINE_bool("dry_run", False, "Count the blocks and estimate the time from a few samples; write nothing.")
-flags.DEFINE_bool("progress", True, "Show a progress bar.")
+config_flags.define_flags(LutOptions)
 
 
 def _spec():
     from pss_tf.latency.lut import SpaceSpec
 
-    spec = SpaceSpec.parse(FLAGS.space, FLAGS.model)
+    spec = SpaceSpec.parse(FLAGS.space, FLAGS.model or None)
     if FLAGS.model and spec.space.model != FLAGS.model:
         raise ConfigError("model", f"{FLAGS.model} disagrees with model={spec.space.model} in `space`")
     return spec
@@ -95,18 +66,10 @@ def _dry_run(spec, timer, step) -> dict:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.getLogger("pss_tf").setLevel(logging.INFO)
+    del argv
+    cli.show_library_logs()
     try:
-        if not FLAGS.out and not FLAGS.dry_run:
-            raise ConfigError("out", "required")
-        if FLAGS.channel_step < 0 or FLAGS.channel_step % 8:
-            raise ConfigError("channel_step", f"must be 0 or a positive multiple of 8, got {FLAGS.channel_step}")
-        if FLAGS.repeats < 1:
-            raise ConfigError("repeats", f"must be positive, got {FLAGS.repeats}")
-        if FLAGS.passes < 1 or FLAGS.chunk < 1:
-            raise ConfigError("passes", f"`passes` and `chunk` must be positive, got {FLAGS.passes} and {FLAGS.chunk}")
+        config_flags.from_flags(LutOptions).validate()
         spec = _spec()
         from pss_tf.latency import measure
         from pss_tf.latency.build import build_table, busy_check, open_table
@@ -133,8 +96,7 @@ def main(argv):
         open_table(FLAGS.out, setup)  # Refuse a mismatched file before any work.
         busy = busy_check(FLAGS.wait_while_running)
     except ConfigError as e:
-        print(f"error: {config_flags.flag_message(e, FLAGS)}", file=sys.stderr)
-        return 2
+        return cli.error(e)
     result = build_table(
         FLAGS.out,
         spec,
@@ -177,5 +139,4 @@ def _needed(spec):
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    app.run(main)
+    cli.run(main)

@@ -11,13 +11,7 @@ dynamic-range and int8 files per subnet, plus multi-signature bundles),
 OUT/models.config and OUT/manifest.json. See docs/DEPLOYMENT.md.
 """
 
-import os
-import sys
-import time
-
-from absl import app, flags
-
-from pss_tf import config_flags
+from pss_tf import cli, config_flags
 from pss_tf.errors import ConfigError
 from pss_tf.export.options import ExportOptions
 
@@ -42,27 +36,16 @@ def _summary(result) -> str:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from absl import logging
-
+    del argv
     from pss_tf.export import exporter
 
-    logging.set_verbosity(logging.WARNING)  # TensorFlow's per-save INFO lines; progress is printed below
-    start = time.perf_counter()
-
-    def log(message):
-        print(f"[{time.perf_counter() - start:6.1f} s] {message}", flush=True)
-
     try:
-        result = exporter.export(config_flags.from_flags(ExportOptions), log=log)
+        result = exporter.export(config_flags.from_flags(ExportOptions), log=cli.timed_printer())
     except ConfigError as e:
-        print(f"error: {config_flags.flag_message(e, flags.FLAGS)}", file=sys.stderr)
-        return 2
+        return cli.error(e)
     print(_summary(result))
     return 0
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    cli.run(main)

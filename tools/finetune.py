@@ -17,9 +17,6 @@ flag is a field of `pss_tf.finetune.options.FinetuneOptions`.
 """
 
 import os
-import sys
-
-from absl import app
 
 from pss_tf import cli, config_flags
 from pss_tf.errors import TrainingDiverged
@@ -30,11 +27,7 @@ config_flags.define_flags(FinetuneOptions)
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from absl import logging
-
-    logging.set_verbosity(logging.WARNING)
+    del argv
     from pss_tf.finetune import driver
 
     the_plan = cli.plan_from_flags(FinetuneOptions, driver.plan)
@@ -43,8 +36,7 @@ def main(argv):
     try:
         result = driver.execute(the_plan, log=cli.timed_printer())
     except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return cli.error(str(e), status=1)
     if not result.finished:
         print(f"stopped; continue with the same command (outputs in {os.path.abspath(result.out_dir)})")
         return 0
@@ -54,5 +46,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    cli.run(main)

@@ -14,53 +14,40 @@ its winners; without, each pool's top-scored member is written unvalidated. See
 docs/RELEASE_WEIGHTS.md.
 """
 
-import os
-import sys
-import time
+from absl import flags
 
-from absl import app, flags
-
+from pss_tf import cli
+from pss_tf.config_flags import DEFINE_path
 from pss_tf.errors import ConfigError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("checkpoint", None, "The release's checkpoint_NNN.pt.")
-flags.DEFINE_string("job_dir", None, "The new job directory (refused if it exists).")
-flags.DEFINE_string("data_dir", None, "ImageNet: an ImageFolder with train/ and val/, or where TFDS keeps "
+DEFINE_path("checkpoint", None, "The release's checkpoint_NNN.pt.")
+DEFINE_path("job_dir", None, "The new job directory (refused if it exists).")
+DEFINE_path("data_dir", None, "ImageNet: an ImageFolder with train/ and val/, or where TFDS keeps "
                     "imagenet2012. Given: validate the top_k of every pool. Not given: top-scored winners, unvalidated.")
 flags.DEFINE_string("dataset", None, "Override the dataset the run reads (default: imagefolder when data_dir has "
                     "train/ and val/, else imagenet2012).")
-flags.DEFINE_string("release_luts", None, "The release's scripts/lut directory: needed for latency pools (-C, -G, -M).")
+DEFINE_path("release_luts", None, "The release's scripts/lut directory: needed for latency pools (-C, -G, -M).")
 flags.DEFINE_integer("top_k", 5, "Members of every pool validated with --data_dir (the release: 5).")
 flags.DEFINE_integer("calibration_batches", 0, "BN calibration batches per validated subnet (0: the recipe's 9).")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv
     from pss_tf.release.importer import import_release
 
-    start = time.perf_counter()
-
-    def log(message):
-        print(f"[{time.perf_counter() - start:6.1f} s] {message}", flush=True)
-
-    names = {"checkpoint": "--checkpoint", "job_dir": "--job_dir", "data_dir": "--data_dir",
-             "release_luts": "--release_luts", "top_k": "--top_k"}
     try:
         if not FLAGS.checkpoint:
             raise ConfigError("checkpoint", "required: the release's checkpoint_NNN.pt")
         import_release(
             FLAGS.checkpoint, FLAGS.job_dir, data_dir=FLAGS.data_dir, dataset=FLAGS.dataset,
             release_luts=FLAGS.release_luts, top_k=FLAGS.top_k,
-            calibration_batches=FLAGS.calibration_batches or None, log=log,
+            calibration_batches=FLAGS.calibration_batches or None, log=cli.timed_printer(),
         )
     except ConfigError as e:
-        field = names.get(e.field, e.field)
-        print(f"error: {field}: {e.message}" if field else f"error: {e.message}", file=sys.stderr)
-        return 2
+        return cli.error(e)
     return 0
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    cli.run(main)

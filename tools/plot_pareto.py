@@ -6,19 +6,18 @@ Each run is labelled by its sampler (or --labels). `--table` also prints a
 Markdown table of the winners, one row per target, one column per run.
 """
 
-import sys
+from absl import flags
 
-from absl import app, flags
-
-from pss_tf import config_flags
+from pss_tf import cli
+from pss_tf.config_flags import DEFINE_path, DEFINE_path_list
 from pss_tf.errors import ConfigError
 from pss_tf.run.job import JobDir
 from pss_tf.run.metrics import metric_class
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("job_dirs", None, "Job directories with a winners.json.")
+DEFINE_path_list("job_dirs", None, "Job directories with a winners.json.")
 flags.DEFINE_list("labels", None, "A legend label per job directory (default: the run's sampler).")
-flags.DEFINE_string("out", "pareto.png", "PNG file to write.")
+DEFINE_path("out", "pareto.png", "PNG file to write.")
 flags.DEFINE_string("metric", "flops", "Which metric type's winners to plot.")
 flags.DEFINE_bool("table", True, "Print a Markdown table of the winners.")
 flags.DEFINE_string("title", None, "Plot title.")
@@ -93,14 +92,12 @@ def _table(runs) -> str:
 
 def main(argv):
     del argv
-    if not FLAGS.job_dirs:
-        print("error: --job_dirs: name at least one job directory", file=sys.stderr)
-        return 2
     try:
+        if not FLAGS.job_dirs:
+            raise ConfigError("job_dirs", "name at least one job directory")
         runs = _runs()
     except ConfigError as e:
-        print(f"error: {config_flags.flag_message(e, FLAGS)}", file=sys.stderr)
-        return 2
+        return cli.error(e)
     _plot(runs, FLAGS.out)
     if FLAGS.table:
         print(_table(runs))
@@ -109,4 +106,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -18,8 +18,6 @@ resumes. Every flag is a field of `pss_tf.search.options.SearchOptions`.
 
 import os
 
-from absl import app
-
 from pss_tf import cli, config_flags
 from pss_tf.search.options import SearchOptions
 
@@ -27,11 +25,7 @@ config_flags.define_flags(SearchOptions)
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from absl import logging
-
-    logging.set_verbosity(logging.WARNING)
+    del argv
     from pss_tf.search import driver
 
     the_plan = cli.plan_from_flags(SearchOptions, driver.plan)
@@ -47,5 +41,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    cli.run(main)

@@ -16,7 +16,17 @@ through `pss_tf.run.job.Job`, and the subnets other tools left in it (searched,
 fine-tuned) through `pss_tf.run.outputs`. `tools/export.py` is the command line.
 """
 
-from pss_tf.export.exporter import ExportPlan, ExportResult, export, plan
 from pss_tf.export.options import ExportOptions
+
+_LAZY = ("ExportPlan", "ExportResult", "export", "plan")  # from exporter, which imports TensorFlow
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from pss_tf.export import exporter
+
+        return getattr(exporter, name)
+    raise AttributeError(f"module 'pss_tf.export' has no attribute {name!r}")
+
 
 __all__ = ["ExportOptions", "ExportPlan", "ExportResult", "export", "plan"]

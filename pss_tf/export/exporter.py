@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -29,7 +28,6 @@ from pss_tf.run.outputs import finetuned_subnets, load_weights, searched_subnets
 
 logger = logging.getLogger(__name__)
 
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 QAT_KIND = "int8_qat"
 
 
@@ -165,7 +163,7 @@ class _Build:
 
     def extract(self) -> _Extracted:
         """Calibrates each subnet on the batches training evaluated it with, then extracts it."""
-        from pss_tf.training.evaluation import make_evaluator
+        from pss_tf.training.evaluation import evaluate_model, make_evaluator
 
         checks = self.options.checks
         supernet = self.job.restore_supernet()
@@ -186,7 +184,7 @@ class _Build:
             batch_size = self.job.run_config.evaluation.eval_batch_size
             for s in self.subnets:
                 validation = self.job.data.validation(batch_size, checks.eval_examples)
-                s.measured_top1 = keras_top1(models[s.name], validation)
+                s.measured_top1 = evaluate_model(models[s.name], validation).top1
                 self.entries[s.name]["accuracy"]["keras"] = s.measured_top1
         return _Extracted(supernet, models, weights)
 
@@ -320,22 +318,6 @@ class _Build:
         )
         atomic_write_json(os.path.join(self.saved_model_dir, "assets.extra", "pss_manifest.json"), result)
         return result
-
-
-def keras_top1(model, batches) -> float:
-    """Top-1 of a Keras model over (normalised images, labels) batches."""
-    import numpy as np
-    import tensorflow as tf
-
-    predict = tf.function(lambda x: tf.argmax(model(x, training=False), -1), reduce_retracing=True, autograph=False)
-    correct = total = 0
-    for images, labels in batches:
-        predictions = predict(images).numpy()
-        correct += int(np.sum(predictions == labels.numpy()))
-        total += len(predictions)
-    if not total:
-        raise ValueError("evaluation: the validation split is empty")
-    return correct / total
 
 
 def _write_bytes(path: str, content: bytes) -> None:

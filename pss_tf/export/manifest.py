@@ -1,7 +1,7 @@
 """manifest.json: what an export holds, for an application choosing a subnet.
 
 One entry per subnet, sorted by the run's first metric, with everything needed
-to pick one for a budget: config, MACs, parameters, validation top-1, its
+to pick one for a budget: config, MACs, parameters (trainable and all weights), validation top-1, its
 signature name, its .tflite files with sizes and measured latencies, and
 accuracies of the exported files where they were measured. Paths are
 relative to the export directory. `markdown_table` renders the numbers for
@@ -14,7 +14,7 @@ import datetime
 import os
 import platform
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a subnet's `params` holds both counts, `trainable` and `all_weights`.
 
 
 def environment() -> dict:
@@ -84,14 +84,14 @@ def build(
 def markdown_table(manifest: dict) -> str:
     """One row per subnet: cost, accuracies (training, Keras, TFLite) and files."""
     kinds = sorted({k for s in manifest["subnets"] for k in s.get("tflite", {})}, key=_kind_order)
-    header = ["subnet", "res", "M MACs", "params", "val top-1 (run)", "Keras top-1"]
+    header = ["subnet", "res", "M MACs", "params (trainable)", "val top-1 (run)", "Keras top-1"]
     header += [f"{k} top-1" for k in kinds] + [f"{k} KiB" for k in kinds] + [f"{k} ms" for k in kinds]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for s in manifest["subnets"]:
         accuracy = s.get("accuracy", {})
         files = s.get("tflite", {})
         cells = [
-            s["name"], str(s["resolution"]), f"{s['macs_m']:.2f}", f"{s['params']:,}",
+            s["name"], str(s["resolution"]), f"{s['macs_m']:.2f}", f"{s['params']['trainable']:,}",
             _percent(s.get("val_top1")), _percent(accuracy.get("keras")),
         ]
         cells += [_percent(accuracy.get(f"tflite_{k}")) for k in kinds]

@@ -14,7 +14,10 @@ import re
 from pss_tf import config_flags
 from pss_tf.config_flags import group, option
 from pss_tf.errors import ConfigError
-from pss_tf.export.tflite import KINDS
+
+# The TFLite files a subnet can have (pss_tf.export.tflite makes them); here so that
+# tools/export.py declares its flags without importing TensorFlow.
+KINDS = ("float32", "dynamic_range", "int8")
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -31,13 +34,13 @@ class SubnetChoice:
     searched: bool = option(
         False, help="Also export the subnets tools/search.py found (searched.json in searched_dir), beside the winners."
     )
-    searched_dir: str = option("", help="Where searched.json is (default: JOB_DIR/search).")
+    searched_dir: str = option("", help="Where searched.json is (default: JOB_DIR/search).", path=True)
     finetuned: bool = option(
         False,
         help="Export the fine-tuned weights of the subnets tools/finetune.py trained (finetuned.json in "
         "finetuned_dir) instead of their inherited ones; fine-tuned subnets not otherwise chosen join the export.",
     )
-    finetuned_dir: str = option("", help="Where finetuned.json is (default: JOB_DIR/finetune).")
+    finetuned_dir: str = option("", help="Where finetuned.json is (default: JOB_DIR/finetune).", path=True)
     new_version: bool = option(False, help="Add the next version to an existing export instead of refusing it.")
     container_dir: str = option("/models", help="Where the server mounts export_dir (models.config).")
 
@@ -90,9 +93,11 @@ class QatOptions:
 class ExportOptions(config_flags.Declared):
     """Everything `tools/export.py` is told (one flag per leaf field)."""
 
-    job_dir: str = option("", help="Training run to export (tools/train.py's job_dir).", required=True)
-    export_dir: str = option("", help="Output directory; must be new or empty unless new_version.", required=True)
-    data_dir: str | None = option(None, help="The run's data, if it moved since training.")
+    job_dir: str = option("", help="Training run to export (tools/train.py's job_dir).", required=True, path=True)
+    export_dir: str = option(
+        "", help="Output directory; must be new or empty unless new_version.", required=True, path=True
+    )
+    data_dir: str | None = option(None, help="The run's data, if it moved since training.", path=True)
     seed: int = option(0, help="Seed of the representative and QAT data.", minimum=0)
     subnets: SubnetChoice = group(SubnetChoice)
     tflite: TfliteOptions = group(TfliteOptions)

@@ -13,8 +13,8 @@ import re
 
 from pss_tf.errors import ConfigError
 from pss_tf.pareto import pareto_front
-from pss_tf.space.config import SearchSpace, SubnetConfig
-from pss_tf.space.cost import count_flops, count_params
+from pss_tf.space.config import SearchSpace, SubnetConfig, in_space
+from pss_tf.space.cost import count_flops, param_counts
 
 WINNER = "winner"
 CONFIG = "config"
@@ -37,7 +37,7 @@ class Subnet:
     source: str
     values: dict[str, float]
     macs_m: float
-    params: int
+    params: dict[str, int]  # {"trainable": ..., "all_weights": ...} (pss_tf.space.cost.param_counts)
     metric: str | None = None
     target: float | None = None
     val_top1: float | None = None
@@ -66,7 +66,7 @@ class Subnet:
             "resolution": self.config.resolution,
             "values": dict(self.values),
             "macs_m": self.macs_m,
-            "params": self.params,
+            "params": dict(self.params),
             "val_top1": self.val_top1,
             "val_top5": self.val_top5,
             "weights": "finetuned" if self.finetuned_weights else "inherited",
@@ -97,10 +97,7 @@ def parse_config(text: str, space: SearchSpace) -> SubnetConfig:
         config = SubnetConfig.from_json(text)
     except ValueError as e:
         raise ConfigError("config", f"{e}") from None
-    problems = space.violations(config)
-    if problems:
-        raise ConfigError("config", f"{config} lies outside the run's search space: " + "; ".join(problems))
-    return config
+    return in_space(config, space, "config", str(config))
 
 
 def config_name(config: SubnetConfig, macs_m: float) -> str:
@@ -173,7 +170,7 @@ def _make(config, name, source, metrics, cost_kwargs, **fields) -> Subnet:
         source=source,
         values={key: float(metric.value(config)) for key, metric in metrics.items()},
         macs_m=float(count_flops(config, **cost_kwargs)),
-        params=int(count_params(config, **cost_kwargs)),
+        params=param_counts(config, **cost_kwargs),
         **fields,
     )
 

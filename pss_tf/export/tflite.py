@@ -27,8 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from pss_tf.errors import ConfigError
-
-KINDS = ("float32", "dynamic_range", "int8")
+from pss_tf.export.options import KINDS  # noqa: F401 - the kinds, where the flags declare them
 IMAGES = "images"
 
 

@@ -165,7 +165,7 @@ def execute(the_plan: FinetunePlan, log: Callable[[str], None] = print) -> Finet
     """Fine-tunes every planned subnet not finished yet; writes finetuned.json after each."""
     from pss_tf.finetune import training
     from pss_tf.stop import StopRequest
-    from pss_tf.training.evaluation import make_evaluator
+    from pss_tf.training.evaluation import evaluate_model, make_evaluator
 
     options, job, recipe = the_plan.options, the_plan.job, the_plan.recipe
     todo = [s for s in the_plan.subnets if s.name not in the_plan.finished]
@@ -194,7 +194,8 @@ def execute(the_plan: FinetunePlan, log: Callable[[str], None] = print) -> Finet
             result = finetuning.run(stop)
             if not result.finished:
                 return FinetuneRun(the_plan.out_dir, False, list(the_plan.finished.values()))
-            top1, top5, examples = training.evaluate(model, validation)
+            after = evaluate_model(model, validation)
+            top1, top5, examples = after.top1, after.top5, after.examples
             save_weights(finetuning.weights_file, training.model_weights(model))
             entry = _entry(subnet, recipe, before, (top1, top5, examples), result, the_plan.out_dir)
             the_plan.finished[subnet.name] = entry

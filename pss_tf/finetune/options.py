@@ -30,7 +30,9 @@ INHERITED_LEARNING_RATE_FACTOR = 0.1
 class FinetuneOptions(config_flags.Declared):
     """Everything `tools/finetune.py` is told (one flag per field)."""
 
-    job_dir: str = option("", help="The training run whose subnets to fine-tune.", resumable=True, required=True)
+    job_dir: str = option(
+        "", help="The training run whose subnets to fine-tune.", resumable=True, required=True, path=True
+    )
     subnets: tuple[str, ...] = option(
         (),
         help="Comma-separated: winner names (e.g. flops_6M), `winners` (all of them), `searched` (tools/search.py's "
@@ -68,8 +70,8 @@ class FinetuneOptions(config_flags.Declared):
         0, help="BN calibration batches before fine-tuning (0: the run's setting).", minimum=0
     )
     seed: int = option(0, help="Seed of the data order, augmentation and re-initialisation.", minimum=0)
-    data_dir: str | None = option(None, help="The run's data, if it moved since training.", resumable=True)
-    out: str = option("", help="Output directory (default: JOB_DIR/finetune).", resumable=True)
+    data_dir: str | None = option(None, help="The run's data, if it moved since training.", resumable=True, path=True)
+    out: str = option("", help="Output directory (default: JOB_DIR/finetune).", resumable=True, path=True)
     progress: bool = option(True, help="Progress bars.", resumable=True)
 
     @property

@@ -185,18 +185,3 @@ class SubnetFinetuning:
 
         return tqdm(total=total, initial=start, desc=f"  {self.model.name}", unit="step", dynamic_ncols=True,
                     mininterval=1.0)
-
-
-def evaluate(model, batches) -> tuple[float, float, int]:
-    """(top-1, top-5, examples) of a Keras model in inference mode over (images, labels) batches."""
-    top1 = top5 = total = 0
-    for images, labels in batches:
-        logits = tf.convert_to_tensor(model.predict_on_batch(images))  # Keras' own predict function, traced once.
-        labels = tf.cast(labels, tf.int32)
-        k = min(5, int(logits.shape[-1]))
-        top1 += int(tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.int32)))
-        top5 += int(tf.reduce_sum(tf.cast(tf.nn.in_top_k(labels, logits, k), tf.int32)))
-        total += int(labels.shape[0])
-    if not total:
-        raise ValueError("evaluation: the validation split is empty")
-    return top1 / total, top5 / total, total

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import hashlib
 import os
 
 import numpy as np
 
 from pss_tf import checks
 from pss_tf.errors import ConfigError
+from pss_tf.io_utils import hash_file
 from pss_tf.run.metrics import RELEASE_METRICS
 from pss_tf.safe_pickle import load_torch_checkpoint
 from pss_tf.space import architectures
@@ -65,11 +65,7 @@ class ReleaseCheckpoint:
 
 
 def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return hash_file(path).hexdigest()
 
 
 def _error(path: str, key: str, message: str) -> ConfigError:

@@ -29,6 +29,7 @@ import time
 
 from pss_tf import checks
 from pss_tf.errors import ConfigError
+from pss_tf.io_utils import share
 from pss_tf.models.supernet import supernet_for_run
 from pss_tf.pareto import mark_pareto_front
 from pss_tf.release.checkpoint import ReleaseCheckpoint, load_into_supernet, read_checkpoint
@@ -163,9 +164,7 @@ def import_release(
     }
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(job_dir)}.", suffix=".importing", dir=parent)
     try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(staging, 0o777 & ~mask)  # mkdtemp's 0700 would hide the run from a server or a colleague
+        share(staging, directory=True)  # mkdtemp's 0700 would hide the run from a server or a colleague
         imported.update(_write_job(staging, job_dir, config, checkpoint, imported, data_dir is not None,
                                    top_k, calibration_batches, log))
         if os.path.lexists(job_dir):

@@ -196,7 +196,7 @@ class DataConfig:
         "synthetic", help="synthetic, fashion_mnist, imagefolder, or a TFDS name (e.g. imagenet2012)."
     )
     data_dir: str | None = option(
-        None, help="Data location (fashion_mnist defaults to /usr/share/datasets/fashion-mnist)."
+        None, help="Data location (fashion_mnist defaults to /usr/share/datasets/fashion-mnist).", path=True
     )
     crop_scale_min: float = option(0.25, help="Smallest area fraction of the random resized crop.", above=0.0, maximum=1.0)
     flip: bool = option(True, help="Random horizontal flips in training.")
@@ -282,6 +282,7 @@ class WarmStartConfig:
         "",
         help="A pss_tf run (trained or imported) whose supernet weights and BN statistics start this run (not its "
         "optimizer, step or schedule). Same model; this run's space must lie inside its space.",
+        path=True,
     )
     init_pools: bool = option(
         False,
@@ -296,7 +297,9 @@ class WarmStartConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(config_flags.Declared):
-    job_dir: str = option("", help="Directory for checkpoints, pools, winners and TensorBoard events.", required=True)
+    job_dir: str = option(
+        "", help="Directory for checkpoints, pools, winners and TensorBoard events.", required=True, path=True
+    )
     space: SpaceConfig = group(SpaceConfig)
     targets: TargetsConfig = group(TargetsConfig)
     sampling: SamplingConfig = group(SamplingConfig)

@@ -131,7 +131,7 @@ def target_options(option) -> list[tuple[str, type, object]]:
             table, users = by_field[last_user[k.name]]
             metrics = " and ".join(users)
             fields.append((table.field, str | None, option(
-                None, help=f"{table.help}, for the {metrics} metric{'s' if len(users) > 1 else ''}.",
+                None, help=f"{table.help}, for the {metrics} metric{'s' if len(users) > 1 else ''}.", path=True,
             )))
     return fields
 

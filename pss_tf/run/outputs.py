@@ -17,7 +17,7 @@ import numpy as np
 
 from pss_tf.errors import ConfigError
 from pss_tf.io_utils import atomic_write, read_json
-from pss_tf.space.config import SubnetConfig
+from pss_tf.space.config import SubnetConfig, in_space
 
 SEARCHED_FILE = "searched.json"
 FINETUNED_FILE = "finetuned.json"
@@ -46,10 +46,7 @@ def searched_subnets(job, searched_dir: str = "") -> list:
         )
     found = []
     for entry in entries:
-        config = SubnetConfig.from_dict(entry["config"])
-        problems = job.space.violations(config)
-        if problems:
-            raise ConfigError("searched", f"{entry['name']} lies outside the run's space: " + "; ".join(problems))
+        config = in_space(SubnetConfig.from_dict(entry["config"]), job.space, "searched", entry["name"])
         found.append((entry, config))
     return found
 
@@ -85,10 +82,7 @@ def finetuned_subnets(job, finetuned_dir: str = "") -> list:
     directory = finetuned_dir or job.dir.file("finetune")
     found = []
     for entry in read_finetuned(directory):
-        config = SubnetConfig.from_dict(entry["config"])
-        problems = job.space.violations(config)
-        if problems:
-            raise ConfigError("finetuned", f"{entry['name']} lies outside the run's space: " + "; ".join(problems))
+        config = in_space(SubnetConfig.from_dict(entry["config"]), job.space, "finetuned", entry["name"])
         path = weights_of(directory, entry)
         if not os.path.exists(path):
             raise ConfigError("finetuned", f"{path} is missing: fine-tune {entry['name']} again")

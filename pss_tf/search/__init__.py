@@ -1,4 +1,4 @@
-"""Search after training: the best subnet for any budget (issue 13, PSE-Net's prior-guided evolution).
+"""Search after training: the best subnet for any budget (PSE-Net's prior-guided evolution).
 
 The core is pure Python and numpy; nothing it imports loads TensorFlow. It starts from the
 training records the trainer kept (`pss_tf.run.records.TrainingRecords`).

@@ -400,7 +400,7 @@ def _save(task: Task, search: EvolutionSearch, the_plan: SearchPlan, result: dic
 
 
 def _entry(task: Task, search: EvolutionSearch, result: dict, the_plan: SearchPlan) -> dict:
-    from pss_tf.space.cost import count_flops, count_params
+    from pss_tf.space.cost import count_flops, param_counts
 
     config, fitness = search.best
     costs = the_plan.job.cost_kwargs()
@@ -415,7 +415,7 @@ def _entry(task: Task, search: EvolutionSearch, result: dict, the_plan: SearchPl
         "config": config.to_dict(),
         "value": task.budget.cost(config),
         "flops": count_flops(config, **costs),
-        "params": count_params(config, **costs),
+        "params": param_counts(config, **costs),
         "search_top1": fitness,
         "val_top1": result["val_top1"],
         "val_top5": result["val_top5"],

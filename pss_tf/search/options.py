@@ -55,7 +55,9 @@ class FitnessOptions:
 class SearchOptions(config_flags.Declared):
     """Everything `tools/search.py` is told (one flag per leaf field)."""
 
-    job_dir: str = option("", help="Training run to search (tools/train.py's job_dir).", resumable=True, required=True)
+    job_dir: str = option(
+        "", help="Training run to search (tools/train.py's job_dir).", resumable=True, required=True, path=True
+    )
     metric: str = option("flops", help="Resource metric of the budgets (one the run trained).", choices=METRIC_NAMES)
     budgets: tuple[float, ...] = option(
         (), help="Budgets in the metric's unit (M MACs, ms), comma-separated; one search per budget and init."
@@ -68,8 +70,8 @@ class SearchOptions(config_flags.Declared):
         choices=INITS,
     )
     seed: int = option(0, help="Seed of the evolution.", minimum=0)
-    out: str = option("", help="Output directory (default: JOB_DIR/search).", resumable=True)
-    data_dir: str | None = option(None, help="The run's data, if it moved since training.", resumable=True)
+    out: str = option("", help="Output directory (default: JOB_DIR/search).", resumable=True, path=True)
+    data_dir: str | None = option(None, help="The run's data, if it moved since training.", resumable=True, path=True)
     progress: bool = option(True, help="Progress bars.", resumable=True)
     evolution: EvolutionOptions = group(EvolutionOptions)
     fitness: FitnessOptions = group(FitnessOptions)

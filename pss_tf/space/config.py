@@ -266,3 +266,11 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: dict) -> "SearchSpace":
         return cls(**data)
+
+
+def in_space(config: SubnetConfig, space: SearchSpace, field: str, what: str) -> SubnetConfig:
+    """`config`, or a ConfigError naming `field` and why `what` lies outside the space the supernet trained."""
+    problems = space.violations(config)
+    if problems:
+        raise ConfigError(field, f"{what} lies outside the run's search space: " + "; ".join(problems))
+    return config

@@ -24,6 +24,22 @@ class Accuracy:
     examples: int
 
 
+def evaluate_model(model, batches: Iterable) -> Accuracy:
+    """Top-1 and top-5 of a standalone Keras model (an extracted or fine-tuned subnet) in
+    inference mode over (images, labels) batches; Keras' predict function is traced once."""
+    top1 = top5 = examples = 0
+    for images, labels in batches:
+        logits = tf.convert_to_tensor(model.predict_on_batch(images))
+        labels = tf.cast(labels, tf.int32)
+        k = min(5, int(logits.shape[-1]))
+        top1 += int(tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.int32)))
+        top5 += int(tf.reduce_sum(tf.cast(tf.nn.in_top_k(labels, logits, k), tf.int32)))
+        examples += int(labels.shape[0])
+    if not examples:
+        raise ValueError("evaluation: the validation split is empty")
+    return Accuracy(top1 / examples, top5 / examples, examples)
+
+
 def make_evaluator(supernet, run_config, data, calibration_batches: int | None = None) -> "SubnetEvaluator":
     """The evaluator of a run (`run_config`, a TrainConfig; `data`, its DataSettings).
 

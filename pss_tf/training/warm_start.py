@@ -31,6 +31,7 @@ import os
 import numpy as np
 
 from pss_tf.errors import ConfigError
+from pss_tf.io_utils import hash_file
 
 # The architecture fields a source must share with the new run.
 ARCHITECTURE_FIELDS = ("model", "small_input", "padding")
@@ -121,9 +122,7 @@ def checkpoint_checksum(checkpoint: str) -> str:
     for name in sorted(os.listdir(directory)):
         if name.startswith(prefix + "."):
             digest.update(name.encode())
-            with open(os.path.join(directory, name), "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
+            hash_file(os.path.join(directory, name), digest)
     return digest.hexdigest()
 
 

@@ -11,19 +11,22 @@ agreement check to measure quantization, not ties.
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from support import run_tool, shared_dir, tree_digest
+from support import run_tool, shared_dir, subprocess_env, tree_digest
 
+from pss_tf import SubnetConfig
 from pss_tf.errors import ConfigError
 from pss_tf.export import client, exporter, serving, tflite
 from pss_tf.export.client_data import ClientData
 from pss_tf.export.options import ExportOptions
 from pss_tf.run.job import Job
+from pss_tf.space.cost import param_counts
 
 HAS_QAT = all(importlib.util.find_spec(m) for m in ("tensorflow_model_optimization", "tf_keras"))
 MODEL_NAME = "pss_mobilenet_v1"
@@ -38,13 +41,16 @@ def job_dir(smoke_job):
 @pytest.fixture(scope="module")
 def export(job_dir, tmp_path_factory):
     with shared_dir(tmp_path_factory, "export_smoke_out") as root:
-        out, log = root / "out", root / "stdout.txt"
+        out, log, errors = root / "out", root / "stdout.txt", root / "stderr.txt"
         if not log.exists():
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir()
             qat = ["--qat", "--qat_epochs=1", "--qat_steps_per_epoch=2"] if HAS_QAT else []
-            result = run_tool("export.py", f"--job_dir={job_dir}", f"--export_dir={out}", *qat)
+            env = subprocess_env()
+            env.pop("TF_CPP_MIN_LOG_LEVEL")  # as a user runs it
+            result = run_tool("export.py", f"--job_dir={job_dir}", f"--export_dir={out}", *qat, env=env)
             assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            errors.write_text(result.stderr)
             log.write_text(result.stdout)
     manifest = _json(out, "manifest.json")
     return str(out), manifest, log.read_text()
@@ -150,7 +156,10 @@ def test_export_writes_the_serving_layout_models_config_and_manifest(export, job
     for subnet in manifest["subnets"]:
         winner = by_name[subnet["name"]]
         assert subnet["config"] == winner["config"] and subnet["values"]["flops"] == pytest.approx(winner["value"])
-        assert subnet["macs_m"] == pytest.approx(winner["value"]) and subnet["params"] > 0
+        assert subnet["macs_m"] == pytest.approx(winner["value"])
+        config = SubnetConfig.from_dict(subnet["config"])
+        assert subnet["params"] == param_counts(config, num_classes=4, small_input=True)
+        assert 0 < subnet["params"]["trainable"] < subnet["params"]["all_weights"]
         # Calibrated on the evaluator's batches, the extracted model reproduces the run's accuracy.
         assert subnet["accuracy"]["keras"] == pytest.approx(winner["val_top1"]) == pytest.approx(subnet["val_top1"])
         assert set(tflite.KINDS) <= set(subnet["tflite"])
@@ -164,6 +173,18 @@ def test_export_writes_the_serving_layout_models_config_and_manifest(export, job
     assert manifest["latency"]["device"]["logical_cores"] >= 1
     assert manifest == _json(_saved_model_dir(out), "assets.extra", "pss_manifest.json")
     assert "| subnet | res | M MACs |" in stdout and "bundle int8" in stdout
+
+
+def test_the_user_sees_progress_and_summary_not_tensorflows_native_log_lines(export):
+    """Before, TensorFlow's C++ lines (loader.cc, flatbuffer_export.cc, cudart_stub.cc: 159 of the
+    174 lines on stderr for this export) drowned the progress; --verbosity=0 brings them back."""
+    out, manifest, stdout = export
+    stderr = open(os.path.join(os.path.dirname(out), "stderr.txt")).read()
+    native = re.compile(r"^[IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+\.(cc|h):\d+\]", re.M)
+    assert not native.search(stderr), stderr[:3000]
+    for banner in ("absl::InitializeLog", "XNNPACK delegate", "fully_quantize", "To enable the following instructions"):
+        assert banner not in stderr
+    assert re.search(r"^\[ *\d+\.\d s\] ", stdout, re.M) and f"{MODEL_NAME} version 1 in " in stdout
 
 
 def test_saved_model_cli_lists_every_signature(export):

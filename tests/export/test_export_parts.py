@@ -21,6 +21,7 @@ from pss_tf.errors import ConfigError
 from pss_tf.export import client, savedmodel, serving, tflite
 from pss_tf.export import subnets as subnets_lib
 from pss_tf.export.options import ExportOptions
+from pss_tf.space.cost import param_counts
 from pss_tf.space.metrics import FlopsMetric
 from pss_tf.space.targets import TargetGrid
 
@@ -81,7 +82,9 @@ def test_subnets_are_sorted_by_value_and_configs_get_readable_names():
     assert subnets_lib.largest(chosen, "flops").name == "flops_9m"
     assert [s.name for s in subnets_lib.candidates(chosen, "flops")] == [s.name for s in chosen]
     entry = chosen[0].to_dict()
-    assert entry["macs_m"] > 0 and entry["params"] > 0 and entry["channels"] and entry["config"]["resolution"] == 28
+    assert entry["macs_m"] > 0 and entry["channels"] and entry["config"]["resolution"] == 28
+    assert entry["params"] == param_counts(SubnetConfig.from_dict(entry["config"]), **COST)
+    assert 0 < entry["params"]["trainable"] < entry["params"]["all_weights"]
 
 
 def test_configs_outside_the_search_space_are_refused_with_the_reason():

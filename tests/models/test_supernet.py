@@ -8,7 +8,7 @@ import tensorflow as tf
 from pss_tf import SearchSpace, SubnetConfig, build_supernet
 from pss_tf.models.layers import BilinearResize
 from pss_tf.models.supernet import encode
-from pss_tf.space.cost import count_params
+from pss_tf.space.cost import count_params, count_trainable_params
 
 STANDARD_LAYERS = (
     keras.layers.InputLayer,
@@ -63,8 +63,8 @@ def test_full_width_subnet_has_keras_applications_parameter_count(supernets, mod
     def trainable(m):
         return sum(int(np.prod(w.shape)) for w in m.trainable_weights)
 
-    assert trainable(extracted) == trainable(reference)
-    assert extracted.count_params() == reference.count_params()
+    assert trainable(extracted) == trainable(reference) == count_trainable_params(SubnetConfig.uniform(model, 224, 1.0))
+    assert extracted.count_params() == reference.count_params() == count_params(SubnetConfig.uniform(model, 224, 1.0))
 
 
 @pytest.mark.parametrize("model", ["resnet50", "resnet50_layerwise"])
@@ -73,6 +73,7 @@ def test_full_width_resnet50_has_torchvisions_parameter_count(supernets, model):
     with BN on each stage's first block); every weight is the cost model's count."""
     extracted = supernets[model].extract(SubnetConfig.uniform(model, 224, 1.0), resize=False)
     assert sum(int(np.prod(w.shape)) for w in extracted.trainable_weights) == 25_557_032
+    assert count_trainable_params(SubnetConfig.uniform(model, 224, 1.0), 1000) == 25_557_032
     assert extracted.count_params() == count_params(SubnetConfig.uniform(model, 224, 1.0), 1000)
     assert sum(isinstance(layer, keras.layers.MaxPooling2D) for layer in extracted.layers) == 1
 

@@ -8,8 +8,10 @@ import time
 import pytest
 from support import run_tool, start_tool
 
+from pss_tf import SubnetConfig
 from pss_tf.search import driver
 from pss_tf.search.options import SearchOptions
+from pss_tf.space.cost import param_counts
 
 BUDGETS = (7.0, 10.0)
 INIT = ("prior", "conditional")
@@ -55,7 +57,8 @@ def test_search_writes_every_result(searched):
         budget = entry["budget"]
         assert entry["metric"] == "flops" and entry["alpha"] == ALPHA and entry["seed"] == 3
         assert ALPHA * budget <= entry["value"] <= budget
-        assert entry["flops"] == entry["value"] and entry["params"] > 0
+        assert entry["flops"] == entry["value"]
+        assert entry["params"] == param_counts(SubnetConfig.from_dict(entry["config"]), num_classes=4, small_input=True)
         assert 0.0 <= entry["search_top1"] <= 1.0 and 0.0 <= entry["val_top1"] <= entry["val_top5"] <= 1.0
         assert entry["fitness_data"] == "train_subset" and entry["fitness_examples"] == 48
         assert entry["generations"] == GENERATIONS

@@ -8,7 +8,7 @@ import pytest
 
 from pss_tf import SearchSpace, SubnetConfig, build_supernet, count_flops, count_params
 from pss_tf.space import architectures
-from pss_tf.space.cost import count_flops_array, count_params_array
+from pss_tf.space.cost import count_flops_array, count_params_array, count_trainable_params, param_counts
 
 
 @pytest.mark.parametrize(
@@ -57,6 +57,22 @@ def test_reference_params_equal_keras_applications_totals():
     # keras.applications.MobileNet(alpha=1.5) and MobileNetV2(alpha=1.5), weights=None, 224 px.
     assert count_params(SubnetConfig.uniform("mobilenet_v1_1.5x", 224, 1.0)) == 8_734_984
     assert count_params(SubnetConfig.uniform("mobilenet_v2_1.5x", 224, 1.0)) == 6_909_528
+
+
+@pytest.mark.parametrize(
+    "model, trainable, all_weights",
+    [
+        # torchvision's resnet50(): 25,557,032 parameters; its state_dict adds 53,120 BN running statistics.
+        ("resnet50", 25_557_032, 25_610_152),
+        # keras.applications.MobileNetV2(alpha=1.5, weights=None): trainable and total params.
+        ("mobilenet_v2_1.5x", 6_858_152, 6_909_528),
+    ],
+)
+def test_both_parameter_counts_match_the_reference_networks(model, trainable, all_weights):
+    config = SubnetConfig.uniform(model, 224, 1.0)
+    assert count_trainable_params(config) == trainable
+    assert count_params(config) == all_weights
+    assert param_counts(config) == {"trainable": trainable, "all_weights": all_weights}
 
 
 @pytest.mark.parametrize("model", architectures.MODEL_NAMES + ("mobilenet_v1_1.5x", "mobilenet_v2_1.5x"))
