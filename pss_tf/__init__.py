@@ -1,11 +1,17 @@
 """pss_tf: resource-adaptive supernets trained with Prioritized Subnet Sampling.
 
 The pure-Python parts (configs, cost model, pools) import without TensorFlow;
-the Keras parts load on first use.
+the Keras parts load on first use. Importing pss_tf first tells glibc's malloc
+to keep the memory TensorFlow frees (`pss_tf.allocator`; `PSS_TF_MALLOC_TUNING=0`
+leaves glibc's defaults).
 """
 
-from pss_tf.space.config import SearchSpace, SubnetConfig, make_divisible
-from pss_tf.space.cost import count_flops, count_params, count_trainable_params
+from pss_tf.allocator import keep_freed_memory
+
+keep_freed_memory()
+
+from pss_tf.space.config import SearchSpace, SubnetConfig, make_divisible  # noqa: E402
+from pss_tf.space.cost import count_flops, count_params, count_trainable_params  # noqa: E402
 
 __version__ = "0.2.0"  # 0.2: the file formats of today; pss_tf.run.compat reads 0.1's.
 

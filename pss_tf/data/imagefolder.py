@@ -8,6 +8,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from pss_tf.data import preprocessing
 from pss_tf.data.splits import SPLITS, DatasetInfo, IndexedSplit
 from pss_tf.errors import ConfigError
 
@@ -100,19 +101,25 @@ def info(data_dir: str, channels: int | None) -> DatasetInfo:
 def split(data_dir: str, split: str, channels: int) -> IndexedSplit:
     paths, labels = _scan_imagefolder(data_dir)[1][split]
 
-    def make_fetch():
+    def make_fetch_encoded():
         paths_t = tf.constant(paths)
         labels_t = tf.constant(labels)
 
         def fetch(index):
-            data = tf.io.read_file(tf.gather(paths_t, index))
-            image = tf.io.decode_image(data, channels=channels, expand_animations=False)
-            image.set_shape([None, None, channels])
-            return image, tf.gather(labels_t, index)
+            return tf.io.read_file(tf.gather(paths_t, index)), tf.gather(labels_t, index)
 
         return fetch
 
-    return IndexedSplit(len(paths), channels, make_fetch, labels=labels)
+    def make_fetch():
+        fetch_encoded = make_fetch_encoded()
+
+        def fetch(index):
+            data, label = fetch_encoded(index)
+            return preprocessing.decode(data, channels), label
+
+        return fetch
+
+    return IndexedSplit(len(paths), channels, make_fetch, labels=labels, make_fetch_encoded=make_fetch_encoded)
 
 
 # --- TFDS ----------------------------------------------------------------------

@@ -37,6 +37,7 @@ DEFAULT_CROP_SCALE = (0.25, 1.0)
 DEFAULT_CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 DEFAULT_CROP_FRACTION = 0.875
 _CROP_ATTEMPTS = 10
+_JPEG_MARGIN = 16  # the largest MCU (4:2:0 chroma subsampling), in pixels
 
 
 def normalize(images: tf.Tensor, normalization: str = "imagenet") -> tf.Tensor:
@@ -125,6 +126,45 @@ def sample_crop_window(
     return top, left, crop_h, crop_w
 
 
+def decode(data: tf.Tensor, channels: int) -> tf.Tensor:
+    """A whole encoded image (JPEG, PNG, BMP, first frame of a GIF) as uint8 (H, W, channels)."""
+    image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+    image.set_shape([None, None, channels])
+    return image
+
+
+def decode_crop_window(
+    data: tf.Tensor, channels: int, seed: tf.Tensor, scale: tuple[float, float] = DEFAULT_CROP_SCALE
+) -> tf.Tensor:
+    """The `sample_crop_window` crop of an encoded image, as uint8 (crop_h, crop_w, channels).
+
+    A JPEG's size is read from its header and only the window (plus a 16 px
+    margin) is decoded, `decode_and_crop_jpeg`: the same pixels as decoding whole
+    and slicing. Other formats are decoded whole. Same seed, same window.
+    """
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(data)
+        top, left, crop_h, crop_w = sample_crop_window(shape[0], shape[1], seed, scale)
+        # Chroma upsampling treats the decoded region's edges as image edges: decode a
+        # margin of one MCU (16 px) around the window, so its pixels are the whole image's.
+        y0, x0 = tf.maximum(top - _JPEG_MARGIN, 0), tf.maximum(left - _JPEG_MARGIN, 0)
+        y1 = tf.minimum(top + crop_h + _JPEG_MARGIN, shape[0])
+        x1 = tf.minimum(left + crop_w + _JPEG_MARGIN, shape[1])
+        region = tf.image.decode_and_crop_jpeg(data, tf.stack([y0, x0, y1 - y0, x1 - x0]), channels=channels)
+        return tf.slice(region, tf.stack([top - y0, left - x0, 0]), tf.stack([crop_h, crop_w, -1]))
+
+    def other():
+        image = decode(data, channels)
+        shape = tf.shape(image)
+        top, left, crop_h, crop_w = sample_crop_window(shape[0], shape[1], seed, scale)
+        return tf.slice(image, tf.stack([top, left, 0]), tf.stack([crop_h, crop_w, -1]))
+
+    image = tf.cond(tf.io.is_jpeg(data), jpeg, other)
+    image.set_shape([None, None, channels])
+    return image
+
+
 def _resize(image: tf.Tensor, size, current=None) -> tf.Tensor:
     """Bilinear resize, antialiased when shrinking (as PIL does in the reference pipeline).
 
@@ -198,18 +238,25 @@ def preprocess_for_train(
     color_jitter_strength: float = 0.0,
     lighting_std: float = 0.0,
     normalization: str = "imagenet",
+    channels: int | None = None,
 ) -> tf.Tensor:
     """Random resized crop to `image_size`, colour jitter, PCA lighting, flip, normalise.
 
-    The release's order (`utils/datasets.py`). `seed` is a shape-[2] integer
-    tensor; the output is a pure function of the image and the seed. Small
-    datasets usually want a larger lower crop scale, e.g. (0.5, 1.0); digits and
-    text want `flip=False`.
+    The release's order (`utils/datasets.py`). `image` is decoded uint8
+    (H, W, C) or, with `channels`, an encoded image (a scalar string) of which
+    only the crop window is decoded where the format allows (JPEG). `seed` is a shape-[2] integer tensor; the output is a
+    pure function of the image and the seed. Small datasets usually want a
+    larger lower crop scale, e.g. (0.5, 1.0); digits and text want `flip=False`.
     """
     crop_seed, flip_seed, jitter_seed, lighting_seed = _split_seed(seed, 4)
-    shape = tf.shape(image)
-    top, left, crop_h, crop_w = sample_crop_window(shape[0], shape[1], crop_seed, crop_scale)
-    image = tf.slice(image, tf.stack([top, left, 0]), tf.stack([crop_h, crop_w, -1]))
+    if image.dtype == tf.string:
+        if channels is None:
+            raise ValueError("channels: required to decode an encoded image")
+        image = decode_crop_window(image, channels, crop_seed, crop_scale)
+    else:
+        shape = tf.shape(image)
+        top, left, crop_h, crop_w = sample_crop_window(shape[0], shape[1], crop_seed, crop_scale)
+        image = tf.slice(image, tf.stack([top, left, 0]), tf.stack([crop_h, crop_w, -1]))
     image = _resize(image, [image_size, image_size])
     if color_jitter_strength:
         image = color_jitter(image, color_jitter_strength, jitter_seed)

@@ -61,22 +61,28 @@ class IndexedSplit:
     Building the fetch function lazily lets each input pipeline place its
     tensors on its own host. `labels`, when the source knows them without
     decoding images, lets held-out sets and subsets be stratified by class.
+    `make_fetch_encoded`, for sources of encoded files (image folders), builds
+    `fetch(index) -> (encoded bytes, label)`, from which training preprocessing
+    can decode only the crop window of a JPEG (`preprocessing.decode_crop_window`).
     """
 
     num_examples: int
     channels: int
     make_fetch: Callable[[], Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]]
     labels: np.ndarray | None = None
+    make_fetch_encoded: Callable[[], Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class RecordSplit:
-    """TFRecord shards plus `parse(serialized) -> (image, label)`."""
+    """TFRecord shards plus `parse(serialized) -> (image, label)`; `parse_encoded`
+    (-> (encoded bytes, label)), when given, lets training preprocessing decode only the crop window."""
 
     files: tuple[str, ...]
     shard_lengths: tuple[int, ...]
     channels: int
     parse: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+    parse_encoded: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]] | None = None
 
     @property
     def num_examples(self) -> int:
@@ -93,17 +99,21 @@ def class_subset(raw: IndexedSplit, classes: tuple[int, ...]) -> IndexedSplit:
     kept = np.flatnonzero(lookup[raw.labels] >= 0).astype(np.int64)
     labels = lookup[raw.labels[kept]]
 
-    def make_fetch():
-        inner = raw.make_fetch()
-        kept_t, lookup_t = tf.constant(kept), tf.constant(lookup)
+    def subset(make_inner):
+        def make_fetch():
+            inner = make_inner()
+            kept_t, lookup_t = tf.constant(kept), tf.constant(lookup)
 
-        def fetch(index):
-            image, label = inner(tf.gather(kept_t, index))
-            return image, tf.gather(lookup_t, tf.cast(label, tf.int32))
+            def fetch(index):
+                image, label = inner(tf.gather(kept_t, index))
+                return image, tf.gather(lookup_t, tf.cast(label, tf.int32))
 
-        return fetch
+            return fetch
 
-    return IndexedSplit(len(kept), raw.channels, make_fetch, labels=labels)
+        return make_fetch
+
+    encoded = subset(raw.make_fetch_encoded) if raw.make_fetch_encoded else None
+    return IndexedSplit(len(kept), raw.channels, subset(raw.make_fetch), labels=labels, make_fetch_encoded=encoded)
 
 
 def check_split(split: str) -> str:

@@ -7,6 +7,7 @@ import os
 
 import tensorflow as tf
 
+from pss_tf.data import preprocessing
 from pss_tf.data.splits import BUILTIN_DATASETS, DatasetInfo, RecordSplit
 from pss_tf.errors import ConfigError
 
@@ -131,15 +132,18 @@ def split(name: str, data_dir: str | None, split: str, channels: int) -> RecordS
     features = builder.info.features
     decoders = {image_key: tfds.decode.SkipDecoding()}
 
-    def parse(serialized):
+    def parse_encoded(serialized):
         example = features.deserialize_example(serialized, decoders=decoders)
-        image = tf.io.decode_image(example[image_key], channels=channels, expand_animations=False)
-        image.set_shape([None, None, channels])
-        return image, tf.cast(example[label_key], tf.int32)
+        return example[image_key], tf.cast(example[label_key], tf.int32)
+
+    def parse(serialized):
+        data, label = parse_encoded(serialized)
+        return preprocessing.decode(data, channels), label
 
     return RecordSplit(
         tuple(os.fspath(p) for p in split_info.filepaths),
         tuple(int(n) for n in split_info.shard_lengths),
         channels,
         parse,
+        parse_encoded,
     )

@@ -22,6 +22,7 @@ import time
 
 import tensorflow as tf
 
+from pss_tf import allocator
 from pss_tf.errors import ConfigError, TrainingDiverged
 from pss_tf.models.supernet import supernet_for_run
 from pss_tf.pareto import mark_pareto_front
@@ -276,7 +277,9 @@ class Trainer:
         input_fn = self.data.input_fn(
             self.run_config.optimization.global_batch_size, self.run_config.runtime.seed, start_step=start_step
         )
-        return iter(self.strategy.distribute_datasets_from_function(input_fn))
+        iterator = iter(self.strategy.distribute_datasets_from_function(input_fn))
+        allocator.keep_freed_memory(again=True)  # The iterator's GeneratorDataset reset glibc's malloc settings.
+        return iterator
 
     def train_epoch(self, epoch: int, stop) -> bool:
         """Trains to the end of `epoch`; False when stopped (max_steps or a signal) before it."""
