@@ -14,25 +14,20 @@ import re
 
 import numpy as np
 
+from pss_tf.space import kinds
 from pss_tf.space.channels import make_divisible, make_divisible_array
 
-# Block kinds.
-STEM = "stem"  # 3x3 conv from the image channels, ReLU6 (MobileNets).
-RESNET_STEM = "resnet_stem"  # 7x7 conv from the image channels, ReLU (ResNet).
-STEMS = (STEM, RESNET_STEM)
-SEPARABLE = "separable"  # MobileNetV1: 3x3 depthwise on the input width, 1x1 pointwise.
-INVERTED_RESIDUAL = "inverted_residual"  # MobileNetV2: 1x1 expand, 3x3 depthwise, 1x1 project.
-POINTWISE = "pointwise"  # 1x1 conv (MobileNetV2's last conv).
-MAX_POOL = "max_pool"  # 3x3 max pool, no weights (ResNet's after its stem).
-BOTTLENECK = "bottleneck"  # ResNet: 1x1, 3x3 (the stride), 1x1, plus an identity or projection shortcut.
-HEAD = "head"  # Global average pool and the classifier, the end of every subnet.
-
-STEM_KERNEL = 3
-RESNET_STEM_KERNEL = 7
-DEPTHWISE_KERNEL = 3
-CONV_KERNEL = 3  # A bottleneck's middle conv.
-POOL_KERNEL = 3
-RELU6, RELU = "relu6", "relu"  # Activations: MobileNets', ResNet's.
+# Block kinds (`pss_tf.space.kinds`: each kind's costs and latency key, one module each).
+STEM = kinds.conv.STEM.name  # 3x3 conv from the image channels, ReLU6 (MobileNets).
+RESNET_STEM = kinds.conv.RESNET_STEM.name  # 7x7 conv from the image channels, ReLU (ResNet).
+STEMS = tuple(k.name for k in (kinds.conv.STEM, kinds.conv.RESNET_STEM))
+SEPARABLE = kinds.separable.SEPARABLE.name  # MobileNetV1: depthwise on the input width, 1x1 pointwise.
+INVERTED_RESIDUAL = kinds.inverted_residual.INVERTED_RESIDUAL.name  # MobileNetV2/V3: expand, depthwise, project.
+POINTWISE = kinds.conv.POINTWISE.name  # 1x1 conv (MobileNetV2's and V3's last conv).
+MAX_POOL = kinds.max_pool.MAX_POOL.name  # 3x3 max pool, no weights (ResNet's after its stem).
+BOTTLENECK = kinds.bottleneck.BOTTLENECK.name  # ResNet: 1x1, 3x3 (the stride), 1x1, plus a shortcut.
+HEAD = kinds.head.HEAD.name  # Global average pool and the classifier, the end of every subnet.
+RELU6, RELU, HARD_SWISH = kinds.RELU6, kinds.RELU, kinds.HARD_SWISH
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,9 +39,14 @@ class BlockSpec:
     multipliers scale, then the fixed channel counts no multiplier scales.
     `in_stage` is None for the stem, which reads the image. An inverted residual
     block's expanded width is `expansion` x its input's (stage-wise spaces), or
-    the table entry `hidden_stage`, a group of its own (layer-wise spaces). A
+    the table entry `hidden_stage`, a group of its own (layer-wise spaces; then
+    `expansion` only says whether there is an expand conv: 1 means none). A
     bottleneck's `hidden_stage` is a pair, its 1x1 and 3x3 convs' widths; its
     shortcut is the identity when `residual`, else a strided 1x1 projection.
+
+    `kernel_size` (its main conv's; 0: the kind's default), `activation` (None:
+    the kind's default) and `se` (squeeze-and-excite, kinds that accept it) are
+    the block's own, so MobileNetV3's 5x5 hard-swish blocks are rows like any other.
     """
 
     kind: str
@@ -56,11 +56,26 @@ class BlockSpec:
     expansion: int = 1
     residual: bool = False
     hidden_stage: int | tuple[int, int] | None = None
+    kernel_size: int = 0
+    se: bool = False
+    activation: str | None = None
+
+    def __post_init__(self):
+        kind = kinds.get(self.kind)  # ValueError naming the kinds.
+        if self.se and not kind.accepts_se:
+            raise ValueError(f"se: a {self.kind} block has no squeeze-and-excite")
+        if self.activation is not None and self.activation not in kinds.ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {list(kinds.ACTIVATIONS)}, got {self.activation!r}")
 
     @property
     def kernel(self) -> int:
-        """The conv kernel of a stem."""
-        return RESNET_STEM_KERNEL if self.kind == RESNET_STEM else STEM_KERNEL
+        """The main conv's kernel: the block's own, else its kind's."""
+        return self.kernel_size or kinds.get(self.kind).kernel
+
+    @property
+    def act(self) -> str:
+        """The block's activation: its own, else its kind's."""
+        return self.activation or kinds.get(self.kind).activation
 
     def hidden_group(self, channels):
         """The inner width(s) when they are channel groups of their own (an int, or a
@@ -87,7 +102,9 @@ class Architecture:
     space shares one multiplier between a stage's inner widths and its output.
     `fixed_channels` are layers no width multiplier scales (MobileNetV2's last
     1x1 conv keeps 1280 channels in the release); they follow the groups in
-    the channel table.
+    the channel table. `head_hidden` is the fixed width of a hidden linear layer
+    between the pool and the classifier, with `head_activation` (MobileNetV3's
+    1280 or 1024 with hard-swish; 0: none).
     """
 
     name: str
@@ -95,6 +112,8 @@ class Architecture:
     blocks: tuple[BlockSpec, ...]
     fixed_channels: tuple[int, ...] = ()
     gene_of: tuple[int, ...] | None = None
+    head_hidden: int = 0
+    head_activation: str = ""
 
     def __post_init__(self):
         if self.gene_of is not None and (
