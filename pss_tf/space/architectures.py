@@ -282,6 +282,107 @@ def _resnet50_layerwise(stem_stride: int, base_width: float) -> Architecture:
     return _resnet50(stem_stride, base_width, layerwise=True)
 
 
+# MobileNetV3 (Howard et al. 2019) in torchvision's layout: per inverted residual block
+# (kernel, expanded width, output width, squeeze-and-excite, activation, stride).
+_MOBILENET_V3_LARGE = (
+    (3, 16, 16, False, RELU, 1),
+    (3, 64, 24, False, RELU, 2),
+    (3, 72, 24, False, RELU, 1),
+    (5, 72, 40, True, RELU, 2),
+    (5, 120, 40, True, RELU, 1),
+    (5, 120, 40, True, RELU, 1),
+    (3, 240, 80, False, HARD_SWISH, 2),
+    (3, 200, 80, False, HARD_SWISH, 1),
+    (3, 184, 80, False, HARD_SWISH, 1),
+    (3, 184, 80, False, HARD_SWISH, 1),
+    (3, 480, 112, True, HARD_SWISH, 1),
+    (3, 672, 112, True, HARD_SWISH, 1),
+    (5, 672, 160, True, HARD_SWISH, 2),
+    (5, 960, 160, True, HARD_SWISH, 1),
+    (5, 960, 160, True, HARD_SWISH, 1),
+)
+_MOBILENET_V3_SMALL = (
+    (3, 16, 16, True, RELU, 2),
+    (3, 72, 24, False, RELU, 2),
+    (3, 88, 24, False, RELU, 1),
+    (5, 96, 40, True, HARD_SWISH, 2),
+    (5, 240, 40, True, HARD_SWISH, 1),
+    (5, 240, 40, True, HARD_SWISH, 1),
+    (5, 120, 48, True, HARD_SWISH, 1),
+    (5, 144, 48, True, HARD_SWISH, 1),
+    (5, 288, 96, True, HARD_SWISH, 2),
+    (5, 576, 96, True, HARD_SWISH, 1),
+    (5, 576, 96, True, HARD_SWISH, 1),
+)
+_MOBILENET_V3_STEM = 16
+_MOBILENET_V3_LAST = {"mobilenet_v3_large": 1280, "mobilenet_v3_small": 1024}  # The head's hidden layer.
+
+
+def _mobilenet_v3(family: str, stem_stride: int, base_width: float, layerwise: bool = False) -> Architecture:
+    """MobileNetV3-Large or -Small as torchvision builds it: a 3x3 hard-swish stem to
+    16, the inverted residual blocks of the table (an expand conv where the
+    expanded width differs from the input's, a residual add where stride 1 keeps
+    the width), a 1x1 hard-swish conv to 6x the last output, then pool, a
+    hidden linear layer (1280 / 1024, hard-swish) and the classifier. Every
+    width is `make_divisible(width * base_width)`; the last conv is 6x the
+    scaled last output.
+
+    Channel groups: the stem's output and each run of residual blocks' output;
+    the last conv; each expand conv's width. Stage-wise (PSS's kind of space),
+    one multiplier per output group (the stem's, each stage's, the last
+    conv's) also scales the expanded widths of the blocks writing that group;
+    layer-wise, every expanded width is a gene of its own. The head's hidden
+    layer keeps its width, as MobileNetV2's last conv does in the PSS release.
+    """
+    table = _MOBILENET_V3_LARGE if family.startswith("mobilenet_v3_large") else _MOBILENET_V3_SMALL
+    last_hidden = _MOBILENET_V3_LAST[family.replace("_layerwise", "")]
+    outputs = [_scaled((_MOBILENET_V3_STEM,), base_width)[0]]  # output groups: stem, stages, then the last conv
+    rows = []  # (kernel, expanded, se, activation, stride, in group, out group, residual)
+    current = 0
+    for kernel, expanded, out, se, activation, stride in table:
+        expanded, out = _scaled((expanded, out), base_width)
+        residual = stride == 1 and outputs[current] == out
+        if not residual:
+            outputs.append(out)
+        rows.append((kernel, expanded, se, activation, stride, current, len(outputs) - 1, residual))
+        current = len(outputs) - 1
+    last_conv = len(outputs)
+    outputs.append(6 * outputs[current])
+    base, gene_of = list(outputs), list(range(len(outputs)))
+    blocks = [BlockSpec(STEM, stem_stride, None, 0, activation=HARD_SWISH)]
+    for kernel, expanded, se, activation, stride, in_group, out_group, residual in rows:
+        hidden_stage, expansion = None, 1
+        if expanded != base[in_group]:  # An expand conv to a width of its own.
+            base.append(expanded)
+            gene_of.append(len(gene_of) if layerwise else out_group)
+            hidden_stage, expansion = len(base) - 1, max(2, round(expanded / base[in_group]))
+        blocks.append(BlockSpec(
+            INVERTED_RESIDUAL, stride, in_group, out_group, expansion, residual, hidden_stage,
+            kernel_size=kernel, se=se, activation=activation,
+        ))
+    blocks.append(BlockSpec(POINTWISE, 1, current, last_conv, activation=HARD_SWISH))
+    return Architecture(
+        model_name(family, base_width), tuple(base), tuple(blocks), gene_of=None if layerwise else tuple(gene_of),
+        head_hidden=_scaled((last_hidden,), base_width)[0], head_activation=HARD_SWISH,
+    )
+
+
+def _mobilenet_v3_large(stem_stride: int, base_width: float) -> Architecture:
+    return _mobilenet_v3("mobilenet_v3_large", stem_stride, base_width)
+
+
+def _mobilenet_v3_large_layerwise(stem_stride: int, base_width: float) -> Architecture:
+    return _mobilenet_v3("mobilenet_v3_large_layerwise", stem_stride, base_width, layerwise=True)
+
+
+def _mobilenet_v3_small(stem_stride: int, base_width: float) -> Architecture:
+    return _mobilenet_v3("mobilenet_v3_small", stem_stride, base_width)
+
+
+def _mobilenet_v3_small_layerwise(stem_stride: int, base_width: float) -> Architecture:
+    return _mobilenet_v3("mobilenet_v3_small_layerwise", stem_stride, base_width, layerwise=True)
+
+
 _BUILDERS = {
     "mobilenet_v1": _mobilenet_v1,
     "mobilenet_v2": _mobilenet_v2,
@@ -289,6 +390,10 @@ _BUILDERS = {
     "mobilenet_v2_layerwise": _mobilenet_v2_layerwise,
     "resnet50": _resnet50,
     "resnet50_layerwise": _resnet50_layerwise,
+    "mobilenet_v3_large": _mobilenet_v3_large,
+    "mobilenet_v3_large_layerwise": _mobilenet_v3_large_layerwise,
+    "mobilenet_v3_small": _mobilenet_v3_small,
+    "mobilenet_v3_small_layerwise": _mobilenet_v3_small_layerwise,
 }
 # The model families; `<family>_<w>x` is a family at base width w (see `model_name`).
 MODEL_NAMES = tuple(sorted(_BUILDERS))

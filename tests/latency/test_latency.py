@@ -98,7 +98,10 @@ def test_variant_keys_round_trip_and_reject_garbage():
             Variant.from_key(bad)
 
 
-@pytest.mark.parametrize("model", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v2_layerwise", "resnet50", "resnet50_layerwise"])
+@pytest.mark.parametrize("model", [
+    "mobilenet_v1", "mobilenet_v2", "mobilenet_v2_layerwise", "resnet50", "resnet50_layerwise",
+    "mobilenet_v3_small", "mobilenet_v3_large_layerwise",
+])
 def test_space_variants_are_exactly_what_subnets_use(model):
     # Two widths per stage: random configs soon use every variant the space has.
     space = SearchSpace(model, 24, 32, 8, 0.4, 0.5, decimals=1)
