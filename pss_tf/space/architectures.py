@@ -367,22 +367,6 @@ def _mobilenet_v3(family: str, stem_stride: int, base_width: float, layerwise: b
     )
 
 
-def _mobilenet_v3_large(stem_stride: int, base_width: float) -> Architecture:
-    return _mobilenet_v3("mobilenet_v3_large", stem_stride, base_width)
-
-
-def _mobilenet_v3_large_layerwise(stem_stride: int, base_width: float) -> Architecture:
-    return _mobilenet_v3("mobilenet_v3_large_layerwise", stem_stride, base_width, layerwise=True)
-
-
-def _mobilenet_v3_small(stem_stride: int, base_width: float) -> Architecture:
-    return _mobilenet_v3("mobilenet_v3_small", stem_stride, base_width)
-
-
-def _mobilenet_v3_small_layerwise(stem_stride: int, base_width: float) -> Architecture:
-    return _mobilenet_v3("mobilenet_v3_small_layerwise", stem_stride, base_width, layerwise=True)
-
-
 _BUILDERS = {
     "mobilenet_v1": _mobilenet_v1,
     "mobilenet_v2": _mobilenet_v2,
@@ -390,11 +374,10 @@ _BUILDERS = {
     "mobilenet_v2_layerwise": _mobilenet_v2_layerwise,
     "resnet50": _resnet50,
     "resnet50_layerwise": _resnet50_layerwise,
-    "mobilenet_v3_large": _mobilenet_v3_large,
-    "mobilenet_v3_large_layerwise": _mobilenet_v3_large_layerwise,
-    "mobilenet_v3_small": _mobilenet_v3_small,
-    "mobilenet_v3_small_layerwise": _mobilenet_v3_small_layerwise,
 }
+for _family in ("mobilenet_v3_large", "mobilenet_v3_small"):
+    _BUILDERS[_family] = functools.partial(_mobilenet_v3, _family)
+    _BUILDERS[f"{_family}_layerwise"] = functools.partial(_mobilenet_v3, f"{_family}_layerwise", layerwise=True)
 # The model families; `<family>_<w>x` is a family at base width w (see `model_name`).
 MODEL_NAMES = tuple(sorted(_BUILDERS))
 _WIDER = re.compile(r"^(?P<family>[a-z0-9_]+?)_(?P<width>[0-9]+(?:\.[0-9]+)?)x$")
