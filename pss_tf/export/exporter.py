@@ -73,7 +73,12 @@ def plan(options: ExportOptions) -> ExportPlan:
         qat_subnet = options.quantization.qat_subnet or subnets_lib.largest(chosen, next(iter(job.metrics))).name
         if qat_subnet not in names:
             raise ConfigError("qat_subnet", f"{qat_subnet!r} is not exported; choose one of {names}")
-        from pss_tf.export.qat import import_tfmot
+        from pss_tf.export.qat import import_tfmot, unsupported
+
+        missing = unsupported(job.run_config.space.model)
+        if missing:
+            raise ConfigError("qat", f"{job.run_config.space.model} has {' and '.join(missing)} layers, which "
+                              "tensorflow-model-optimization's tf_keras quantization cannot rebuild; export without --qat")
 
         try:
             import_tfmot()

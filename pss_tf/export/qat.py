@@ -39,6 +39,24 @@ def import_tfmot():
     return tfmot, tf_keras
 
 
+def unsupported(model: str) -> list[str]:
+    """What of `model` the tf_keras rebuild cannot express, by name (empty: QAT works).
+
+    tf_keras has no hard-swish activation and its hard sigmoid is another
+    function than torchvision's, so MobileNetV3's hard-swish and
+    squeeze-and-excite layers cannot be rebuilt for tensorflow-model-optimization.
+    """
+    from pss_tf.space import architectures
+
+    arch = architectures.get_architecture(model)
+    found = []
+    if any(b.act == architectures.HARD_SWISH for b in arch.blocks) or arch.head_activation == architectures.HARD_SWISH:
+        found.append("hard-swish")
+    if any(b.se for b in arch.blocks):
+        found.append("squeeze-and-excite")
+    return found
+
+
 def rebuild(supernet, config, weights: dict):
     """The subnet `config` as a tf_keras model with the given (calibrated) weights.
 

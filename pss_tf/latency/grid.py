@@ -55,7 +55,7 @@ def _grid_points(slot, model: str, points: list, on_grid: list[set[int]]) -> lis
 
 
 def _group(v: Variant) -> tuple:
-    return (v.kind, v.size, v.stride, v.residual, v.hidden // v.cin, v.hidden % v.cin)
+    return (v.kind, v.size, v.stride, v.residual, v.hidden // v.cin, v.hidden % v.cin, v.options)
 
 
 def _bracket(axis: np.ndarray, value: int) -> tuple[int, int, float]:

@@ -94,10 +94,7 @@ def block_model(variant: Variant, padding: str = "same"):
     from pss_tf.models.blocks import static_block
 
     inputs = keras.Input((variant.size, variant.size, variant.cin), batch_size=1, name="x")
-    outputs = static_block(
-        inputs, variant.kind, variant.cout, stride=variant.stride, hidden=variant.hidden,
-        residual=variant.residual, name="block", padding=padding, hidden2=variant.hidden2, expand=variant.expand,
-    )
+    outputs = static_block(inputs, variant, name="block", padding=padding)
     return keras.Model(inputs, outputs, name=variant.kind)
 
 

@@ -76,7 +76,7 @@ def _matches(slot: Slot, v: Variant) -> bool:
         return False
     if slot.out_stage is None and v.cout != slot.fixed_cout:
         return False
-    if v.expand != (slot.kind == architectures.INVERTED_RESIDUAL and slot.expansion != 1):
+    if v.expand != bool(slot.expand) or v.options != slot.options:
         return False
     return bool(slot.hidden_stages) or v.hidden == slot.hidden(v.cin)
 
@@ -131,7 +131,7 @@ class LatencyMetric(Metric):
         for slot in self._slots:
             key = (
                 slot.kind, slot.stride, slot.residual, slot.expansion, slot.fixed_cin, slot.fixed_cout,
-                len(slot.hidden_stages),
+                len(slot.hidden_stages), slot.options, slot.fixed_hidden,
             )
             if key not in shared:
                 shared[key] = _SlotTable(slot, entries)

@@ -27,21 +27,11 @@ import itertools
 
 import numpy as np
 
-from pss_tf.space import architectures
+from pss_tf.space import architectures, kinds
 from pss_tf.space.config import SearchSpace, SubnetConfig, make_divisible_array
 
 HEAD = architectures.HEAD
-KINDS = (
-    architectures.STEM,
-    architectures.RESNET_STEM,
-    architectures.SEPARABLE,
-    architectures.INVERTED_RESIDUAL,
-    architectures.POINTWISE,
-    architectures.MAX_POOL,
-    architectures.BOTTLENECK,
-    HEAD,
-)
-_EXPAND = "expand"  # Key flag: an inverted residual's expand conv where its widths do not tell.
+_EXPAND = kinds.inverted_residual.EXPAND_FLAG
 
 
 def _ceil_div(size, stride):
@@ -52,7 +42,11 @@ def _ceil_div(size, stride):
 class Variant:
     """One block at one shape. `size` is the (square) input size; `hidden2` is a
     bottleneck's second inner width (0 for every other kind); `expand` whether an
-    inverted residual has its expand conv (default: when `hidden` differs from `cin`)."""
+    inverted residual has its expand conv (default: when `hidden` differs from `cin`).
+    `kernel`, `se` and `activation` are the block's departures from its kind's
+    defaults (0, False, ""; MobileNetV3's 5x5, squeeze-and-excite, hard-swish),
+    and a head with a hidden layer of `hidden` units names its `activation`.
+    Each kind checks its own fields and writes its key flags (`pss_tf.space.kinds`)."""
 
     kind: str
     size: int
@@ -63,35 +57,43 @@ class Variant:
     residual: bool = False
     hidden2: int = 0
     expand: bool | None = None
+    kernel: int = 0
+    se: bool = False
+    activation: str = ""
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"kind: unknown block kind {self.kind!r}; expected one of {list(KINDS)}")
+        if self.kind not in kinds.names():
+            raise ValueError(f"kind: unknown block kind {self.kind!r}; expected one of {list(kinds.names())}")
+        kind = kinds.get(self.kind)
         for name in ("size", "cin", "cout", "hidden", "stride"):
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ValueError(f"{name}: must be a positive int, got {value!r}")
             object.__setattr__(self, name, int(value))
-        bottleneck = self.kind == architectures.BOTTLENECK
-        if isinstance(self.hidden2, bool) or int(self.hidden2) != self.hidden2 or not (
-            self.hidden2 >= 1 if bottleneck else self.hidden2 == 0
-        ):
+        if isinstance(self.hidden2, bool) or int(self.hidden2) != self.hidden2 or self.hidden2 < 0:
             raise ValueError(f"hidden2: a bottleneck's second inner width (a positive int; 0 otherwise), got {self.hidden2!r}")
         object.__setattr__(self, "hidden2", int(self.hidden2))
         object.__setattr__(self, "residual", bool(self.residual))
-        inverted = self.kind == architectures.INVERTED_RESIDUAL
-        expand = (self.hidden != self.cin) if self.expand is None or not inverted else bool(self.expand)
-        if inverted and not expand and self.hidden != self.cin:
-            raise ValueError(f"expand: an inverted residual without an expand conv has hidden == cin, got {self.hidden}")
-        object.__setattr__(self, "expand", expand and inverted)
+        if isinstance(self.kernel, bool) or int(self.kernel) != self.kernel or self.kernel < 0:
+            raise ValueError(f"kernel: must be a positive int (0: the kind's), got {self.kernel!r}")
+        # Defaults are stored as 0 / "", so a variant and its key's parse are equal.
+        object.__setattr__(self, "kernel", 0 if self.kernel == kind.kernel else int(self.kernel))
+        if self.activation and self.activation not in kinds.ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {list(kinds.ACTIVATIONS)}, got {self.activation!r}")
+        object.__setattr__(self, "activation", "" if self.activation == kind.activation else self.activation)
+        object.__setattr__(self, "se", bool(self.se))
+        if self.se and not kind.accepts_se:
+            raise ValueError(f"se: a {self.kind} block has no squeeze-and-excite")
+        for name, value in kind.check_variant(self).items():
+            object.__setattr__(self, name, value)
 
     @property
     def key(self) -> str:
         """The table key, e.g. `separable/14x14/512-512-512/s1` (cin-hidden-cout);
-        a bottleneck's inner widths read `64.64`."""
-        kind = f"{self.kind}+add" if self.residual else self.kind
-        if self.expand and self.hidden == self.cin:
-            kind += f"+{_EXPAND}"
+        a bottleneck's inner widths read `64.64`; flags after the kind (`+add`,
+        `+expand`, `+k5`, `+se`, `+hs`) mark what the widths do not show."""
+        flags = (["add"] if self.residual else []) + kinds.get(self.kind).variant_flags(self)
+        kind = "+".join([self.kind] + flags)
         hidden = f"{self.hidden}.{self.hidden2}" if self.hidden2 else f"{self.hidden}"
         return f"{kind}/{self.size}x{self.size}/{self.cin}-{hidden}-{self.cout}/s{self.stride}"
 
@@ -100,8 +102,16 @@ class Variant:
         try:
             kind, size, widths, stride = key.split("/")
             kind, *flags = kind.split("+")
-            if set(flags) - {"add", _EXPAND} or len(set(flags)) != len(flags):
+            if len(set(flags)) != len(flags):
                 raise ValueError
+            fields = {}
+            for flag in flags:
+                if flag in ("add", _EXPAND):
+                    continue
+                parsed = kinds.parse_flag(flag)
+                if parsed is None:
+                    raise ValueError
+                fields.update(parsed)
             height, width = size.split("x")
             cin, hidden, cout = widths.split("-")
             hidden, _, hidden2 = hidden.partition(".")
@@ -109,10 +119,15 @@ class Variant:
                 raise ValueError
             return cls(
                 kind, int(height), int(cin), int(cout), int(hidden), int(stride[1:]), "add" in flags,
-                int(hidden2 or 0), True if _EXPAND in flags else None,
+                int(hidden2 or 0), True if _EXPAND in flags else None, **fields,
             )
         except ValueError:
             raise ValueError(f"key: {key!r} is not a block variant key like 'separable/14x14/512-512-512/s1'") from None
+
+    @property
+    def options(self) -> tuple[int, bool, str]:
+        """(kernel, se, activation): the departures from the kind's defaults."""
+        return self.kernel, self.se, self.activation
 
     @property
     def output_size(self) -> int:
@@ -139,6 +154,10 @@ class Slot:
     fixed_cin: int = 0
     fixed_cout: int = 0
     hidden_stage: int | tuple[int, int] | None = None
+    kernel: int = 0
+    se: bool = False
+    activation: str = ""
+    fixed_hidden: int = 0  # A head's hidden layer (MobileNetV3).
 
     def size(self, resolution):
         for stride in self.strides_before:
@@ -154,13 +173,29 @@ class Slot:
 
     def hidden(self, cin):
         """The inner width that follows the input (slots without inner groups)."""
+        if self.fixed_hidden:
+            return self.fixed_hidden
         return cin * self.expansion if self.kind == architectures.INVERTED_RESIDUAL else cin
+
+    @property
+    def options(self) -> tuple[int, bool, str]:
+        """(kernel, se, activation) as its variants store them (a kind's defaults as 0, "")."""
+        kind = kinds.get(self.kind)
+        kernel = 0 if self.kernel == kind.kernel else self.kernel
+        return kernel, self.se, "" if self.activation == kind.activation else self.activation
+
+    @property
+    def expand(self) -> bool | None:
+        """Whether an inverted residual slot has its expand conv (None: other kinds)."""
+        return self.expansion != 1 if self.kind == architectures.INVERTED_RESIDUAL else None
 
     def variant(self, size: int, cin: int, cout: int, inner=()) -> Variant:
         """The variant at these widths; `inner`: the widths of `hidden_stages`."""
         hidden, hidden2 = (tuple(inner) + (0,))[:2] if inner else (self.hidden(cin), 0)
-        expand = self.expansion != 1 if self.kind == architectures.INVERTED_RESIDUAL else None
-        return Variant(self.kind, size, cin, cout, hidden, self.stride, self.residual, hidden2, expand)
+        return Variant(
+            self.kind, size, cin, cout, hidden, self.stride, self.residual, hidden2, self.expand,
+            self.kernel, self.se, self.activation,
+        )
 
 
 def slots(model: str, small_input: bool = False, in_channels: int = 3, num_classes: int = 1000) -> tuple[Slot, ...]:
@@ -181,7 +216,7 @@ def slots(model: str, small_input: bool = False, in_channels: int = 3, num_class
     result, strides = [], []
     for block in arch.blocks:
         out_stage, fixed_cout = stage_or_fixed(block.out_stage)
-        if block.kind in architectures.STEMS:
+        if block.in_stage is None:  # A stem: it reads the image.
             in_stage, fixed_cin = None, in_channels
         else:
             in_stage, fixed_cin = stage_or_fixed(block.in_stage)
@@ -189,11 +224,15 @@ def slots(model: str, small_input: bool = False, in_channels: int = 3, num_class
             Slot(
                 block.kind, block.stride, in_stage, out_stage, block.expansion, block.residual, tuple(strides),
                 fixed_cin=fixed_cin, fixed_cout=fixed_cout, hidden_stage=block.hidden_stage,
+                kernel=block.kernel, se=block.se, activation=block.act,
             )
         )
         strides.append(block.stride)
     in_stage, fixed_cin = stage_or_fixed(arch.blocks[-1].out_stage)
-    result.append(Slot(HEAD, 1, in_stage, None, 1, False, tuple(strides), fixed_cin=fixed_cin, fixed_cout=num_classes))
+    result.append(Slot(
+        HEAD, 1, in_stage, None, 1, False, tuple(strides), fixed_cin=fixed_cin, fixed_cout=num_classes,
+        activation=arch.head_activation if arch.head_hidden else "", fixed_hidden=arch.head_hidden,
+    ))
     return tuple(result)
 
 

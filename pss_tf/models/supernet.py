@@ -27,7 +27,7 @@ import tensorflow as tf
 from keras import ops
 
 from pss_tf import checks
-from pss_tf.models.blocks import BN_EPSILON, head_weights, make_block, static_head
+from pss_tf.models.blocks import ACTIVATIONS, BN_EPSILON, head_weights, make_block, static_head
 from pss_tf.models.layers import (
     BilinearResize,
     SlimBatchNormalization,
@@ -137,7 +137,10 @@ class Supernet(keras.Model):
             )
         self.dropout = keras.layers.Dropout(self.dropout_rate) if self.dropout_rate else None
         last_width = base[self.architecture.blocks[-1].out_stage]
-        self.classifier = SlimDense(self.num_classes, last_width, name="classifier")
+        # MobileNetV3: a hidden linear layer of fixed width before the classifier.
+        head_hidden = self.architecture.head_hidden
+        self.head_hidden = SlimDense(head_hidden, last_width, name="head_hidden") if head_hidden else None
+        self.classifier = SlimDense(self.num_classes, head_hidden or last_width, name="classifier")
         self._calibration_step = None
         self.build()
 
@@ -152,6 +155,8 @@ class Supernet(keras.Model):
     def build(self, input_shape=None):
         for block in self.feature_blocks:
             block.build()
+        if self.head_hidden is not None:
+            self.head_hidden.build()
         self.classifier.build()
         self.built = True
 
@@ -280,6 +285,8 @@ class Supernet(keras.Model):
                 **hidden,
             )
         x = ops.mean(x, axis=[1, 2])
+        if self.head_hidden is not None:
+            x = ACTIVATIONS[self.architecture.head_activation](self.head_hidden(x))
         if self.dropout is not None:
             x = self.dropout(x, training=training)
         logits = self.classifier(x)
@@ -290,7 +297,8 @@ class Supernet(keras.Model):
 
     def slim_layers(self) -> list[keras.layers.Layer]:
         """Every slimmable layer, blocks first, the classifier last."""
-        return [layer for block in self.feature_blocks for layer in block.slim_layers()] + [self.classifier]
+        head = [self.classifier] if self.head_hidden is None else [self.head_hidden, self.classifier]
+        return [layer for block in self.feature_blocks for layer in block.slim_layers()] + head
 
     def batch_norm_layers(self) -> list[SlimBatchNormalization]:
         return [layer for layer in self.slim_layers() if isinstance(layer, SlimBatchNormalization)]
@@ -340,7 +348,7 @@ class Supernet(keras.Model):
             for part, arrays in block.sliced_weights(in_channels, out_channels, spec.hidden_group(channels)).items():
                 weights[f"{name}_{part}"] = arrays
             in_channels = out_channels
-        weights.update(head_weights(self.classifier, in_channels))
+        weights.update(head_weights(self.classifier, in_channels, self.head_hidden))
         return weights
 
     def extract(
@@ -383,7 +391,8 @@ class Supernet(keras.Model):
             x = block.apply_static(
                 x, channels[spec.out_stage], self._block_name(i), keras_module=K, hidden=spec.hidden_group(channels)
             )
-        outputs = static_head(x, self.num_classes, keras_module=K)
+        arch = self.architecture
+        outputs = static_head(x, self.num_classes, keras_module=K, hidden=arch.head_hidden, activation=arch.head_activation)
         model = K.Model(inputs, outputs, name=name or _model_name(config))
         weighted = [layer for layer in model.layers if layer.weights]
         names = {layer.name for layer in weighted}

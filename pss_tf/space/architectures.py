@@ -14,25 +14,20 @@ import re
 
 import numpy as np
 
+from pss_tf.space import kinds
 from pss_tf.space.channels import make_divisible, make_divisible_array
 
-# Block kinds.
-STEM = "stem"  # 3x3 conv from the image channels, ReLU6 (MobileNets).
-RESNET_STEM = "resnet_stem"  # 7x7 conv from the image channels, ReLU (ResNet).
-STEMS = (STEM, RESNET_STEM)
-SEPARABLE = "separable"  # MobileNetV1: 3x3 depthwise on the input width, 1x1 pointwise.
-INVERTED_RESIDUAL = "inverted_residual"  # MobileNetV2: 1x1 expand, 3x3 depthwise, 1x1 project.
-POINTWISE = "pointwise"  # 1x1 conv (MobileNetV2's last conv).
-MAX_POOL = "max_pool"  # 3x3 max pool, no weights (ResNet's after its stem).
-BOTTLENECK = "bottleneck"  # ResNet: 1x1, 3x3 (the stride), 1x1, plus an identity or projection shortcut.
-HEAD = "head"  # Global average pool and the classifier, the end of every subnet.
-
-STEM_KERNEL = 3
-RESNET_STEM_KERNEL = 7
-DEPTHWISE_KERNEL = 3
-CONV_KERNEL = 3  # A bottleneck's middle conv.
-POOL_KERNEL = 3
-RELU6, RELU = "relu6", "relu"  # Activations: MobileNets', ResNet's.
+# Block kinds (`pss_tf.space.kinds`: each kind's costs and latency key, one module each).
+STEM = kinds.conv.STEM.name  # 3x3 conv from the image channels, ReLU6 (MobileNets).
+RESNET_STEM = kinds.conv.RESNET_STEM.name  # 7x7 conv from the image channels, ReLU (ResNet).
+STEMS = tuple(k.name for k in (kinds.conv.STEM, kinds.conv.RESNET_STEM))
+SEPARABLE = kinds.separable.SEPARABLE.name  # MobileNetV1: depthwise on the input width, 1x1 pointwise.
+INVERTED_RESIDUAL = kinds.inverted_residual.INVERTED_RESIDUAL.name  # MobileNetV2/V3: expand, depthwise, project.
+POINTWISE = kinds.conv.POINTWISE.name  # 1x1 conv (MobileNetV2's and V3's last conv).
+MAX_POOL = kinds.max_pool.MAX_POOL.name  # 3x3 max pool, no weights (ResNet's after its stem).
+BOTTLENECK = kinds.bottleneck.BOTTLENECK.name  # ResNet: 1x1, 3x3 (the stride), 1x1, plus a shortcut.
+HEAD = kinds.head.HEAD.name  # Global average pool and the classifier, the end of every subnet.
+RELU6, RELU, HARD_SWISH = kinds.RELU6, kinds.RELU, kinds.HARD_SWISH
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,9 +39,14 @@ class BlockSpec:
     multipliers scale, then the fixed channel counts no multiplier scales.
     `in_stage` is None for the stem, which reads the image. An inverted residual
     block's expanded width is `expansion` x its input's (stage-wise spaces), or
-    the table entry `hidden_stage`, a group of its own (layer-wise spaces). A
+    the table entry `hidden_stage`, a group of its own (layer-wise spaces; then
+    `expansion` only says whether there is an expand conv: 1 means none). A
     bottleneck's `hidden_stage` is a pair, its 1x1 and 3x3 convs' widths; its
     shortcut is the identity when `residual`, else a strided 1x1 projection.
+
+    `kernel_size` (its main conv's; 0: the kind's default), `activation` (None:
+    the kind's default) and `se` (squeeze-and-excite, kinds that accept it) are
+    the block's own, so MobileNetV3's 5x5 hard-swish blocks are rows like any other.
     """
 
     kind: str
@@ -56,11 +56,26 @@ class BlockSpec:
     expansion: int = 1
     residual: bool = False
     hidden_stage: int | tuple[int, int] | None = None
+    kernel_size: int = 0
+    se: bool = False
+    activation: str | None = None
+
+    def __post_init__(self):
+        kind = kinds.get(self.kind)  # ValueError naming the kinds.
+        if self.se and not kind.accepts_se:
+            raise ValueError(f"se: a {self.kind} block has no squeeze-and-excite")
+        if self.activation is not None and self.activation not in kinds.ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {list(kinds.ACTIVATIONS)}, got {self.activation!r}")
 
     @property
     def kernel(self) -> int:
-        """The conv kernel of a stem."""
-        return RESNET_STEM_KERNEL if self.kind == RESNET_STEM else STEM_KERNEL
+        """The main conv's kernel: the block's own, else its kind's."""
+        return self.kernel_size or kinds.get(self.kind).kernel
+
+    @property
+    def act(self) -> str:
+        """The block's activation: its own, else its kind's."""
+        return self.activation or kinds.get(self.kind).activation
 
     def hidden_group(self, channels):
         """The inner width(s) when they are channel groups of their own (an int, or a
@@ -87,7 +102,9 @@ class Architecture:
     space shares one multiplier between a stage's inner widths and its output.
     `fixed_channels` are layers no width multiplier scales (MobileNetV2's last
     1x1 conv keeps 1280 channels in the release); they follow the groups in
-    the channel table.
+    the channel table. `head_hidden` is the fixed width of a hidden linear layer
+    between the pool and the classifier, with `head_activation` (MobileNetV3's
+    1280 or 1024 with hard-swish; 0: none).
     """
 
     name: str
@@ -95,6 +112,8 @@ class Architecture:
     blocks: tuple[BlockSpec, ...]
     fixed_channels: tuple[int, ...] = ()
     gene_of: tuple[int, ...] | None = None
+    head_hidden: int = 0
+    head_activation: str = ""
 
     def __post_init__(self):
         if self.gene_of is not None and (
@@ -263,6 +282,91 @@ def _resnet50_layerwise(stem_stride: int, base_width: float) -> Architecture:
     return _resnet50(stem_stride, base_width, layerwise=True)
 
 
+# MobileNetV3 (Howard et al. 2019) in torchvision's layout: per inverted residual block
+# (kernel, expanded width, output width, squeeze-and-excite, activation, stride).
+_MOBILENET_V3_LARGE = (
+    (3, 16, 16, False, RELU, 1),
+    (3, 64, 24, False, RELU, 2),
+    (3, 72, 24, False, RELU, 1),
+    (5, 72, 40, True, RELU, 2),
+    (5, 120, 40, True, RELU, 1),
+    (5, 120, 40, True, RELU, 1),
+    (3, 240, 80, False, HARD_SWISH, 2),
+    (3, 200, 80, False, HARD_SWISH, 1),
+    (3, 184, 80, False, HARD_SWISH, 1),
+    (3, 184, 80, False, HARD_SWISH, 1),
+    (3, 480, 112, True, HARD_SWISH, 1),
+    (3, 672, 112, True, HARD_SWISH, 1),
+    (5, 672, 160, True, HARD_SWISH, 2),
+    (5, 960, 160, True, HARD_SWISH, 1),
+    (5, 960, 160, True, HARD_SWISH, 1),
+)
+_MOBILENET_V3_SMALL = (
+    (3, 16, 16, True, RELU, 2),
+    (3, 72, 24, False, RELU, 2),
+    (3, 88, 24, False, RELU, 1),
+    (5, 96, 40, True, HARD_SWISH, 2),
+    (5, 240, 40, True, HARD_SWISH, 1),
+    (5, 240, 40, True, HARD_SWISH, 1),
+    (5, 120, 48, True, HARD_SWISH, 1),
+    (5, 144, 48, True, HARD_SWISH, 1),
+    (5, 288, 96, True, HARD_SWISH, 2),
+    (5, 576, 96, True, HARD_SWISH, 1),
+    (5, 576, 96, True, HARD_SWISH, 1),
+)
+_MOBILENET_V3_STEM = 16
+_MOBILENET_V3_LAST = {"mobilenet_v3_large": 1280, "mobilenet_v3_small": 1024}  # The head's hidden layer.
+
+
+def _mobilenet_v3(family: str, stem_stride: int, base_width: float, layerwise: bool = False) -> Architecture:
+    """MobileNetV3-Large or -Small as torchvision builds it: a 3x3 hard-swish stem to
+    16, the inverted residual blocks of the table (an expand conv where the
+    expanded width differs from the input's, a residual add where stride 1 keeps
+    the width), a 1x1 hard-swish conv to 6x the last output, then pool, a
+    hidden linear layer (1280 / 1024, hard-swish) and the classifier. Every
+    width is `make_divisible(width * base_width)`; the last conv is 6x the
+    scaled last output.
+
+    Channel groups: the stem's output and each run of residual blocks' output;
+    the last conv; each expand conv's width. Stage-wise (PSS's kind of space),
+    one multiplier per output group (the stem's, each stage's, the last
+    conv's) also scales the expanded widths of the blocks writing that group;
+    layer-wise, every expanded width is a gene of its own. The head's hidden
+    layer keeps its width, as MobileNetV2's last conv does in the PSS release.
+    """
+    table = _MOBILENET_V3_LARGE if family.startswith("mobilenet_v3_large") else _MOBILENET_V3_SMALL
+    last_hidden = _MOBILENET_V3_LAST[family.replace("_layerwise", "")]
+    outputs = [_scaled((_MOBILENET_V3_STEM,), base_width)[0]]  # output groups: stem, stages, then the last conv
+    rows = []  # (kernel, expanded, se, activation, stride, in group, out group, residual)
+    current = 0
+    for kernel, expanded, out, se, activation, stride in table:
+        expanded, out = _scaled((expanded, out), base_width)
+        residual = stride == 1 and outputs[current] == out
+        if not residual:
+            outputs.append(out)
+        rows.append((kernel, expanded, se, activation, stride, current, len(outputs) - 1, residual))
+        current = len(outputs) - 1
+    last_conv = len(outputs)
+    outputs.append(6 * outputs[current])
+    base, gene_of = list(outputs), list(range(len(outputs)))
+    blocks = [BlockSpec(STEM, stem_stride, None, 0, activation=HARD_SWISH)]
+    for kernel, expanded, se, activation, stride, in_group, out_group, residual in rows:
+        hidden_stage, expansion = None, 1
+        if expanded != base[in_group]:  # An expand conv to a width of its own.
+            base.append(expanded)
+            gene_of.append(len(gene_of) if layerwise else out_group)
+            hidden_stage, expansion = len(base) - 1, max(2, round(expanded / base[in_group]))
+        blocks.append(BlockSpec(
+            INVERTED_RESIDUAL, stride, in_group, out_group, expansion, residual, hidden_stage,
+            kernel_size=kernel, se=se, activation=activation,
+        ))
+    blocks.append(BlockSpec(POINTWISE, 1, current, last_conv, activation=HARD_SWISH))
+    return Architecture(
+        model_name(family, base_width), tuple(base), tuple(blocks), gene_of=None if layerwise else tuple(gene_of),
+        head_hidden=_scaled((last_hidden,), base_width)[0], head_activation=HARD_SWISH,
+    )
+
+
 _BUILDERS = {
     "mobilenet_v1": _mobilenet_v1,
     "mobilenet_v2": _mobilenet_v2,
@@ -271,6 +375,9 @@ _BUILDERS = {
     "resnet50": _resnet50,
     "resnet50_layerwise": _resnet50_layerwise,
 }
+for _family in ("mobilenet_v3_large", "mobilenet_v3_small"):
+    _BUILDERS[_family] = functools.partial(_mobilenet_v3, _family)
+    _BUILDERS[f"{_family}_layerwise"] = functools.partial(_mobilenet_v3, f"{_family}_layerwise", layerwise=True)
 # The model families; `<family>_<w>x` is a family at base width w (see `model_name`).
 MODEL_NAMES = tuple(sorted(_BUILDERS))
 _WIDER = re.compile(r"^(?P<family>[a-z0-9_]+?)_(?P<width>[0-9]+(?:\.[0-9]+)?)x$")

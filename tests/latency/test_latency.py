@@ -52,7 +52,7 @@ def _fake_ms(v: Variant) -> float:
         macs = v.cin * v.hidden * v.size * v.size + 9 * v.hidden * v.hidden2 * out * out + v.hidden2 * v.cout * out * out
         macs += project
     elif v.kind == "head":
-        macs = v.size * v.size * v.cin + v.cin * v.cout
+        macs = v.size * v.size * v.cin + (v.cin * v.hidden + v.hidden * v.cout if v.activation else v.cin * v.cout)
     elif v.kind == "pointwise":
         macs = v.cin * v.cout * out * out
     else:
@@ -98,7 +98,10 @@ def test_variant_keys_round_trip_and_reject_garbage():
             Variant.from_key(bad)
 
 
-@pytest.mark.parametrize("model", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v2_layerwise", "resnet50", "resnet50_layerwise"])
+@pytest.mark.parametrize("model", [
+    "mobilenet_v1", "mobilenet_v2", "mobilenet_v2_layerwise", "resnet50", "resnet50_layerwise",
+    "mobilenet_v3_small", "mobilenet_v3_large_layerwise",
+])
 def test_space_variants_are_exactly_what_subnets_use(model):
     # Two widths per stage: random configs soon use every variant the space has.
     space = SearchSpace(model, 24, 32, 8, 0.4, 0.5, decimals=1)
@@ -496,3 +499,42 @@ def test_bad_latency_flags_fail_before_training(tmp_path, overrides, message):
     assert message in str(error.value)
     assert error.value.field == "latency_cpu_lut"
     assert not os.path.exists(job / "run.json")
+
+
+# --- MobileNetV3's variants -------------------------------------------------------
+
+
+def test_mobilenet_v3_table_predicts_the_sum_of_its_blocks(tmp_path):
+    """Squeeze-and-excite, 5x5 and hard-swish blocks and a head with a hidden layer are
+    variants like any other: a table covering the space predicts every subnet."""
+    spec = SpaceSpec(SearchSpace("mobilenet_v3_small", 24, 32, 8, 0.5, 1.0, width_bins=2), True, 3, 4)
+    table = _fake_table(tmp_path / "mbv3.json", spec)
+    metric = LatencyMetric("mobilenet_v3_small", TargetGrid(0, 10, 0.1), table, 4, True, 3)
+    rng = random.Random(0)
+    for _ in range(5):
+        config = spec.space.random_config(rng)
+        variants = subnet_variants(config, True, 3, 4)
+        assert any("+se" in v.key for v in variants) and variants[-1].key.startswith("head+hs/")
+        expected = sum(table.measured[v.key] for v in variants) - (len(variants) - 1) * table.invoke_overhead_ms
+        assert expected == pytest.approx(sum(_fake_ms(v) for v in variants) - (len(variants) - 1) * FAKE_OVERHEAD_MS, abs=1e-4)
+        assert metric.value(config) == pytest.approx(expected)
+
+
+def test_mobilenet_v3_block_variants_convert_with_hard_swish_and_run_under_litert():
+    from pss_tf.latency.measure import _interpreter_class, block_model, to_tflite
+
+    config = SubnetConfig.uniform("mobilenet_v3_small", 16, 0.5)
+    chosen = {}
+    for v in subnet_variants(config, True, 3, 4):
+        chosen.setdefault((v.kind, v.options, v.residual), v)
+    assert len(chosen) >= 6
+    for v in chosen.values():
+        content = to_tflite(block_model(v))
+        interpreter = _interpreter_class()(model_content=content)
+        ops = {op["op_name"] for op in interpreter._get_ops_details()}
+        if v.activation == "hard_swish" or v.kind == "head":
+            assert "HARD_SWISH" in ops, v.key
+        interpreter.allocate_tensors()
+        interpreter.invoke()
+        out = interpreter.get_output_details()[0]["shape"]
+        assert out[-1] == v.cout and (v.kind == "head" or out[1] == v.output_size), v.key

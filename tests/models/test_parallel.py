@@ -30,7 +30,10 @@ NUM_CLASSES = 5
 RESOLUTION = 32  # small_input: 2x2 maps in the last stage
 ROWS = 2  # images per slice
 # ResNet-50 at a quarter of its width: the same blocks and shortcuts, a 16th of the work.
-MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v2_layerwise", "resnet50_0.25x", "resnet50_layerwise_0.25x")
+MODELS = (
+    "mobilenet_v1", "mobilenet_v2", "mobilenet_v2_layerwise", "resnet50_0.25x", "resnet50_layerwise_0.25x",
+    "mobilenet_v3_small", "mobilenet_v3_large_layerwise",  # squeeze-and-excite, hard-swish, a hidden head layer
+)
 
 
 def _randomise(supernet, seed):
@@ -46,6 +49,10 @@ def _randomise(supernet, seed):
     classifier = supernet.classifier
     classifier.kernel.assign(rng.normal(0.0, 0.3, classifier.kernel.shape))
     classifier.bias.assign(rng.normal(0.0, 0.1, classifier.bias.shape))
+    for layer in supernet.slim_layers():  # Squeeze-and-excite's convs, MobileNetV3's hidden head layer.
+        if hasattr(layer, "bias") and layer is not classifier:
+            layer.kernel.assign(rng.normal(0.0, 0.3, layer.kernel.shape))
+            layer.bias.assign(rng.normal(0.0, 0.5, layer.bias.shape))
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +150,8 @@ def _used_regions(supernet, configs):
     masks = {}
     for config in configs:
         for name, arrays in supernet.subnet_weights(config).items():
-            if name == "classifier":
-                layer = supernet.classifier
+            if name in ("classifier", "head_hidden"):
+                layer = getattr(supernet, name)
             else:
                 block, part = name.split("_", 1)
                 (layer,) = [l for l in getattr(supernet, block).slim_layers() if l.name == part]

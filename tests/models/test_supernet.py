@@ -8,7 +8,7 @@ import tensorflow as tf
 from pss_tf import SearchSpace, SubnetConfig, build_supernet
 from pss_tf.models.layers import BilinearResize
 from pss_tf.models.supernet import encode
-from pss_tf.space.cost import count_params, count_trainable_params
+from pss_tf.space.cost import count_flops, count_params, count_trainable_params
 
 STANDARD_LAYERS = (
     keras.layers.InputLayer,
@@ -21,6 +21,8 @@ STANDARD_LAYERS = (
     keras.layers.GlobalAveragePooling2D,
     keras.layers.MaxPooling2D,
     keras.layers.Dense,
+    keras.layers.Activation,  # MobileNetV3's hard-swish and its squeeze-and-excite's hard sigmoid
+    keras.layers.Multiply,  # squeeze-and-excite's gate
 )
 
 
@@ -34,12 +36,18 @@ def _randomise_batch_norm(supernet, seed=0):
         layer.moving_mean.assign(rng.normal(0, 0.1, n).astype("float32"))
         layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype("float32"))
     supernet.classifier.kernel.assign(rng.normal(0, 0.5, supernet.classifier.kernel.shape).astype("float32"))
+    for layer in supernet.slim_layers():  # Squeeze-and-excite and MobileNetV3's hidden head layer.
+        if hasattr(layer, "bias") and layer is not supernet.classifier:
+            fan_in = layer.kernel.shape[-2]
+            layer.kernel.assign(rng.normal(0, fan_in**-0.5, layer.kernel.shape).astype("float32"))
+            layer.bias.assign(rng.normal(0, 0.5, layer.bias.shape).astype("float32"))
 
 
 @pytest.fixture(scope="module")
 def supernets():
     nets = {}
-    for model in ("mobilenet_v1", "mobilenet_v2", "mobilenet_v2_layerwise", "resnet50", "resnet50_layerwise"):
+    for model in ("mobilenet_v1", "mobilenet_v2", "mobilenet_v2_layerwise", "resnet50", "resnet50_layerwise",
+                  "mobilenet_v3_large", "mobilenet_v3_small_layerwise"):
         nets[model] = build_supernet(model, num_classes=1000)
         _randomise_batch_norm(nets[model])
     return nets
@@ -79,6 +87,34 @@ def test_full_width_resnet50_has_torchvisions_parameter_count(supernets, model):
 
 
 @pytest.mark.parametrize(
+    "model, trainable, macs",
+    [("mobilenet_v3_large", 5_483_032, 216_589_760), ("mobilenet_v3_small", 2_542_856, 56_510_400),
+     ("mobilenet_v3_large_layerwise", 5_483_032, 216_589_760)],
+)
+def test_full_width_mobilenet_v3_has_torchvisions_figures(supernets, model, trainable, macs):
+    """torchvision's MobileNetV3 at 224 px: trainable parameters of the extracted model, and
+    MACs of its convs, squeeze-and-excite convs and two linear layers, each counted off the
+    extracted model's own layers (the cost model's `pools=False` count)."""
+    supernet = supernets[model] if model in supernets else build_supernet(model, num_classes=1000)
+    config = SubnetConfig.uniform(model, 224, 1.0)
+    extracted = supernet.extract(config, resize=False, batch_size=1)
+    assert sum(int(np.prod(w.shape)) for w in extracted.trainable_weights) == trainable
+    assert extracted.count_params() == count_params(config)
+    counted = 0
+    for layer in extracted.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)):
+            kernel = layer.weights[0].shape
+            outputs = int(np.prod(layer.output.shape[1:-1])) if len(layer.output.shape) == 4 else 1
+            per_output = int(np.prod(kernel[:-1])) if not isinstance(layer, keras.layers.DepthwiseConv2D) else (
+                kernel[0] * kernel[1])
+            counted += per_output * layer.output.shape[-1] * outputs
+    assert counted == macs == round(count_flops(config, pools=False) * 1e6)
+    hard_swish = [l for l in extracted.layers if isinstance(l, keras.layers.Activation) and l.name.endswith("_hs")]
+    assert len(hard_swish) > 0 and sum(l.name.endswith("_se_gate") for l in extracted.layers) == (
+        8 if "large" in model else 9)
+
+
+@pytest.mark.parametrize(
     "model, resolutions",
     [
         ("mobilenet_v1", (96, 160)),
@@ -86,6 +122,8 @@ def test_full_width_resnet50_has_torchvisions_parameter_count(supernets, model):
         ("mobilenet_v2_layerwise", (96, 160)),
         ("resnet50", (64, 96)),  # Its max pool and projections at odd sizes too (96 -> 48 -> 24 -> 12 -> 6 -> 3).
         ("resnet50_layerwise", (64, 96)),
+        ("mobilenet_v3_large", (96, 160)),
+        ("mobilenet_v3_small_layerwise", (96, 160)),
     ],
 )
 def test_extracted_subnet_equals_supernet(supernets, model, resolutions):
@@ -234,7 +272,9 @@ def test_extract_options_fixed_resolution_and_batch(supernets):
     assert fixed.count_params() == resizing.count_params()
 
 
-@pytest.mark.parametrize("model", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v2_layerwise", "resnet50_layerwise"])
+@pytest.mark.parametrize(
+    "model", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v2_layerwise", "resnet50_layerwise", "mobilenet_v3_large"]
+)
 def test_each_part_of_a_block_has_one_name_on_both_faces(supernets, model):
     """The weights a slim block hands out and the layers its static face builds carry the
     same part names, and extraction refuses weights that would land nowhere or are missing."""
