@@ -1,7 +1,8 @@
 """The release readers under seeded fuzzing (bench/release_fuzz.py; its bench run does thousands).
 
 Every mutated checkpoint or latency table is refused with a message naming the
-file, or reads to contents equal to the original's. Only a table's own values
+file, or reads to contents equal to the original's (or, for a pool capacity or an
+epoch rewritten in the pickle, with just that number changed). Only a table's own values
 (a plain pickle has no checksum) can change unnoticed, and only where a
 mutation hit a value's bytes. No traceback, no hang, no memory blow-up.
 """
