@@ -146,7 +146,7 @@ def test_export_carries_the_finetuned_weights(finetuned, warm_job, tmp_path):
     export_dir = tmp_path / "export"
     result = run_tool(
         "export.py", f"--job_dir={warm_job}", f"--export_dir={export_dir}", "--finetuned", f"--finetuned_dir={out}",
-        "--tflite_kinds=float32,int8", "--nobundle", "--nolatency",
+        "--finetuned_always", "--tflite_kinds=float32,int8", "--nobundle", "--nolatency",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.load(open(export_dir / "manifest.json"))
