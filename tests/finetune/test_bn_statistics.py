@@ -41,10 +41,10 @@ def statistics(model) -> list[tuple[np.ndarray, np.ndarray]]:
             for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
 
 
-def distance(a, b) -> float:
-    """Summed relative distance of the moving means and variances of two models' BN layers."""
-    return sum(np.linalg.norm(x - y) / (np.linalg.norm(y) + 1e-6) for (m1, v1), (m2, v2) in zip(a, b)
-               for x, y in ((m1, m2), (v1, v2)))
+def travelled(inherited, stale, fresh) -> np.ndarray:
+    """Per BN statistic, how far the stale one went from the inherited towards the fresh one (0: not at all)."""
+    return np.array([np.linalg.norm(s - i) / max(np.linalg.norm(f - i), 1e-12)
+                     for a, b, c in zip(inherited, stale, fresh) for i, s, f in zip(a, b, c)])
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,7 @@ def test_after_a_few_dozen_steps_keras_momentum_leaves_the_old_statistics(supern
     stale = statistics(model)
     training.recalibrate_bn(model, batches(4), 4)
     fresh = statistics(model)
-    # After 30 steps at momentum 0.99, 0.99 ** 30 = 74% of each statistic is still the inherited one.
-    assert distance(stale, inherited) < distance(stale, fresh)
-    assert distance(fresh, inherited) > 0.5 * len(inherited)  # the weights moved: their statistics did too
+    # After 30 steps at momentum 0.99, 0.99 ** 30 = 74% of each statistic is still the inherited one:
+    # the stale statistics went about a quarter of the way to what the fine-tuned weights produce.
+    fractions = travelled(inherited, stale, fresh)
+    assert np.median(fractions) < 0.5, fractions
