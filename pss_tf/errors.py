@@ -25,3 +25,7 @@ class TrainingDiverged(RuntimeError):
     def __init__(self, step: int, message: str):
         self.step = step
         super().__init__(message)
+
+
+class UncalibratedStatisticsWarning(UserWarning):
+    """A subnet ran in inference mode on BN statistics that were never estimated for it."""

@@ -66,7 +66,8 @@ def plan(options: ExportOptions) -> ExportPlan:
             raise ConfigError("job_dir", f"{job.path} lists no winners (every pool was empty)")
     searched = searched_subnets(job, choice.searched_dir) if choice.searched else None
     finetuned = finetuned_subnets(job, choice.finetuned_dir) if choice.finetuned else None
-    chosen = subnets_lib.select(winners, configs, job.metrics, job.cost_kwargs(), searched, finetuned)
+    chosen = subnets_lib.select(winners, configs, job.metrics, job.cost_kwargs(), searched, finetuned,
+                                choice.finetuned_always)
     qat_subnet = None
     if options.quantization.qat:
         names = [s.name for s in chosen]

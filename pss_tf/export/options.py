@@ -38,9 +38,15 @@ class SubnetChoice:
     finetuned: bool = option(
         False,
         help="Export the fine-tuned weights of the subnets tools/finetune.py trained (finetuned.json in "
-        "finetuned_dir) instead of their inherited ones; fine-tuned subnets not otherwise chosen join the export.",
+        "finetuned_dir) where they validated at least as well as the inherited ones; fine-tuned subnets not "
+        "otherwise chosen join the export.",
     )
     finetuned_dir: str = option("", help="Where finetuned.json is (default: JOB_DIR/finetune).", path=True)
+    finetuned_always: bool = option(
+        False,
+        help="With finetuned: carry the fine-tuned weights even where they validated below the inherited ones "
+        "(default: keep the better; the manifest's weights_choice names which, with both accuracies).",
+    )
     new_version: bool = option(False, help="Add the next version to an existing export instead of refusing it.")
     container_dir: str = option("/models", help="Where the server mounts export_dir (models.config).")
 

@@ -49,6 +49,8 @@ class Subnet:
     finetuned_weights: str | None = None
     inherited_top1: float | None = None
     inherited_top5: float | None = None
+    # Why the export carries the weights it does, when fine-tuned ones exist (manifest: weights_choice).
+    weights_choice: dict | None = None
 
     @property
     def accuracy(self) -> float | None:
@@ -72,15 +74,30 @@ class Subnet:
             "weights": "finetuned" if self.finetuned_weights else "inherited",
             "inherited_val_top1": self.inherited_top1 if self.finetuned_weights else self.val_top1,
             "inherited_val_top5": self.inherited_top5 if self.finetuned_weights else self.val_top5,
+            **({"weights_choice": dict(self.weights_choice)} if self.weights_choice else {}),
         }
 
-    def use_finetuned(self, entry: dict, weights_file: str) -> None:
-        """Carries the fine-tuned weights of a finetuned.json `entry` (same config) from now on."""
+    def use_finetuned(self, entry: dict, weights_file: str, always: bool = False) -> None:
+        """Carries the fine-tuned weights of a finetuned.json `entry` (same config) from now on,
+        unless they validated below the inherited ones and not `always`: then the inherited
+        weights stay, and `weights_choice` says so with both accuracies."""
         if entry["config"] != self.config.to_dict():
             raise ConfigError(
                 "finetuned", f"{self.name} was fine-tuned as {entry['config']}, but the export's {self.name} is "
                 f"{self.config.to_dict()}",
             )
+        before, after = entry.get("val_top1_before"), entry["val_top1_after"]
+        worse = before is not None and after < before
+        kept = "finetuned" if always or not worse else "inherited"
+        self.weights_choice = {
+            "weights": kept, "inherited_val_top1": before, "finetuned_val_top1": after,
+            "rule": "fine-tuned weights on request (finetuned_always)" if always else
+            "the better of the inherited and the fine-tuned weights by validation top-1 (ties: fine-tuned)",
+        }
+        if kept == "inherited":
+            if before is not None and self.val_top1 is None:
+                self.val_top1, self.val_top5 = before, entry.get("val_top5_before")
+            return
         self.inherited_top1 = entry.get("val_top1_before", self.val_top1)
         self.inherited_top5 = entry.get("val_top5_before", self.val_top5)
         self.val_top1, self.val_top5 = entry["val_top1_after"], entry.get("val_top5_after")
@@ -112,6 +129,7 @@ def select(
     cost_kwargs: dict,
     searched: list[tuple[dict, SubnetConfig]] | None = None,
     finetuned: list[tuple[dict, SubnetConfig, str]] | None = None,
+    finetuned_always: bool = False,
 ) -> list[Subnet]:
     """The subnets to export, sorted by their value under the first metric.
 
@@ -123,8 +141,9 @@ def select(
         cost_kwargs: num_classes, small_input and in_channels, for MACs and
             parameter counts.
         finetuned: (finetuned.json entry, config, weights file) of fine-tuned
-            subnets: a chosen subnet of the same name carries those weights,
-            and one not chosen otherwise joins under its own name.
+            subnets: a chosen subnet of the same name carries those weights (if
+            they validated at least as well as the inherited ones, or
+            `finetuned_always`), and one not chosen otherwise joins under its own name.
     """
     subnets = []
     for entry, config in searched or []:
@@ -149,7 +168,7 @@ def select(
                            metric=entry.get("metric"), target=entry.get("target"))
             subnets.append(subnet)
             by_name[subnet.name] = subnet
-        by_name[entry["name"]].use_finetuned(entry, weights_file)
+        by_name[entry["name"]].use_finetuned(entry, weights_file, finetuned_always)
     if not subnets:
         raise ConfigError("config", "nothing to export: no winners, no searched subnets and no config")
     names = [s.name for s in subnets]

@@ -165,7 +165,7 @@ def execute(the_plan: FinetunePlan, log: Callable[[str], None] = print) -> Finet
     """Fine-tunes every planned subnet not finished yet; writes finetuned.json after each."""
     from pss_tf.finetune import training
     from pss_tf.stop import StopRequest
-    from pss_tf.training.evaluation import evaluate_model, make_evaluator
+    from pss_tf.training.evaluation import calibration_stream, evaluate_model, make_evaluator
 
     options, job, recipe = the_plan.options, the_plan.job, the_plan.recipe
     todo = [s for s in the_plan.subnets if s.name not in the_plan.finished]
@@ -194,15 +194,22 @@ def execute(the_plan: FinetunePlan, log: Callable[[str], None] = print) -> Finet
             result = finetuning.run(stop)
             if not result.finished:
                 return FinetuneRun(the_plan.out_dir, False, list(the_plan.finished.values()))
+            stale_top1 = evaluate_model(model, validation).top1  # BN statistics as training's momentum left them
+            calibrated = training.recalibrate_bn(
+                model, calibration_stream(job.run_config, job.data), evaluator.calibration_batches
+            )
             after = evaluate_model(model, validation)
             top1, top5, examples = after.top1, after.top5, after.examples
             save_weights(finetuning.weights_file, training.model_weights(model))
             entry = _entry(subnet, recipe, before, (top1, top5, examples), result, the_plan.out_dir)
+            entry.update(val_top1_after_uncalibrated=stale_top1, bn_calibration_batches=calibrated)
             the_plan.finished[subnet.name] = entry
             _write_finetuned(the_plan)
             log(
                 f"{subnet.name}: val top-1 {before.top1:.4f} -> {top1:.4f} "
-                f"({result.wall_seconds / 60:.1f} min, {result.steps} steps)"
+                f"({result.wall_seconds / 60:.1f} min, {result.steps} steps; BN re-estimated on {calibrated} "
+                f"batches, {stale_top1:.4f} before)"
+                + ("" if top1 >= before.top1 else "; below the inherited weights: export keeps those by default")
             )
     return FinetuneRun(the_plan.out_dir, True, [the_plan.finished[s.name] for s in the_plan.subnets])
 

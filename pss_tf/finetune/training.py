@@ -67,6 +67,35 @@ def _draw(initializer, shape, seed: int):
     return type(initializer).from_config(config)(shape)
 
 
+def recalibrate_bn(model: keras.Model, batches, num_batches: int) -> int:
+    """Re-estimates the BN moving statistics of a fine-tuned model as the supernet's evaluation
+    does (design note section 6): reset to 0 / 1, then a cumulative average (momentum t / (t + 1))
+    of the batch statistics of `num_batches` training batches; weights untouched. Keras' 0.99
+    momentum would keep most of the statistics from before fine-tuning after a few dozen steps,
+    while the weights moved. Returns the batches used."""
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))
+        layer.moving_variance.assign(tf.ones_like(layer.moving_variance))
+    used = 0
+    try:
+        for batch in batches:
+            if used >= num_batches:
+                break
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            for layer in layers:
+                layer.momentum = used / (used + 1)
+            model(images, training=True)  # BN updates its moving statistics; no gradient is taken
+            used += 1
+    finally:
+        for layer, momentum in zip(layers, saved):
+            layer.momentum = momentum
+    if used == 0:
+        raise ValueError("recalibrate_bn: no calibration batches were given")
+    return used
+
+
 def decayed_kernels(model: keras.Model) -> list:
     """Conv (not depthwise) and classifier kernels: what the release's L2 decay applies to."""
     return [

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import collections
 import os
+import pickle
 
 import numpy as np
 
+from pss_tf import checks
 from pss_tf.errors import ConfigError
 from pss_tf.safe_pickle import load_pickle
 from pss_tf.space import architectures
@@ -38,6 +40,27 @@ _MODEL_FILES = {"mobilenet_v1": "mbv1", "mobilenet_v2": "mbv2"}
 _DEVICES = ("cpu", "gpu")  # a metric's name ends in the device whose table it sums
 
 
+class _PickledBlockCfg(BlockCfg):
+    """What a table's `BlockCfg` global stands for while reading: a namedtuple pickles all
+    eight fields, so anything else (a table damaged or forged) is refused, not padded with defaults."""
+
+    __slots__ = ()
+
+    def __new__(cls, *fields):
+        if len(fields) != len(BlockCfg._fields):
+            raise pickle.UnpicklingError(f"a BlockCfg of {len(fields)} fields, not {len(BlockCfg._fields)}")
+        block_type, in_size, cin, cout, *optional = fields
+        if not isinstance(block_type, str) or not all(_is_count(v) for v in (in_size, cin, cout)) or not all(
+            v is None or _is_count(v) for v in optional
+        ):
+            raise pickle.UnpicklingError(f"not a BlockCfg: {fields!r}")
+        return BlockCfg.__new__(BlockCfg, *fields)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def lut_file(lut_dir: str, model: str, metric: str) -> str:
     """Where the release keeps the table of `metric` (release_latency_cpu/gpu) for `model`."""
     if model not in _MODEL_FILES:
@@ -50,11 +73,11 @@ def read_release_lut(path: str) -> dict[tuple, float]:
     """A release latency table as {block tuple: microseconds}."""
     # The release's files name `__main__.BlockCfg` (written by a script that had
     # imported it; train.py imports it into __main__ to read them).
-    table = load_pickle(path, {("__main__", "BlockCfg"): BlockCfg, ("utils.comm", "BlockCfg"): BlockCfg})
+    table = load_pickle(path, {("__main__", "BlockCfg"): _PickledBlockCfg, ("utils.comm", "BlockCfg"): _PickledBlockCfg})
     if not isinstance(table, dict) or not table:
         raise ConfigError(None, f"{path}: not a PSS-Net latency table (expected a dict of BlockCfg -> latency)")
     for key, value in table.items():
-        if not isinstance(key, BlockCfg) or not isinstance(value, (int, float)):
+        if not isinstance(key, BlockCfg) or not checks.is_finite_number(value) or value < 0:
             raise ConfigError(None, f"{path}: not a PSS-Net latency table (entry {key!r}: {value!r})")
     return {tuple(k): float(v) for k, v in table.items()}
 

@@ -142,6 +142,8 @@ class Supernet(keras.Model):
         self.head_hidden = SlimDense(head_hidden, last_width, name="head_hidden") if head_hidden else None
         self.classifier = SlimDense(self.num_classes, head_hidden or last_width, name="classifier")
         self._calibration_step = None
+        # Why the BN statistics fit no subnet yet (an imported release checkpoint), until calibrate_bn.
+        self.uncalibrated_statistics: str | None = None
         self.build()
 
     @property
@@ -258,6 +260,8 @@ class Supernet(keras.Model):
         into N equal consecutive slices, slice i runs subnet i, and the logits
         keep the batch's order. Calibration (`calibration_rate`) runs one subnet.
         """
+        if self.uncalibrated_statistics and not training and calibration_rate is None:
+            _warn_uncalibrated(self.uncalibrated_statistics)
         resolution, channels, slice_channels = self._unpack(config)
         if slice_channels is not None:
             if calibration_rate is not None:
@@ -331,6 +335,7 @@ class Supernet(keras.Model):
             used += 1
         if used == 0:
             raise ValueError("calibrate_bn: no calibration batches were given")
+        self.uncalibrated_statistics = None
         return used
 
     # --- extraction -----------------------------------------------------------
@@ -339,6 +344,8 @@ class Supernet(keras.Model):
         """The weights of `config` by the layer names `extract` gives them: sliced
         kernels and the *current* BN statistics (calibrate them for `config` first)."""
         self._check_model(config)
+        if self.uncalibrated_statistics:
+            _warn_uncalibrated(self.uncalibrated_statistics)
         channels = self.architecture.channel_table(config.channels)
         weights = {}
         in_channels = self.in_channels
@@ -420,6 +427,17 @@ class Supernet(keras.Model):
             padding=self.padding,
         )
         return config
+
+
+def _warn_uncalibrated(reason: str) -> None:
+    import warnings
+
+    from pss_tf.errors import UncalibratedStatisticsWarning
+
+    warnings.warn(
+        f"{reason}; calibrate the subnet first (Job.restore_supernet(calibrate_for=config), or "
+        "make_evaluator(...).calibrate(config))", UncalibratedStatisticsWarning, stacklevel=3,
+    )
 
 
 def _model_name(config: SubnetConfig) -> str:

@@ -173,6 +173,13 @@ def check_state(path: str, state: dict, model: str, num_classes: int) -> None:
             raise _error(path, f"model.{key}", f"expected a tensor, got {type(value).__name__}")
         if tuple(value.shape) != shape:
             raise _error(path, f"model.{key}", f"shape {tuple(value.shape)}, the release's {model} has {shape}")
+        counter = key.endswith("num_batches_tracked")
+        kind = "iu" if counter else "f"
+        if value.dtype.kind not in kind:
+            expected_kind = "an integer" if counter else "a floating-point"
+            raise _error(path, f"model.{key}", f"a {value.dtype} tensor; the release saves {expected_kind} one here")
+        if not counter and not np.all(np.isfinite(value)):
+            raise _error(path, f"model.{key}", "holds NaN or infinite values")
 
 
 # --- reading -------------------------------------------------------------------------
@@ -182,6 +189,15 @@ def read_checkpoint(path: str) -> ReleaseCheckpoint:
     """Loads and checks a release checkpoint (see the module docstring)."""
     path = os.fspath(path)
     data = load_torch_checkpoint(path)
+    try:
+        return _checked(path, data)
+    except ConfigError:
+        raise
+    except Exception as e:  # Whatever else malformed contents trip on: still a refusal naming the file.
+        raise ConfigError("checkpoint", f"{path}: not a PSS-Net release checkpoint ({type(e).__name__}: {e})") from None
+
+
+def _checked(path: str, data) -> ReleaseCheckpoint:
     if not isinstance(data, dict):
         raise ConfigError("checkpoint", f"{path}: not a PSS-Net release checkpoint (a {type(data).__name__}, not a dict)")
     for key in ("model", "arch_pools"):
@@ -230,11 +246,14 @@ def _read_pools(path: str, arch_pools, model: str):
     return pools, capacity
 
 
+_MAX_MEMBER_KEY = 4096
+
+
 def _read_member(path, where, key, score, model, metric, target) -> ReleaseMember:
     """A member keyed by `str()` of the release's model_cfg dict (read as a literal, never evaluated)."""
-    try:
-        cfg = ast.literal_eval(key) if isinstance(key, str) else None
-    except (ValueError, SyntaxError):
+    try:  # The release's keys are a few hundred characters; a longer one is no config.
+        cfg = ast.literal_eval(key) if isinstance(key, str) and len(key) <= _MAX_MEMBER_KEY else None
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         cfg = None
     if not isinstance(cfg, dict) or {"model_name", "resolution", "stage_cout_mults"} - set(cfg):
         raise _error(path, where, "not a release subnet config (model_name, resolution, stage_cout_mults)")

@@ -27,6 +27,8 @@ import shutil
 import tempfile
 import time
 
+import numpy as np
+
 from pss_tf import checks
 from pss_tf.errors import ConfigError
 from pss_tf.io_utils import share
@@ -151,6 +153,11 @@ def import_release(
             f"{checkpoint.path} has latency pools ({names}) chosen with the release's lookup tables; give the "
             f"release's scripts/lut directory to import them as {latency}",
         )
+    imported_bn = bn = bn_statistics_record(checkpoint)
+    if bn["layers_with_reset_channels"]:
+        log(f"BN statistics: {bn['reset_channels']} of {bn['channels']} channels ({bn['layers_with_reset_channels']} of "
+            f"{bn['layers']} layers) hold mean 0 / variance 1, the statistics of the subnet the release calibrated "
+            "last: every subnet is calibrated before it is validated, searched or exported")
     dataset, data_dir = data_settings(data_dir, dataset)
     config = release_config(checkpoint, job_dir, dataset, data_dir, release_luts)
     imported = {
@@ -160,6 +167,7 @@ def import_release(
         "release": RELEASE,
         "num_classes": checkpoint.num_classes,
         "release_metrics": {m: RELEASE_METRICS[m] for m in checkpoint.pools},
+        "bn_statistics": imported_bn,
         "imported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(job_dir)}.", suffix=".importing", dir=parent)
@@ -211,6 +219,35 @@ def _write_job(staging, job_dir, run_config, checkpoint, imported, validate, top
     log(f"{sum(pools.size(k) for k in pools.keys())} pool members in {len(pools.keys())} pools, "
         f"{len(entries)} winners ({record['winners']})")
     return record
+
+
+def bn_statistics_record(checkpoint: ReleaseCheckpoint) -> dict:
+    """What the checkpoint's BN running statistics hold. The release's last epoch re-estimates them
+    for the min net last (`reset_running_stats()` clears every channel, only the min net's are
+    estimated again), so channels beyond it hold mean 0 and variance 1: no subnet but the one
+    calibrated last may run on them."""
+    layers = reset_layers = reset_channels = channels = 0
+    for key, mean in checkpoint.state.items():
+        if not key.endswith(".bn.running_mean"):
+            continue
+        var = checkpoint.state[key[: -len("running_mean")] + "running_var"]
+        cleared = (mean == 0) & (var == 1)
+        tail = len(cleared) - (int(np.flatnonzero(~cleared)[-1]) + 1 if (~cleared).any() else 0)
+        layers += 1
+        channels += len(cleared)
+        reset_layers += tail > 0
+        reset_channels += tail
+    return {
+        "layers": layers,
+        "layers_with_reset_channels": reset_layers,
+        "reset_channels": reset_channels,
+        "channels": channels,
+        "holds": (
+            "the statistics of the subnet the release calibrated last (channels beyond it hold mean 0, variance 1)"
+            if reset_layers else "statistics in every channel (no trailing channel holds mean 0, variance 1)"
+        ),
+        "calibrate_before_use": True,
+    }
 
 
 def imported_info(run_config: TrainConfig, num_classes: int):

@@ -256,11 +256,15 @@ class Job:
         except ValueError as e:
             raise ConfigError("job_dir", f"{e}; train the run again to rewrite it") from None
 
-    def restore_supernet(self):
+    def restore_supernet(self, calibrate_for=None, calibration_batches: int | None = None):
         """The trained supernet, weights from the latest checkpoint.
 
         The BN statistics are whatever the last calibration left: calibrate each
-        subnet before evaluating or exporting it.
+        subnet before evaluating or exporting it. `calibrate_for` (a SubnetConfig)
+        does so here, on the run's calibration batches (`calibration_batches`, default
+        the run's number). An imported release checkpoint's statistics are those of
+        the subnet the release calibrated last (its min net): until a calibration, the
+        supernet warns (`UncalibratedStatisticsWarning`) whenever a subnet runs in inference.
         """
         import tensorflow as tf
 
@@ -271,4 +275,15 @@ class Job:
 
         supernet = supernet_for_run(self.run_config, self.info)
         tf.train.Checkpoint(model=supernet).restore(latest).expect_partial().assert_existing_objects_matched()
+        imported = self.dir.read_imported()
+        if imported:
+            supernet.uncalibrated_statistics = (
+                f"{self.path} was imported from a PSS-Net release checkpoint, whose BN statistics are those of the "
+                "subnet the release calibrated last (the min net; wider channels hold mean 0 and variance 1)"
+            )
+        if calibrate_for is not None:
+            from pss_tf.training.evaluation import calibration_stream
+
+            batches = calibration_batches or self.run_config.evaluation.calibration_batches
+            supernet.calibrate_bn(calibration_stream(self.run_config, self.data), calibrate_for, batches)
         return supernet

@@ -22,7 +22,7 @@ from pss_tf.export import exporter, serving, tflite
 from pss_tf.export.client_data import ClientData
 from pss_tf.export.options import ExportOptions
 from pss_tf.export.qat import unsupported
-from pss_tf.job import Job
+from pss_tf.run.job import Job
 
 pytestmark = pytest.mark.slow
 MODEL = "mobilenet_v3_small"

@@ -22,7 +22,7 @@ STEPS = ("--epochs=1", "--steps_per_epoch=3", "--batch_size=16", "--noprogress")
 FIELDS = {
     "name", "source", "metric", "target", "config", "value", "macs_m", "mode", "distill", "epochs", "steps",
     "learning_rate", "val_top1_before", "val_top5_before", "val_top1_after", "val_top5_after", "val_examples",
-    "wall_seconds", "weights",
+    "wall_seconds", "weights", "val_top1_after_uncalibrated", "bn_calibration_batches",
 }
 
 
@@ -53,6 +53,7 @@ def test_finetuning_writes_every_result(finetuned, warm_job):
         assert (entry["mode"], entry["distill"], entry["epochs"], entry["steps"]) == ("inherited", False, 1, 3)
         assert entry["val_top1_before"] == pytest.approx(winner["val_top1"])  # Calibrated as training evaluated.
         assert 0.0 <= entry["val_top1_after"] <= 1.0 and entry["wall_seconds"] > 0
+        assert 0.0 <= entry["val_top1_after_uncalibrated"] <= 1.0 and entry["bn_calibration_batches"] >= 1
         weights = outputs.load_weights(outputs.weights_of(out, entry))
         state = json.load(open(os.path.join(out, entry["name"], driver.STATE_FILE)))
         assert state["config"] == entry["config"] and state["recipe"]["total_steps"] == 3
@@ -147,7 +148,7 @@ def test_export_carries_the_finetuned_weights(finetuned, warm_job, tmp_path):
     export_dir = tmp_path / "export"
     result = run_tool(
         "export.py", f"--job_dir={warm_job}", f"--export_dir={export_dir}", "--finetuned", f"--finetuned_dir={out}",
-        "--tflite_kinds=float32,int8", "--nobundle", "--nolatency",
+        "--finetuned_always", "--tflite_kinds=float32,int8", "--nobundle", "--nolatency",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.load(open(export_dir / "manifest.json"))

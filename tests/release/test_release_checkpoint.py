@@ -10,11 +10,13 @@ import collections
 import json
 import os
 import pickle
+import zipfile
 
 import numpy as np
 import pytest
 
-from release_support import FIXTURES, release_file, write_torch_zip
+from release_support import FIXTURES, release_file, rewrite_records, write_torch_zip
+from support import run_tool
 
 from pss_tf import safe_pickle
 from pss_tf.errors import ConfigError
@@ -174,6 +176,64 @@ def test_truncated_file(tmp_path):
     path.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(ConfigError, match=r"cut\.pt: .*truncated"):
         read_checkpoint(str(path))
+
+
+def _stray_bytes_in_front(name, data):
+    return b"\x00" * 8 + data if "/data/" in name else data
+
+
+def test_a_record_longer_than_its_storage_is_refused_naming_the_key(tmp_path):
+    """8 stray bytes in front of every record: read as before, each tensor would be shifted by two floats."""
+    path = rewrite_records(release_file(tmp_path, "mbv1"), tmp_path / "stray.pt", _stray_bytes_in_front)
+    with pytest.raises(ConfigError, match=r"stray\.pt: key 'model\.module\.features\.0\.0\.weight': its record "
+                       r"mbv1/data/0 holds 3464 bytes, but its FloatStorage storage declares 3456"):
+        read_checkpoint(path)
+
+
+def test_a_record_shorter_than_its_storage_is_refused_naming_the_key(tmp_path):
+    def cut_the_bias(name, data):
+        return data[:-4] if name.endswith("/data/81") else data
+
+    source = release_file(tmp_path, "mbv1")
+    path = rewrite_records(source, tmp_path / "cut.pt", cut_the_bias)
+    with pytest.raises(ConfigError, match=r"cut\.pt: key '[^']+': its record mbv1/data/81 holds \d+ bytes, but"):
+        read_checkpoint(path)
+
+
+def test_the_import_tool_refuses_a_shifted_checkpoint_without_a_traceback(tmp_path):
+    path = rewrite_records(release_file(tmp_path, "mbv1"), tmp_path / "stray.pt", _stray_bytes_in_front)
+    result = run_tool("import_release.py", f"--checkpoint={path}", f"--job_dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    assert f"error: {path}: key 'model.module.features.0.0.weight': its record mbv1/data/0" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_record_given_twice_is_refused(tmp_path):
+    source = release_file(tmp_path, "mbv2")
+    path = tmp_path / "twice.pt"
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(path, "w") as archive:
+        for info in original.infolist():
+            archive.writestr(info, original.read(info))
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            archive.writestr("mbv2/data/7", b"\x00" * 16)
+    with pytest.raises(ConfigError, match=r"twice\.pt: record mbv2/data/7 appears twice"):
+        read_checkpoint(str(path))
+
+
+def test_a_weight_of_another_dtype_is_refused(tmp_path, mbv1_contents):
+    def as_ints(d):
+        d["model"]["module.classifier.0.bias"] = np.zeros(10, np.int64)
+
+    with pytest.raises(ConfigError, match=r"key 'model\.classifier\.0\.bias': a int64 tensor; the release saves a "
+                       "floating-point one"):
+        read_checkpoint(rewritten(tmp_path, mbv1_contents, as_ints))
+
+
+def test_a_declared_size_beyond_the_cap_is_refused_before_reading(tmp_path, monkeypatch):
+    monkeypatch.setattr(safe_pickle, "MAX_RECORD_BYTES", 100_000)
+    with pytest.raises(ConfigError, match=r"mbv2\.pt: record mbv2/data/\d+ declares \d+ bytes, more than"):
+        read_checkpoint(release_file(tmp_path, "mbv2"))
 
 
 def test_a_checkpoint_without_pools(tmp_path, mbv1_contents):

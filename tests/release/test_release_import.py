@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 import pytest
-from release_support import FIXTURES, LUTS, release_file, write_torch_zip
+from release_support import FIXTURES, LUTS, SHORT, VARIANTS, release_file, release_latency, with_pools, write_torch_zip
 from support import run_tool
 
 from pss_tf import safe_pickle
@@ -129,6 +129,45 @@ def test_latency_pools_without_the_release_tables_are_refused_naming_them(tmp_pa
     with pytest.raises(ConfigError, match=r"mbv2_gpu\.pkl is missing"):
         import_release(source, str(tmp_path / "run"), release_luts=str(tmp_path))
     assert _listing(tmp_path) == ["mbv2.pt"]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("model", sorted(SHORT))
+def test_latency_supernets_of_both_models_import_with_the_tables(tmp_path, model, variant):
+    """PSS-MBV{1,2}-C, -G and -M: pools of the release's latency metrics, the fixture tables as the
+    release's scripts/lut (they hold MobileNetV2's last conv at 1280 channels, as the real ones do)."""
+    from pss_tf.latency.release_luts import read_release_lut, release_blocks
+
+    contents = safe_pickle.load_torch_checkpoint(release_file(tmp_path, SHORT[model]))
+    path = tmp_path / f"pss_{SHORT[model]}_{variant.lower()}.pt"
+    write_torch_zip(path, with_pools(contents, model, VARIANTS[variant]))
+    job_dir = tmp_path / "run"
+    record = import_release(str(path), str(job_dir), release_luts=LUTS, log=lambda m: None)
+    names = {"flops": "flops", "latency_cpu": "release_latency_cpu", "latency_gpu": "release_latency_gpu"}
+    expected = [names[m] for m in VARIANTS[variant]]
+    assert record["release_metrics"] == dict(zip(VARIANTS[variant], expected))
+    run = _json(job_dir, "run.json")
+    assert run["targets"]["metrics"] == expected and run["targets"]["release_luts"] == os.path.abspath(LUTS)
+    job = Job(str(job_dir))
+    checkpoint = read_checkpoint(str(path))
+    members = sum(len(ms) for pools in checkpoint.pools.values() for ms in pools.values())
+    assert sum(job.pools().size(k) for k in job.pools().keys()) == members - record["merged_members"] > 0
+    winners = job.winners()
+    assert {entry["metric"] for entry, _ in winners} == set(expected)
+    for entry, config in winners:
+        assert entry["value"] == pytest.approx(job.metrics[entry["metric"]].value(config), rel=1e-12)
+        if entry["metric"] == "flops":
+            continue
+        table = read_release_lut(os.path.join(LUTS, f"{SHORT[model]}_{entry['metric'].split('_')[-1]}.pkl"))
+        if model == "mobilenet_v1":  # the same blocks as the release's
+            assert entry["value"] == pytest.approx(entry["release_value"], rel=1e-12)
+        else:  # the release charged the last conv and the classifier at the ninth multiplier
+            ninth = entry["release_ninth_multiplier"]
+            release_cfg = {"resolution": config.resolution, "stage_cout_mults": [*config.widths, ninth]}
+            assert entry["release_value"] == pytest.approx(release_latency(table, model, release_cfg), rel=1e-12)
+            blocks = release_blocks(config)
+            assert blocks[-2][3] == 1280 and blocks[-1][2] == 1280
+            assert entry["value"] == pytest.approx(sum(table[b] for b in blocks), rel=1e-12)
 
 
 def _image_folder(root, classes: int, per_class: int = 2, size: int = 40):
