@@ -234,3 +234,10 @@ class DataSettings:
             classes=self.classes,
         )
         return raw
+
+
+def calibration_stream(run_config, data):
+    """The training batches a run calibrates BN on (`run_config`, a TrainConfig; `data`, its
+    DataSettings): the same ones for every subnet, held-out examples never among them."""
+    batch_size = min(run_config.optimization.global_batch_size, run_config.evaluation.eval_batch_size)
+    return data.training(batch_size, seed=run_config.runtime.seed + 1)

@@ -165,7 +165,8 @@ def execute(the_plan: FinetunePlan, log: Callable[[str], None] = print) -> Finet
     """Fine-tunes every planned subnet not finished yet; writes finetuned.json after each."""
     from pss_tf.finetune import training
     from pss_tf.stop import StopRequest
-    from pss_tf.training.evaluation import calibration_stream, evaluate_model, make_evaluator
+    from pss_tf.data.settings import calibration_stream
+    from pss_tf.training.evaluation import evaluate_model, make_evaluator
 
     options, job, recipe = the_plan.options, the_plan.job, the_plan.recipe
     todo = [s for s in the_plan.subnets if s.name not in the_plan.finished]

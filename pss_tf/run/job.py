@@ -282,7 +282,7 @@ class Job:
                 "subnet the release calibrated last (the min net; wider channels hold mean 0 and variance 1)"
             )
         if calibrate_for is not None:
-            from pss_tf.training.evaluation import calibration_stream
+            from pss_tf.data.settings import calibration_stream
 
             batches = calibration_batches or self.run_config.evaluation.calibration_batches
             supernet.calibrate_bn(calibration_stream(self.run_config, self.data), calibrate_for, batches)

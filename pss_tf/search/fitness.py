@@ -29,7 +29,8 @@ from collections.abc import Callable, Iterable
 from pss_tf import checks
 from pss_tf.search.genes import network_key
 from pss_tf.space.config import SubnetConfig
-from pss_tf.training.evaluation import SubnetEvaluator, calibration_stream
+from pss_tf.data.settings import calibration_stream
+from pss_tf.training.evaluation import SubnetEvaluator
 
 FITNESS_DATA = ("holdout", "train_subset")
 # Fitness data up to this size is decoded once and kept in memory.

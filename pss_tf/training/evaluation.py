@@ -14,6 +14,7 @@ from typing import Iterable
 
 import tensorflow as tf
 
+from pss_tf.data.settings import calibration_stream
 from pss_tf.space.config import SubnetConfig
 
 
@@ -52,13 +53,6 @@ def make_evaluator(supernet, run_config, data, calibration_batches: int | None =
     return SubnetEvaluator(
         supernet, calibration_stream(run_config, data), validation, calibration_batches or evaluation.calibration_batches
     )
-
-
-def calibration_stream(run_config, data):
-    """The training batches a run calibrates BN on (`run_config`, a TrainConfig; `data`, its
-    DataSettings): the same ones for every subnet, held-out examples never among them."""
-    batch_size = min(run_config.optimization.global_batch_size, run_config.evaluation.eval_batch_size)
-    return data.training(batch_size, seed=run_config.runtime.seed + 1)
 
 
 class SubnetEvaluator:

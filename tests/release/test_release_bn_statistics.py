@@ -102,10 +102,10 @@ def test_a_restored_import_warns_until_calibrated_and_only_the_min_net_is_right(
 
 
 def test_restore_calibrates_on_request(imported, monkeypatch):
-    from pss_tf.training import evaluation
+    from pss_tf.data import settings
 
     job_dir, _, _ = imported
-    monkeypatch.setattr(evaluation, "calibration_stream", lambda run_config, data: _batches(3, count=3))
+    monkeypatch.setattr(settings, "calibration_stream", lambda run_config, data: _batches(3, count=3))
     job = Job(job_dir)
     supernet = job.restore_supernet(calibrate_for=MAX, calibration_batches=2)
     reference = job.restore_supernet()

@@ -12,7 +12,8 @@ from pss_tf.run.records import TrainingRecords
 from pss_tf.search.fitness import fitness_source, make_fitness
 from pss_tf.search.genes import GeneSpace, network_key
 from pss_tf.space.config import SubnetConfig
-from pss_tf.training.evaluation import SubnetEvaluator, calibration_stream
+from pss_tf.data.settings import calibration_stream
+from pss_tf.training.evaluation import SubnetEvaluator
 
 HOLDOUT = 40  # Of the smoke run's 256 synthetic training examples.
 
