@@ -67,11 +67,14 @@ def test_train_search_retrain_and_export(tmp_path, model):
     (retrained,) = outputs.read_finetuned(str(job_dir / "finetune"))
     assert retrained["config"] == searched["config"] and retrained["mode"] == "from_scratch"
 
+    # The retrained weights ship on request, whatever they validate at after a few smoke steps.
     _ok(run_tool("export.py", f"--job_dir={job_dir}", f"--export_dir={export_dir}", "--searched", "--finetuned",
-                 "--tflite_kinds=float32", "--nobundle", "--nolatency"))
+                 "--finetuned_always", "--tflite_kinds=float32", "--nobundle", "--nolatency"))
     manifest = json.load(open(export_dir / "manifest.json"))
     (exported,) = [s for s in manifest["subnets"] if s["name"] == searched["name"]]
     assert exported["weights"] == "finetuned" and exported["val_top1"] == retrained["val_top1_after"]
+    assert exported["weights_choice"]["weights"] == "finetuned"
+    assert exported["weights_choice"]["finetuned_val_top1"] == retrained["val_top1_after"]
     assert exported["accuracy"]["keras"] == pytest.approx(retrained["val_top1_after"])
     assert abs(exported["accuracy"]["tflite_float32"] - retrained["val_top1_after"]) <= 1 / retrained["val_examples"]
     # Every group's channels ship: the genes' counts, inner widths independent of their inputs.
