@@ -31,6 +31,18 @@ def machine_state() -> dict:
     }
 
 
+def lscpu_model_name() -> str:
+    """`lscpu`'s "Model name": what every speed figure is specific to."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    for line in out.splitlines():
+        if line.strip().startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
 def time_calls(fn, warmup: int, repeats: int) -> list[float]:
     """Seconds of each of `repeats` calls of `fn`, after `warmup` untimed calls (tracing, caches)."""
     for _ in range(warmup):

@@ -1,12 +1,33 @@
-"""Where a profiled step spends its time: TF op types ranked by total time.
+"""Where the supernet's passes spend their time, against the plain network: op types ranked by time.
 
-    python bench/train_step.py --model=mobilenet_v1 --profile_dir=/tmp/prof
-    python bench/profile_ops.py /tmp/prof [--top=25]
+    python bench/profile_ops.py --passes [--model=mobilenet_v1 --batch=32 --resolution=224]
+    python bench/train_step.py --model=mobilenet_v1 --profile_dir=/tmp/prof && python bench/profile_ops.py /tmp/prof
 
-Reads the `*.xplane.pb` that `tf.profiler.experimental` writes (no TensorBoard
-needed) and sums the durations of the TensorFlow op events on the host
-threads by op type (`name:Type` events). Times are summed over threads, so on
-2 cores they can add up to twice the wall time. Prints one JSON object.
+With `--passes` it builds the supernet and `tf_keras.applications`' network of
+the max net's width (Keras 2: TensorFlow's fused batch norm) and, for each case
+below, times it (median of `--repeats` calls after warm-up) and then profiles
+`--profiled` further calls with `tf.profiler.experimental`:
+
+    supernet_forward, supernet_forward_backward
+                  the max net (widths and resolution given as the int32
+                  config vector the training step takes), training mode
+    supernet_static_forward_backward
+                  the same subnet given as a `SubnetConfig` (every width a
+                  Python int: static shapes), to tell what dynamic shapes cost
+    plain_forward, plain_forward_backward
+                  the tf_keras network, training mode
+    pss_step      one `SandwichStep` (max, a mid-space subnet and the min net,
+                  one SGD update) under the training's MirroredStrategy
+    plain_step    one tf_keras forward-backward and SGD update
+
+Every function takes its images, labels and config as arguments (captured
+constants would let graph optimisation fold work away) and returns a value
+that depends on every gradient (else the backward pass is pruned).
+
+Given a directory, it only reads the newest `*.xplane.pb` under it. Either
+way an op's time is the sum of the durations of its TensorFlow op events on
+the host threads (`name:Type` events), so on 2 cores the op times of one call
+can add up to twice its wall time. Prints one JSON object.
 """
 
 import argparse
@@ -14,10 +35,38 @@ import collections
 import glob
 import json
 import os
+import statistics
 import sys
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from common import lscpu_model_name
+
+# Op types by what they do, for the summary of each case.
+CATEGORIES = {
+    "conv": ("Conv2D", "Conv2DBackpropFilter", "Conv2DBackpropInput"),
+    "depthwise": ("DepthwiseConv2dNative", "DepthwiseConv2dNativeBackpropFilter", "DepthwiseConv2dNativeBackpropInput"),
+    "batch_norm": ("FusedBatchNormV3", "FusedBatchNormGradV3", "FusedBatchNormEx"),
+    "activation": ("Relu6", "Relu6Grad", "Relu", "ReluGrad"),
+    "weight_slicing": ("StridedSlice", "StridedSliceGrad", "Slice", "Pad", "TensorScatterAdd", "ScatterNd"),
+    "resize": ("ResizeBilinear", "ResizeBilinearGrad"),
+    "optimizer": ("ResourceApplyKerasMomentum", "ResourceApplyMomentum", "AssignVariableOp", "AssignAddVariableOp",
+                  "AssignSubVariableOp"),
+}
+
+
+def base_op_type(op_type: str) -> str:
+    """The op type without oneDNN's prefixes: `_MklNativeConv2D` -> `Conv2D`."""
+    for prefix in ("_MklNativeFused", "_MklNative", "_MklFused", "_Mkl", "_Fused"):
+        if op_type.startswith(prefix):
+            stripped = op_type[len(prefix):]
+            return ("Fused" + stripped) if prefix.endswith("Fused") else stripped
+    return op_type
 
 
 def op_totals(path: str) -> tuple[dict, int]:
+    """{op type: [picoseconds, count]} of one `*.xplane.pb`, and the sum of all."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     space = xplane_pb2.XSpace()
@@ -40,25 +89,206 @@ def op_totals(path: str) -> tuple[dict, int]:
     return totals, sum(t[0] for t in totals.values())
 
 
+def breakdown(path: str, top: int, calls: int = 1) -> dict:
+    """The ranked op types of one profile, and the categories' shares, per call."""
+    totals, everything = op_totals(path)
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1][0])
+    categories = collections.defaultdict(int)
+    for op, (ps, _) in totals.items():
+        base = base_op_type(op)
+        name = next((c for c, ops in CATEGORIES.items() if base in ops), "other")
+        categories[name] += ps
+    per_call = 1e12 * calls
+    return {
+        "profile": path,
+        "calls": calls,
+        "op_time_s_per_call": round(everything / per_call, 4),
+        "categories_s_per_call": {
+            k: round(v / per_call, 4) for k, v in sorted(categories.items(), key=lambda kv: -kv[1])
+        },
+        "ops": [
+            {"op": op, "s_per_call": round(ps / per_call, 4), "pct": round(100 * ps / everything, 1),
+             "count_per_call": round(count / calls, 1)}
+            for op, (ps, count) in ranked[:top]
+        ],
+    }
+
+
+def newest_xplane(directory: str) -> str | None:
+    files = sorted(glob.glob(os.path.join(directory, "**", "*.xplane.pb"), recursive=True), key=os.path.getmtime)
+    return files[-1] if files else None
+
+
+def _done(outputs):
+    """One scalar that depends on every tensor in `outputs` (so nothing is pruned)."""
+    import tensorflow as tf
+
+    tensors = [t for t in tf.nest.flatten(outputs) if t is not None]
+    return tf.add_n([tf.reduce_sum(tf.reshape(tf.cast(t, tf.float32), [-1])[:1]) for t in tensors])
+
+
+def build_cases(args) -> dict:
+    """{case: a no-argument callable that runs it once and waits for the result}."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras
+
+    from pss_tf import SearchSpace, SubnetConfig, build_supernet
+    from pss_tf.models.supernet import encode
+    from pss_tf.training.distribute import create_strategy
+    from pss_tf.training.optimization import build_optimizer, learning_rate_schedule
+    from pss_tf.training.step import SandwichStep
+
+    keras.utils.set_random_seed(0)
+    space = SearchSpace(args.model, args.min_resolution, args.resolution, 8, args.min_width, 1.0)
+    middle = space.resolutions[len(space.resolutions) // 2]
+    chosen = SubnetConfig.uniform(args.model, middle, round((args.min_width + 1.0) / 2, 3))
+    max_config = space.max_config()
+    vectors = [tf.constant(encode(c)) for c in (max_config, chosen, space.min_config())]
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.uniform(0, 1, (args.batch, args.resolution, args.resolution, 3)).astype("float32"))
+    labels = tf.constant(rng.integers(0, args.classes, args.batch).astype("int32"))
+
+    strategy = create_strategy("mirrored")
+    with strategy.scope():
+        supernet = build_supernet(args.model, num_classes=args.classes)
+        optimizer = build_optimizer(learning_rate_schedule(0.1, 1000))
+        optimizer.build(supernet.trainable_variables)
+    step = SandwichStep(supernet, optimizer, strategy, args.batch, 1e-4)
+
+    app = tf_keras.applications.MobileNet if args.model == "mobilenet_v1" else tf_keras.applications.MobileNetV2
+    plain = app(input_shape=(args.resolution, args.resolution, 3), alpha=1.0, weights=None, classes=args.classes,
+                classifier_activation=None)
+    plain_optimizer = tf_keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True)
+    plain_optimizer.build(plain.trainable_variables)
+
+    def forward_backward(model_call, variables, x, y):
+        with tf.GradientTape() as tape:
+            logits = model_call(x)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+        return loss, tape.gradient(loss, variables)
+
+    super_forward = tf.function(lambda x, v: _done(supernet(x, v, training=True)))
+    super_fb = tf.function(
+        lambda x, y, v: _done(forward_backward(lambda i: supernet(i, v, training=True), supernet.trainable_variables, x, y))
+    )
+    super_static_fb = tf.function(
+        lambda x, y: _done(
+            forward_backward(lambda i: supernet(i, max_config, training=True), supernet.trainable_variables, x, y)
+        )
+    )
+    plain_forward = tf.function(lambda x: _done(plain(x, training=True)))
+    plain_fb = tf.function(lambda x, y: _done(forward_backward(lambda i: plain(i, training=True),
+                                                                plain.trainable_variables, x, y)))
+
+    @tf.function
+    def plain_step(x, y):
+        loss, grads = forward_backward(lambda i: plain(i, training=True), plain.trainable_variables, x, y)
+        plain_optimizer.apply_gradients(zip(grads, plain.trainable_variables))
+        return loss
+
+    return {
+        "supernet_forward": lambda: float(super_forward(images, vectors[0])),
+        "plain_forward": lambda: float(plain_forward(images)),
+        "supernet_forward_backward": lambda: float(super_fb(images, labels, vectors[0])),
+        "supernet_static_forward_backward": lambda: float(super_static_fb(images, labels)),
+        "plain_forward_backward": lambda: float(plain_fb(images, labels)),
+        "pss_step": lambda: float(step((images, labels), *vectors)["loss"]),
+        "plain_step": lambda: float(plain_step(images, labels)),
+    }
+
+
+RATIOS = {
+    "forward_over_plain": ("supernet_forward", "plain_forward"),
+    "forward_backward_over_plain": ("supernet_forward_backward", "plain_forward_backward"),
+    "static_forward_backward_over_plain": ("supernet_static_forward_backward", "plain_forward_backward"),
+    "pss_step_over_plain_step": ("pss_step", "plain_step"),
+}
+
+
+def run_passes(args) -> dict:
+    import time
+
+    import tensorflow as tf
+
+    from common import machine_state
+
+    cases = build_cases(args)
+    if args.cases:
+        unknown = sorted(set(args.cases) - set(cases))
+        if unknown:
+            raise SystemExit(f"--cases: unknown case(s) {unknown}; choose from {sorted(cases)}")
+        cases = {k: v for k, v in cases.items() if k in args.cases}
+    results = {
+        "benchmark": "profile_ops",
+        "lscpu_model_name": lscpu_model_name(),
+        **machine_state(),
+        "tensorflow": tf.__version__,
+        "model": args.model,
+        "batch": args.batch,
+        "resolution": args.resolution,
+        "cases": {},
+    }
+    out_dir = args.out_dir or tempfile.mkdtemp(prefix="profile_ops_")
+    for name, call in cases.items():
+        start = time.perf_counter()
+        call()
+        first = time.perf_counter() - start
+        for _ in range(args.warmup):
+            call()
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        case = {"first_call_s": round(first, 2), "median_s": round(statistics.median(times), 4),
+                "min_s": round(min(times), 4), "repeats": args.repeats}
+        if args.profiled:
+            directory = os.path.join(out_dir, name)
+            tf.profiler.experimental.start(directory)
+            for _ in range(args.profiled):
+                call()
+            tf.profiler.experimental.stop()
+            case["ops"] = breakdown(newest_xplane(directory), args.top, args.profiled)
+        results["cases"][name] = case
+        print(f"{name}: median {case['median_s']} s", file=sys.stderr, flush=True)
+    timed = results["cases"]
+    results["ratios"] = {
+        k: round(timed[a]["median_s"] / timed[b]["median_s"], 3) for k, (a, b) in RATIOS.items()
+        if a in timed and b in timed
+    }
+    results["machine_state_at_end"] = machine_state()
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("profile_dir")
+    parser.add_argument("profile_dir", nargs="?", help="read the newest profile under this directory")
+    parser.add_argument("--passes", action="store_true", help="time and profile the passes (see above)")
+    parser.add_argument("--cases", nargs="*", default=None, help="only these cases")
+    parser.add_argument("--model", default="mobilenet_v1", choices=["mobilenet_v1", "mobilenet_v2"])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--min_resolution", type=int, default=128)
+    parser.add_argument("--min_width", type=float, default=0.75)
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--profiled", type=int, default=2, help="calls profiled per case (0: none)")
+    parser.add_argument("--out_dir", default=None, help="where the profiles go (default: a temporary directory)")
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
-    files = sorted(glob.glob(os.path.join(args.profile_dir, "**", "*.xplane.pb"), recursive=True))
-    if not files:
+    if args.passes:
+        print(json.dumps(run_passes(args), indent=2))
+        return 0
+    if not args.profile_dir:
+        parser.error("give a profile directory, or --passes")
+    path = newest_xplane(args.profile_dir)
+    if path is None:
         print(f"error: no *.xplane.pb under {args.profile_dir}", file=sys.stderr)
         return 2
-    totals, everything = op_totals(files[-1])
-    ranked = sorted(totals.items(), key=lambda kv: -kv[1][0])[: args.top]
-    print(json.dumps({
-        "profile": files[-1],
-        "op_time_s_summed_over_threads": round(everything / 1e12, 3),
-        "ops": [
-            {"op": op, "s": round(ps / 1e12, 3), "pct": round(100 * ps / everything, 1), "count": count}
-            for op, (ps, count) in ranked
-        ],
-    }, indent=2))
+    print(json.dumps({"lscpu_model_name": lscpu_model_name(), **breakdown(path, args.top)}, indent=2))
     return 0
 
 

@@ -17,6 +17,14 @@ Prints one JSON object with the median seconds (and images per second) of:
                   the same with tf_keras.applications (Keras 2, fused batch
                   norm): the strongest plain-TensorFlow baseline, about 1.7x
                   faster than Keras 3's unfused batch norm on these CPUs
+    release_step  with `--release_dir` (a clone of the PSS-Net release) and
+                  torch installed: the release's own step in PyTorch, timed
+                  by bench/release_step.py in a process of its own
+                  (`--torch_python`: another interpreter that has torch)
+
+and the ratios: `max_part_over_tf_keras_floor` (the supernet's max-net pass
+against the plain network's), `pss_step_over_tf_keras_step` (a whole PSS step
+against one plain step) and `pss_step_over_release_step`.
 
 The chosen subnet is a fixed mid-space config (all widths at the middle,
 middle resolution), so repeats are comparable.
@@ -27,11 +35,13 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from common import machine_state, time_calls
+from common import lscpu_model_name, machine_state, time_calls
 
 
 def _median_seconds(fn, warmup: int, repeats: int) -> dict:
@@ -74,23 +84,43 @@ def _plain_steps(keras_module, args, images, labels, prefix: str) -> dict:
     optimizer = K.optimizers.SGD(0.1, momentum=0.9, nesterov=True)
     optimizer.build(model.trainable_variables)
 
-    def forward_backward():
+    def forward_backward(x, y):
         with tf.GradientTape() as tape:
-            loss = loss_fn(labels, model(images, training=True))
+            loss = loss_fn(y, model(x, training=True))
         return loss, tape.gradient(loss, model.trainable_variables)
 
-    floor_fn = tf.function(lambda: _done(forward_backward()))
+    # Images and labels go in as arguments, as the supernet's step takes them.
+    floor_fn = tf.function(lambda x, y: _done(forward_backward(x, y)))
 
     @tf.function
-    def step_fn():
-        loss, grads = forward_backward()
+    def step_fn(x, y):
+        loss, grads = forward_backward(x, y)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
 
-    return {
-        f"{prefix}_floor": _with_rate(_median_seconds(lambda: float(floor_fn()), args.warmup, args.repeats), args.batch),
-        f"{prefix}_step": _with_rate(_median_seconds(lambda: float(step_fn()), args.warmup, args.repeats), args.batch),
-    }
+    floor = _median_seconds(lambda: float(floor_fn(images, labels)), args.warmup, args.repeats)
+    step = _median_seconds(lambda: float(step_fn(images, labels)), args.warmup, args.repeats)
+    return {f"{prefix}_floor": _with_rate(floor, args.batch), f"{prefix}_step": _with_rate(step, args.batch)}
+
+
+def _ratio(a: dict, b: dict) -> float:
+    return round(a["median_s"] / b["median_s"], 3)
+
+
+def _release_step(args, chosen_resolution: int, chosen_width: float) -> dict:
+    """bench/release_step.py's JSON: the release's step, timed in a process of its own."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "release_step.py")
+    command = [
+        args.torch_python, script, f"--release_dir={args.release_dir}", f"--batch={args.batch}",
+        f"--resolution={args.resolution}", f"--min_resolution={args.min_resolution}",
+        f"--min_width={args.min_width}", f"--chosen_resolution={chosen_resolution}",
+        f"--chosen_width={chosen_width}", f"--classes={args.classes}", f"--repeats={args.repeats}",
+        f"--warmup={args.warmup}", f"--threads={os.cpu_count()}",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"release_step.py failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout)
 
 
 def main():
@@ -105,8 +135,15 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--strategy", default="mirrored", choices=["mirrored", "one_device"])
     parser.add_argument("--skip_parts", action="store_true", help="only the full step and the floor")
+    parser.add_argument("--skip_keras3", action="store_true", help="no Keras 3 floor (tf_keras's only)")
     parser.add_argument("--profile_dir", default=None, help="write a TF profiler trace of 2 PSS steps here")
+    parser.add_argument("--release_dir", default=None, help="a PSS-Net release clone: also time its step")
+    parser.add_argument("--torch_python", default=sys.executable, help="the interpreter that runs the release")
     args = parser.parse_args()
+    if args.release_dir and not os.path.isfile(os.path.join(args.release_dir, "models", "mobilenet_v1.py")):
+        parser.error(f"--release_dir: {args.release_dir} holds no models/mobilenet_v1.py (a PSS-Net clone?)")
+    if args.release_dir and args.model != "mobilenet_v1":
+        parser.error("--release_dir: the release's step is timed for --model=mobilenet_v1 only")
 
     import keras
     import numpy as np
@@ -148,6 +185,7 @@ def main():
         "resolution": args.resolution,
         "subnets": {k: str(c) for k, c in configs.items()},
         "machine": platform.processor() or platform.machine(),
+        "lscpu_model_name": lscpu_model_name(),
         **machine_state(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
@@ -161,31 +199,39 @@ def main():
 
     if not args.skip_parts:
         teacher = tf.zeros([args.batch, args.classes])
+        # The step's own traced function for one subnet: forward, loss, backward,
+        # called as the step calls it (images, labels and config as arguments:
+        # captured constants would let graph optimisation fold work away). The
+        # gradients are returned: a function returning only the loss would let
+        # graph pruning drop the whole backward pass.
+        part = tf.function(lambda x, y, vector, flag: _done(step._pass(x, y, vector, teacher, flag)))
         for name, vector in vectors.items():
-            # The step's own traced function for one subnet: forward, loss, backward.
-            # The gradients are returned: a function returning only the loss
-            # would let graph pruning drop the whole backward pass.
-            part = tf.function(
-                lambda vector=vector, labels_flag=tf.constant(name == "max"): _done(
-                    step._pass(images, labels, vector, teacher, labels_flag)
-                )
-            )
+            flag = tf.constant(name == "max")
             results[f"part_{name}"] = _with_rate(
-                _median_seconds(lambda part=part: float(part()), args.warmup, args.repeats), args.batch
+                _median_seconds(lambda vector=vector, flag=flag: float(part(images, labels, vector, flag)),
+                                args.warmup, args.repeats),
+                args.batch,
             )
 
     # The floors: keras.applications and tf_keras.applications at the max net's width and resolution.
     import tf_keras
 
-    results.update(_plain_steps(keras, args, images, labels, "keras"))
+    if not args.skip_keras3:
+        results.update(_plain_steps(keras, args, images, labels, "keras"))
     results.update(_plain_steps(tf_keras, args, images, labels, "tf_keras"))
+    if args.release_dir:
+        results["release_step"] = _release_step(args, middle_res, chosen.widths[0])
+    ratios = {}
     if not args.skip_parts:
-        results["max_part_over_tf_keras_floor"] = round(
-            results["part_max"]["median_s"] / results["tf_keras_floor"]["median_s"], 3
-        )
-        results["max_part_over_floor"] = round(results["part_max"]["median_s"] / results["keras_floor"]["median_s"], 3)
+        ratios["max_part_over_tf_keras_floor"] = _ratio(results["part_max"], results["tf_keras_floor"])
+        if "keras_floor" in results:
+            ratios["max_part_over_keras_floor"] = _ratio(results["part_max"], results["keras_floor"])
         parts = sum(results[f"part_{k}"]["median_s"] for k in configs)
-        results["step_over_sum_of_parts"] = round(results["pss_step"]["median_s"] / parts, 3)
+        ratios["step_over_sum_of_parts"] = round(results["pss_step"]["median_s"] / parts, 3)
+    ratios["pss_step_over_tf_keras_step"] = _ratio(results["pss_step"], results["tf_keras_step"])
+    if "release_step" in results:
+        ratios["pss_step_over_release_step"] = _ratio(results["pss_step"], results["release_step"])
+    results["ratios"] = ratios
 
     if args.profile_dir:
         tf.profiler.experimental.start(args.profile_dir)
