@@ -5,19 +5,29 @@
 
 With `--passes` it builds the supernet and `tf_keras.applications`' network of
 the max net's width (Keras 2: TensorFlow's fused batch norm) and, for each case
-below, times it (median of `--repeats` calls after warm-up) and then profiles
-`--profiled` further calls with `tf.profiler.experimental`:
+below, times it (median of `--repeats` calls after warm-up, the cases taken in
+turn so that a busy stretch of the machine touches them alike) and then
+profiles `--profiled` further calls with `tf.profiler.experimental`:
 
     supernet_forward, supernet_forward_backward
                   the max net (widths and resolution given as the int32
                   config vector the training step takes), training mode
-    supernet_static_forward_backward
+    supernet_static_forward, supernet_static_forward_backward
                   the same subnet given as a `SubnetConfig` (every width a
                   Python int: static shapes), to tell what dynamic shapes cost
     plain_forward, plain_forward_backward
                   the tf_keras network, training mode
     pss_step      one `SandwichStep` (max, a mid-space subnet and the min net,
-                  one SGD update) under the training's MirroredStrategy
+                  one SGD update) under the training's MirroredStrategy, as the
+                  trainer calls it: the max and min nets as `SubnetConfig`s
+                  (static shapes), the drawn subnet as its int32 vector
+    pss_step_all_encoded, pss_step_static_max
+                  the same with all three subnets as int32 vectors, or only
+                  the max net as a `SubnetConfig`
+    step_part_max, step_part_max_captured
+                  the step's own traced pass of the max net (forward, loss,
+                  backward) with its inputs as arguments, or captured as
+                  constants
     plain_step    one tf_keras forward-backward and SGD update
 
 Every function takes its images, labels and config as arguments (captured
@@ -144,8 +154,8 @@ def build_cases(args) -> dict:
     space = SearchSpace(args.model, args.min_resolution, args.resolution, 8, args.min_width, 1.0)
     middle = space.resolutions[len(space.resolutions) // 2]
     chosen = SubnetConfig.uniform(args.model, middle, round((args.min_width + 1.0) / 2, 3))
-    max_config = space.max_config()
-    vectors = [tf.constant(encode(c)) for c in (max_config, chosen, space.min_config())]
+    max_config, min_config = space.max_config(), space.min_config()
+    vectors = [tf.constant(encode(c)) for c in (max_config, chosen, min_config)]
     rng = np.random.default_rng(0)
     images = tf.constant(rng.uniform(0, 1, (args.batch, args.resolution, args.resolution, 3)).astype("float32"))
     labels = tf.constant(rng.integers(0, args.classes, args.batch).astype("int32"))
@@ -170,6 +180,7 @@ def build_cases(args) -> dict:
         return loss, tape.gradient(loss, variables)
 
     super_forward = tf.function(lambda x, v: _done(supernet(x, v, training=True)))
+    super_static_forward = tf.function(lambda x: _done(supernet(x, max_config, training=True)))
     super_fb = tf.function(
         lambda x, y, v: _done(forward_backward(lambda i: supernet(i, v, training=True), supernet.trainable_variables, x, y))
     )
@@ -182,6 +193,13 @@ def build_cases(args) -> dict:
     plain_fb = tf.function(lambda x, y: _done(forward_backward(lambda i: plain(i, training=True),
                                                                 plain.trainable_variables, x, y)))
 
+    # The step's own traced pass of the max net, called with its inputs as arguments,
+    # and as this benchmark's first version timed it (inputs captured as constants).
+    teacher = tf.zeros([args.batch, args.classes])
+    flag = tf.constant(True)
+    part = tf.function(lambda x, y, v, f: _done(step._pass(x, y, v, teacher, f)))
+    part_captured = tf.function(lambda: _done(step._pass(images, labels, vectors[0], teacher, flag)))
+
     @tf.function
     def plain_step(x, y):
         loss, grads = forward_backward(lambda i: plain(i, training=True), plain.trainable_variables, x, y)
@@ -190,20 +208,29 @@ def build_cases(args) -> dict:
 
     return {
         "supernet_forward": lambda: float(super_forward(images, vectors[0])),
+        "supernet_static_forward": lambda: float(super_static_forward(images)),
         "plain_forward": lambda: float(plain_forward(images)),
         "supernet_forward_backward": lambda: float(super_fb(images, labels, vectors[0])),
         "supernet_static_forward_backward": lambda: float(super_static_fb(images, labels)),
         "plain_forward_backward": lambda: float(plain_fb(images, labels)),
-        "pss_step": lambda: float(step((images, labels), *vectors)["loss"]),
+        "pss_step": lambda: float(step((images, labels), max_config, vectors[1], min_config)["loss"]),
+        "pss_step_all_encoded": lambda: float(step((images, labels), *vectors)["loss"]),
+        "pss_step_static_max": lambda: float(step((images, labels), max_config, *vectors[1:])["loss"]),
+        "step_part_max": lambda: float(part(images, labels, vectors[0], flag)),
+        "step_part_max_captured": lambda: float(part_captured()),
         "plain_step": lambda: float(plain_step(images, labels)),
     }
 
 
 RATIOS = {
     "forward_over_plain": ("supernet_forward", "plain_forward"),
+    "static_forward_over_plain": ("supernet_static_forward", "plain_forward"),
     "forward_backward_over_plain": ("supernet_forward_backward", "plain_forward_backward"),
     "static_forward_backward_over_plain": ("supernet_static_forward_backward", "plain_forward_backward"),
     "pss_step_over_plain_step": ("pss_step", "plain_step"),
+    "pss_step_all_encoded_over_plain_step": ("pss_step_all_encoded", "plain_step"),
+    "step_part_max_over_plain": ("step_part_max", "plain_forward_backward"),
+    "step_part_max_captured_over_plain": ("step_part_max_captured", "plain_forward_backward"),
 }
 
 
@@ -231,19 +258,25 @@ def run_passes(args) -> dict:
         "cases": {},
     }
     out_dir = args.out_dir or tempfile.mkdtemp(prefix="profile_ops_")
-    for name, call in cases.items():
+    first = {}
+    for name, call in cases.items():  # Tracing and graph optimisation.
         start = time.perf_counter()
         call()
-        first = time.perf_counter() - start
-        for _ in range(args.warmup):
+        first[name] = time.perf_counter() - start
+    for _ in range(args.warmup):
+        for call in cases.values():
             call()
-        times = []
-        for _ in range(args.repeats):
+    # Round robin: every case once per round, so a slow stretch of the machine
+    # touches all cases alike rather than the one timed during it.
+    times = {name: [] for name in cases}
+    for _ in range(args.repeats):
+        for name, call in cases.items():
             start = time.perf_counter()
             call()
-            times.append(time.perf_counter() - start)
-        case = {"first_call_s": round(first, 2), "median_s": round(statistics.median(times), 4),
-                "min_s": round(min(times), 4), "repeats": args.repeats}
+            times[name].append(time.perf_counter() - start)
+    for name, call in cases.items():
+        case = {"first_call_s": round(first[name], 2), "median_s": round(statistics.median(times[name]), 4),
+                "min_s": round(min(times[name]), 4), "repeats": args.repeats}
         if args.profiled:
             directory = os.path.join(out_dir, name)
             tf.profiler.experimental.start(directory)

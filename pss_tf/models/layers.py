@@ -42,6 +42,10 @@ def resize_images(images, size, align_corners: bool = True):
     `align_corners=True` is the release's `F.interpolate(..., align_corners=True)`;
     False is TensorFlow's half-pixel sampling.
     """
+    if isinstance(size, (int, np.integer)) and images.shape[1] == size and images.shape[2] == size:
+        # Resizing to the same size samples every pixel at its own place (either
+        # grid): skipped, so a pass at the images' resolution does no resize.
+        return tf.cast(images, tf.float32)
     shape = tf.stack([size, size])
     if align_corners:
         images = tf.cast(images, tf.float32)
@@ -95,6 +99,21 @@ def dimension(tensor, axis: int):
 def input_channels(inputs):
     """Static channel count if known, else a scalar tensor."""
     return dimension(inputs, -1)
+
+
+def leading(variable, *counts):
+    """`variable[:counts[0], :counts[1], ...]`, None keeping a whole axis.
+
+    When every count is a Python int equal to its axis (a subnet given with
+    static widths, at full width), the variable is used whole: no slice op,
+    and its gradient is the pass's gradient itself rather than a slice's
+    gradient scattered into a zero tensor of the variable's shape. Tensor
+    counts (the encoded configs of a traced step) always slice.
+    """
+    shape = variable.shape
+    if all(c is None or (isinstance(c, (int, np.integer)) and int(c) == shape[i]) for i, c in enumerate(counts)):
+        return ops.convert_to_tensor(variable)
+    return variable[tuple(slice(None) if c is None else slice(None, c) for c in counts)]
 
 
 PADDINGS = ("same", "symmetric")
@@ -167,8 +186,7 @@ class SlimConv2D(keras.layers.Layer):
 
     def call(self, inputs, out_channels=None):
         out_channels = self.filters if out_channels is None else out_channels
-        kernel = self.kernel[:, :, : input_channels(inputs), :out_channels]
-        kernel = ops.cast(kernel, self.compute_dtype)
+        kernel = ops.cast(leading(self.kernel, None, None, input_channels(inputs), out_channels), self.compute_dtype)
         pixels, mode = conv_padding(self.padding, self.kernel_size, self.strides)
         return tf.nn.conv2d(pad_spatial(inputs, pixels), kernel, strides=self.strides, padding=mode)
 
@@ -218,7 +236,7 @@ class SlimDepthwiseConv2D(keras.layers.Layer):
         )
 
     def call(self, inputs):
-        kernel = ops.cast(self.kernel[:, :, : input_channels(inputs), :], self.compute_dtype)
+        kernel = ops.cast(leading(self.kernel, None, None, input_channels(inputs)), self.compute_dtype)
         strides = (1, self.strides, self.strides, 1)
         pixels, mode = conv_padding(self.padding, self.kernel_size, self.strides)
         return tf.nn.depthwise_conv2d(pad_spatial(inputs, pixels), kernel, strides=strides, padding=mode)
@@ -349,8 +367,8 @@ class SlimBatchNormalization(keras.layers.Layer):
         if slice_channels is not None:
             return self._call_slices(inputs, slice_channels, training, calibration_rate)
         channels = input_channels(inputs)
-        gamma = self.gamma[:channels]
-        beta = self.beta[:channels]
+        gamma = leading(self.gamma, channels)
+        beta = leading(self.beta, channels)
         if training and calibration_rate is None and self._can_fuse(inputs):
             # One fused kernel (and one for its gradient) instead of about ten
             # element-wise ops: BN was half of a training step's op time.
@@ -421,7 +439,7 @@ class SlimBatchNormalization(keras.layers.Layer):
         return self._batch_moments(ops.cast(inputs, stats_dtype), axes, keepdims)
 
     def _moving_statistics(self, channels):
-        return self.moving_mean[:channels], self.moving_variance[:channels]
+        return leading(self.moving_mean, channels), leading(self.moving_variance, channels)
 
     def _normalize(self, inputs, mean, variance, gamma, beta):
         dtype = self.compute_dtype
@@ -512,8 +530,8 @@ class SlimDense(keras.layers.Layer):
 
     def call(self, inputs, out_units=None):
         out_units = self.units if out_units is None else out_units
-        kernel = ops.cast(self.kernel[: input_channels(inputs), :out_units], self.compute_dtype)
-        return ops.matmul(inputs, kernel) + ops.cast(self.bias[:out_units], self.compute_dtype)
+        kernel = ops.cast(leading(self.kernel, input_channels(inputs), out_units), self.compute_dtype)
+        return ops.matmul(inputs, kernel) + ops.cast(leading(self.bias, out_units), self.compute_dtype)
 
     def sliced_weights(self, in_features: int, out_units: int | None = None) -> list[np.ndarray]:
         out_units = self.units if out_units is None else out_units

@@ -20,7 +20,12 @@ in one masked pass, slice i of the batch through subnet i
 Every step returns each loss as a global mean, the per-slice cross-entropies
 of a group (`slice_ce`, whose negatives are the pool scores), and
 `NONFINITE_WEIGHTS`. Configs go in as int32 tensors (`pss_tf.supernet.encode`,
-`encode_group`), so a step is traced once for every subnet or group of N.
+`encode_group`), so a step is traced once for every subnet or group of N. A
+single subnet may also go in as its `SubnetConfig`: its pass is then traced for
+it alone, with static shapes (layers at full width read their weights
+unsliced, the images' own resolution skips the resize; the same numbers). The
+modes pass tensors: on the 2-core Xeon the static max and min nets made the
+step no faster (bench/profile_ops.py) and cost a trace each.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from pss_tf.space.config import SubnetConfig
 from pss_tf.training.optimization import add_weight_decay, decayed_variables
 
 # The count of replicas whose weights stopped being finite after the update: a
@@ -97,13 +103,13 @@ class Step:
     def _pass_gradients(self, images, labels, config, teacher_logits, learn_from_labels):
         """Gradients, logits, the loss and each slice's loss of one pass.
 
-        `config` is one subnet (rank 1, one slice) or a group (rank 2, one slice
-        per row). Cross-entropy with the labels when `learn_from_labels`, else
+        `config` is one subnet (a `SubnetConfig`, or rank 1: one slice) or a
+        group (rank 2, one slice per row). Cross-entropy with the labels when `learn_from_labels`, else
         KL from the teacher. Traced once as its own function and called for every
         pass of a step, which cuts the step's tracing and graph-optimisation time
         against inlining copies.
         """
-        slices = 1 if config.shape.rank == 1 else config.shape[0]
+        slices = 1 if isinstance(config, SubnetConfig) or config.shape.rank == 1 else config.shape[0]
         variables = self.supernet.trainable_variables
         with tf.GradientTape() as tape:
             logits = self.supernet(images, config, training=True)

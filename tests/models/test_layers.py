@@ -9,6 +9,7 @@ from pss_tf.models.layers import (
     SlimConv2D,
     SlimDense,
     SlimDepthwiseConv2D,
+    leading,
     resize_images,
 )
 
@@ -209,3 +210,40 @@ def test_initialisation_follows_the_release():
     assert np.std(dense.kernel.numpy()) == pytest.approx(0.01, rel=0.02)
     # Untruncated: some draws lie beyond two standard deviations.
     assert np.mean(np.abs(conv.kernel.numpy()) > 2 * np.sqrt(2 / (9 * 256))) > 0.03
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_resizing_to_the_same_size_is_skipped_and_equals_the_resize_kernel(align_corners):
+    """A static size equal to the images' is the identity of both kernels: skipped (no op)."""
+    images = tf.random.stateless_uniform([2, 12, 12, 3], seed=[8, 8], minval=-2, maxval=2)
+    kernel = tf.raw_ops.ResizeBilinear(
+        images=images, size=[12, 12], align_corners=align_corners, half_pixel_centers=not align_corners
+    )
+    np.testing.assert_array_equal(resize_images(images, 12, align_corners).numpy(), kernel.numpy())
+    graph = tf.function(lambda x: resize_images(x, 12, align_corners)).get_concrete_function(images).graph
+    assert not [op.type for op in graph.get_operations() if "Resize" in op.type]
+    # A tensor size (an encoded config) always resizes.
+    graph = tf.function(lambda x: resize_images(x, tf.constant(12), align_corners)).get_concrete_function(images).graph
+    assert [op.type for op in graph.get_operations() if "Resize" in op.type]
+
+
+def test_full_width_static_counts_use_the_weights_unsliced():
+    """`leading`: static counts equal to the axes read the variable itself (no slice op, so
+    no slice gradient); a smaller or a tensor count slices."""
+    layer = _built(SlimConv2D(16, 3, strides=1, in_channels=8))
+    x = tf.random.stateless_normal([2, 5, 5, 8], seed=[9, 9])
+
+    def op_types(out_channels):
+        def loss(inputs):
+            with tf.GradientTape() as tape:
+                y = tf.reduce_sum(layer(inputs, out_channels=out_channels) ** 2)
+            return tape.gradient(y, layer.kernel)
+
+        return [op.type for op in tf.function(loss).get_concrete_function(x).graph.get_operations()]
+
+    assert "StridedSlice" not in op_types(16) and "StridedSliceGrad" not in op_types(16)
+    assert "StridedSliceGrad" in op_types(8)
+    assert "StridedSliceGrad" in op_types(tf.constant(16))
+    np.testing.assert_array_equal(layer(x, out_channels=16).numpy(), layer(x, out_channels=tf.constant(16)).numpy())
+    assert leading(layer.kernel, None, None, 8, 16).shape == (3, 3, 8, 16)
+    assert leading(layer.kernel, None, None, 8, 6).shape == (3, 3, 8, 6)

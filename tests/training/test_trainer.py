@@ -6,6 +6,7 @@ file stays within a few minutes on 2 CPU cores.
 
 import json
 import os
+import random
 import subprocess
 import sys
 
@@ -74,6 +75,30 @@ def test_one_trace_serves_every_subnet_and_score_comes_from_the_chosen_forward()
             float(out["max_ce"] + out["chosen_kd"] + out["min_kd"]), rel=1e-6
         )
     assert step.tracing_count == 1
+
+
+def test_fixed_subnets_given_as_configs_step_as_their_encodings():
+    """The max and min nets given to the step as `SubnetConfig`s (static shapes: full widths
+    read their weights unsliced, the images' own resolution skips the resize) give what
+    their encoded vectors give, and the step still traces once for all drawn subnets."""
+    import keras
+
+    space = SearchSpace("mobilenet_v1", 24, 32, 4, 0.35, 1.0)
+    images = tf.random.stateless_uniform([8, 32, 32, 3], seed=[5, 6], minval=-1, maxval=1)
+    labels = tf.constant([0, 1, 2, 3, 0, 1, 2, 3])
+    chosen = [tf.constant(encode(space.random_config(random.Random(s)))) for s in (1, 2)]
+    results = []
+    for fixed in ((space.max_config(), space.min_config()),
+                  (tf.constant(encode(space.max_config())), tf.constant(encode(space.min_config())))):
+        keras.utils.set_random_seed(0)
+        supernet, step = tiny_step(tf.distribute.get_strategy())
+        losses = [step((images, labels), fixed[0], vector, fixed[1]) for vector in chosen]
+        results.append(([float(out["loss"]) for out in losses], [v.numpy() for v in supernet.trainable_variables]))
+        assert step.tracing_count == 1
+    (losses_static, weights_static), (losses_encoded, weights_encoded) = results
+    np.testing.assert_allclose(losses_static, losses_encoded, rtol=1e-6)
+    for a, b in zip(weights_static, weights_encoded):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 _MIRRORED_SCRIPT = r"""
