@@ -43,6 +43,18 @@ def lscpu_model_name() -> str:
     return "unknown"
 
 
+def one_scalar_of(outputs):
+    """One scalar that depends on every tensor in `outputs` (gradients included).
+
+    Timing a tf.function that returns only the loss measures the forward pass
+    alone: ops no output depends on are pruned, the backward pass among them.
+    """
+    import tensorflow as tf
+
+    tensors = [t for t in tf.nest.flatten(outputs) if t is not None]
+    return tf.add_n([tf.reduce_sum(tf.reshape(tf.cast(t, tf.float32), [-1])[:1]) for t in tensors])
+
+
 def time_calls(fn, warmup: int, repeats: int) -> list[float]:
     """Seconds of each of `repeats` calls of `fn`, after `warmup` untimed calls (tracing, caches)."""
     for _ in range(warmup):

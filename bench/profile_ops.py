@@ -51,7 +51,7 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from common import lscpu_model_name
+from common import lscpu_model_name, one_scalar_of
 
 # Op types by what they do, for the summary of each case.
 CATEGORIES = {
@@ -129,14 +129,6 @@ def newest_xplane(directory: str) -> str | None:
     return files[-1] if files else None
 
 
-def _done(outputs):
-    """One scalar that depends on every tensor in `outputs` (so nothing is pruned)."""
-    import tensorflow as tf
-
-    tensors = [t for t in tf.nest.flatten(outputs) if t is not None]
-    return tf.add_n([tf.reduce_sum(tf.reshape(tf.cast(t, tf.float32), [-1])[:1]) for t in tensors])
-
-
 def build_cases(args) -> dict:
     """{case: a no-argument callable that runs it once and waits for the result}."""
     import keras
@@ -179,26 +171,28 @@ def build_cases(args) -> dict:
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
         return loss, tape.gradient(loss, variables)
 
-    super_forward = tf.function(lambda x, v: _done(supernet(x, v, training=True)))
-    super_static_forward = tf.function(lambda x: _done(supernet(x, max_config, training=True)))
+    super_forward = tf.function(lambda x, v: one_scalar_of(supernet(x, v, training=True)))
+    super_static_forward = tf.function(lambda x: one_scalar_of(supernet(x, max_config, training=True)))
     super_fb = tf.function(
-        lambda x, y, v: _done(forward_backward(lambda i: supernet(i, v, training=True), supernet.trainable_variables, x, y))
+        lambda x, y, v: one_scalar_of(
+            forward_backward(lambda i: supernet(i, v, training=True), supernet.trainable_variables, x, y)
+        )
     )
     super_static_fb = tf.function(
-        lambda x, y: _done(
+        lambda x, y: one_scalar_of(
             forward_backward(lambda i: supernet(i, max_config, training=True), supernet.trainable_variables, x, y)
         )
     )
-    plain_forward = tf.function(lambda x: _done(plain(x, training=True)))
-    plain_fb = tf.function(lambda x, y: _done(forward_backward(lambda i: plain(i, training=True),
+    plain_forward = tf.function(lambda x: one_scalar_of(plain(x, training=True)))
+    plain_fb = tf.function(lambda x, y: one_scalar_of(forward_backward(lambda i: plain(i, training=True),
                                                                 plain.trainable_variables, x, y)))
 
     # The step's own traced pass of the max net, called with its inputs as arguments,
     # and as this benchmark's first version timed it (inputs captured as constants).
     teacher = tf.zeros([args.batch, args.classes])
     flag = tf.constant(True)
-    part = tf.function(lambda x, y, v, f: _done(step._pass(x, y, v, teacher, f)))
-    part_captured = tf.function(lambda: _done(step._pass(images, labels, vectors[0], teacher, flag)))
+    part = tf.function(lambda x, y, v, f: one_scalar_of(step._pass(x, y, v, teacher, f)))
+    part_captured = tf.function(lambda: one_scalar_of(step._pass(images, labels, vectors[0], teacher, flag)))
 
     @tf.function
     def plain_step(x, y):

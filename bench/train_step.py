@@ -41,24 +41,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from common import lscpu_model_name, machine_state, time_calls
+from common import lscpu_model_name, machine_state, one_scalar_of, time_calls
 
 
 def _median_seconds(fn, warmup: int, repeats: int) -> dict:
     times = time_calls(fn, warmup, repeats)
     return {"median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4), "repeats": repeats}
-
-
-def _done(outputs):
-    """One scalar that depends on every tensor in `outputs` (gradients included).
-
-    Timing a tf.function that returns only the loss measures the forward pass
-    alone: ops no output depends on are pruned, the backward pass among them.
-    """
-    import tensorflow as tf
-
-    tensors = [t for t in tf.nest.flatten(outputs) if t is not None]
-    return tf.add_n([tf.reduce_sum(tf.reshape(tf.cast(t, tf.float32), [-1])[:1]) for t in tensors])
 
 
 def _with_rate(result: dict, batch: int) -> dict:
@@ -90,7 +78,7 @@ def _plain_steps(keras_module, args, images, labels, prefix: str) -> dict:
         return loss, tape.gradient(loss, model.trainable_variables)
 
     # Images and labels go in as arguments, as the supernet's step takes them.
-    floor_fn = tf.function(lambda x, y: _done(forward_backward(x, y)))
+    floor_fn = tf.function(lambda x, y: one_scalar_of(forward_backward(x, y)))
 
     @tf.function
     def step_fn(x, y):
@@ -204,7 +192,7 @@ def main():
         # captured constants would let graph optimisation fold work away). The
         # gradients are returned: a function returning only the loss would let
         # graph pruning drop the whole backward pass.
-        part = tf.function(lambda x, y, vector, flag: _done(step._pass(x, y, vector, teacher, flag)))
+        part = tf.function(lambda x, y, vector, flag: one_scalar_of(step._pass(x, y, vector, teacher, flag)))
         for name, vector in vectors.items():
             flag = tf.constant(name == "max")
             results[f"part_{name}"] = _with_rate(
