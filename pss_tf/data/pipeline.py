@@ -99,7 +99,12 @@ def _indexed_train_stream(raw: sources.IndexedSplit, prep: _Preprocess, seed, st
 
 
 def _indexed_eval_stream(raw: sources.IndexedSplit, prep: _Preprocess, pipelines, examples=None):
-    """Every example in order, or the `examples` (indices) in their order."""
+    """Every example in order, or the `examples` (indices) in their order.
+
+    Images are decoded whole: the resize to the shorter side must see the whole
+    image to give the pixels the serving graphs give (`eval_resize_and_crop`); from
+    a decoded window it would be a resize with an offset, other float arithmetic.
+    """
     num_pipelines, pipeline_id = pipelines
     fetch = raw.make_fetch()
     if examples is None:
