@@ -296,7 +296,8 @@ def main(argv=None):
                 measured = _child(args, case, python)
                 values[case].append(measured["images_per_s"])
                 details[case].append(measured)
-                print(f"repeat {repeat + 1}/{args.repeats} {case}: {measured['images_per_s']} images/s", file=sys.stderr)
+                rate = measured["images_per_s"]
+                print(f"repeat {repeat + 1}/{args.repeats} {case}: {rate} images/s", file=sys.stderr)
     results["images_per_s"] = values
     results.update(summarise(values))
     results["runs"] = details

@@ -189,7 +189,9 @@ def test_traced_augmentation_of_a_decoded_image_equals_eager():
     def traced(image):
         return preprocessing.preprocess_for_train(image, 24, seed, color_jitter_strength=0.4, lighting_std=0.1)
 
-    eager = preprocessing.preprocess_for_train(tf.constant(image), 24, seed, color_jitter_strength=0.4, lighting_std=0.1)
+    eager = preprocessing.preprocess_for_train(
+        tf.constant(image), 24, seed, color_jitter_strength=0.4, lighting_std=0.1
+    )
     np.testing.assert_allclose(traced(tf.constant(image)).numpy(), eager.numpy(), atol=1e-5)
     without_lighting = preprocessing.preprocess_for_train(tf.constant(image), 24, seed, color_jitter_strength=0.4)
     assert np.abs(eager.numpy() - without_lighting.numpy()).max() > 1e-3
