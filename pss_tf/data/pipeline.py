@@ -57,7 +57,7 @@ class _Preprocess:
         if self.training:
             image = preprocessing.preprocess_for_train(
                 image, self.image_size, seed, self.crop_scale, self.flip, self.color_jitter, self.lighting,
-                self.normalization,
+                self.normalization, channels=self.channels,
             )
         else:
             image = preprocessing.preprocess_for_eval(image, self.image_size, self.crop_fraction, self.normalization)
@@ -81,7 +81,8 @@ def _indexed_train_stream(raw: sources.IndexedSplit, prep: _Preprocess, seed, st
     """
     num_pipelines, pipeline_id = pipelines
     n = raw.num_examples if train_indices is None else len(train_indices)
-    fetch = raw.make_fetch()
+    # Encoded files go to the augmentation undecoded: it decodes only a JPEG's crop window.
+    fetch = (raw.make_fetch_encoded or raw.make_fetch)()
     shuffle_key, augment_key = _key(seed, _SHUFFLE_SALT), _key(seed, _AUGMENT_SALT)
     kept = None if train_indices is None else tf.constant(train_indices, tf.int64)
 
@@ -98,7 +99,12 @@ def _indexed_train_stream(raw: sources.IndexedSplit, prep: _Preprocess, seed, st
 
 
 def _indexed_eval_stream(raw: sources.IndexedSplit, prep: _Preprocess, pipelines, examples=None):
-    """Every example in order, or the `examples` (indices) in their order."""
+    """Every example in order, or the `examples` (indices) in their order.
+
+    Images are decoded whole: the resize to the shorter side must see the whole
+    image to give the pixels the serving graphs give (`eval_resize_and_crop`); from
+    a decoded window it would be a resize with an offset, other float arithmetic.
+    """
     num_pipelines, pipeline_id = pipelines
     fetch = raw.make_fetch()
     if examples is None:
@@ -156,8 +162,10 @@ def _record_train_stream(raw: sources.RecordSplit, prep, seed, start, pipelines,
     first_epoch, offset = divmod(start, n)
     stream = tf.data.Dataset.range(first_epoch, _ENDLESS).flat_map(_plain(epoch_records)).skip(offset)
 
+    parse = raw.parse_encoded or raw.parse  # Encoded: only a JPEG's crop window is decoded.
+
     def example(position, record):
-        return prep(*raw.parse(record), _fold(augment_key, position))
+        return prep(*parse(record), _fold(augment_key, position))
 
     return stream.map(_plain(example), num_parallel_calls=AUTOTUNE, deterministic=True)
 

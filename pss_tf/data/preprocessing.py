@@ -53,6 +53,8 @@ def normalize(images: tf.Tensor, normalization: str = "imagenet") -> tf.Tensor:
     if normalization == "minus_one_to_one":
         return x / 127.5 - 1.0
     channels = images.shape[-1]
+    if channels is None:
+        raise ValueError("normalize: the images' channel count must be static to pick the mean and std")
     mean, std = (_IMAGENET_MEAN, _IMAGENET_STD) if channels == 3 else ((0.449,), (0.226,))
     return (x / 255.0 - tf.constant(mean)) / tf.constant(std)
 
@@ -222,6 +224,8 @@ def pca_lighting(image: tf.Tensor, std: float, seed: tf.Tensor) -> tf.Tensor:
     `eigvecs @ (alpha * eigvals)` with alpha ~ N(0, std), on the [0, 1] scale the
     eigenvalues are for (the release adds it to 0..255 pixels, where it is at
     most 0.05 grey levels; see docs/FIDELITY.md). One-channel images pass."""
+    if image.shape[-1] is None:
+        raise ValueError("pca_lighting: the image's channel count must be static")
     if image.shape[-1] != 3:
         return image
     alpha = tf.random.stateless_normal([3], seed, stddev=std)
@@ -256,7 +260,11 @@ def preprocess_for_train(
     else:
         shape = tf.shape(image)
         top, left, crop_h, crop_w = sample_crop_window(shape[0], shape[1], crop_seed, crop_scale)
-        image = tf.slice(image, tf.stack([top, left, 0]), tf.stack([crop_h, crop_w, -1]))
+        # A slice of dynamic size loses the static channel count, which lighting and
+        # normalisation read: keep it.
+        image = tf.ensure_shape(
+            tf.slice(image, tf.stack([top, left, 0]), tf.stack([crop_h, crop_w, -1])), [None, None, image.shape[-1]]
+        )
     image = _resize(image, [image_size, image_size])
     if color_jitter_strength:
         image = color_jitter(image, color_jitter_strength, jitter_seed)

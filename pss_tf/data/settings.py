@@ -224,6 +224,7 @@ class DataSettings:
         channels = self.info.channels
         if images.shape[-1] not in (None, channels):
             raise ValueError(f"images: expected {channels} channels, got {images.shape[-1]}")
+        images.set_shape(images.shape[:-1].concatenate([channels]))  # Normalisation reads the channel count.
         x = preprocessing.eval_resize_and_crop(images, self.image_size, self.crop_fraction)
         return preprocessing.normalize(x, self.normalization)
 

@@ -1,7 +1,9 @@
 """Where images come from: dataset names, availability checks and raw splits.
 
 A source turns a dataset name into a `DatasetInfo` (cheaply, so a bad flag fails
-before any heavy work) and into raw splits of decoded uint8 images. Splits come
+before any heavy work) and into raw splits of decoded uint8 images; sources of
+encoded files (image folders, TFDS) also hand out the encoded bytes, from which
+training decodes only a JPEG's crop window. Splits come
 in two kinds, which the pipeline streams differently:
 
 * `IndexedSplit`: random access by example index (synthetic, Fashion-MNIST,

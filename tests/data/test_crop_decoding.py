@@ -1,9 +1,13 @@
-"""Decoding only the crop window of a JPEG gives the pixels of decoding it whole and slicing."""
+"""Decoding only the crop window of a JPEG gives the pixels of decoding it whole and slicing,
+and the training streams, which now decode only the window, give the batches they gave before."""
+
+import dataclasses
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from pss_tf import data
 from pss_tf.data import preprocessing
 
 
@@ -47,3 +51,156 @@ def test_other_formats_are_decoded_whole_with_the_same_window():
 def test_encoded_images_need_channels():
     with pytest.raises(ValueError, match="channels"):
         preprocessing.preprocess_for_train(tf.constant(b"x"), 8, tf.constant([0, 0], tf.int64))
+
+
+def test_progressive_jpeg_crop_window_equals_decoding_whole_and_slicing():
+    image = _smooth_image(np.random.default_rng(5), 203, 311, 3)
+    data = tf.io.encode_jpeg(image, quality=85, progressive=True)
+    whole = tf.io.decode_image(data, channels=3, expand_animations=False)
+    for i in range(16):
+        seed = tf.constant([i, 9], tf.int64)
+        top, left, crop_h, crop_w = (int(v) for v in preprocessing.sample_crop_window(203, 311, seed))
+        window = preprocessing.decode_crop_window(data, 3, seed)
+        np.testing.assert_array_equal(window.numpy(), whole[top : top + crop_h, left : left + crop_w].numpy())
+
+
+# --- in the training streams ---------------------------------------------------------
+
+_FOLDER = {  # (height, width, channels, chroma subsampled, format); photo-like content.
+    ("train", "a"): [(150, 200, 3, True, "jpeg"), (97, 131, 3, True, "jpeg"), (64, 90, 1, False, "jpeg")],
+    ("train", "b"): [(120, 77, 3, False, "jpeg"), (81, 113, 3, True, "progressive"), (50, 70, 3, False, "png")],
+    ("train", "c"): [(133, 101, 3, True, "jpeg"), (66, 66, 3, True, "jpeg")],
+    ("val", "a"): [(40, 60, 3, True, "jpeg")],
+}
+
+
+def _write_folder(root):
+    rng = np.random.default_rng(11)
+    for (split, cls), images in _FOLDER.items():
+        for i, (height, width, channels, subsampled, kind) in enumerate(images):
+            image = _smooth_image(rng, height, width, channels)
+            if kind == "png":
+                data, name = tf.io.encode_png(image), f"{i}.png"
+            else:
+                data = tf.io.encode_jpeg(image, quality=90, chroma_downsampling=subsampled,
+                                         progressive=kind == "progressive")
+                name = f"{i}.jpg"
+            path = root / split / cls / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data.numpy())
+    return str(root)
+
+
+def _decoding_whole(monkeypatch):
+    """Makes the pipelines decode every image whole and slice the crop window (the former stream)."""
+    from pss_tf.data import pipeline
+
+    open_split = pipeline.sources.open_split
+
+    def whole(*args, **kwargs):
+        info, raw = open_split(*args, **kwargs)
+        if isinstance(raw, pipeline.sources.IndexedSplit):
+            return info, dataclasses.replace(raw, make_fetch_encoded=None)
+        return info, dataclasses.replace(raw, parse_encoded=None)
+
+    monkeypatch.setattr(pipeline.sources, "open_split", whole)
+
+
+def _batches(ds, n):
+    return list(ds.take(n).as_numpy_iterator())
+
+
+def _assert_same(a, b):
+    assert len(a) == len(b)
+    for (xa, ya), (xb, yb) in zip(a, b):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+
+
+_RELEASE_AUGMENTATION = dict(crop_scale=(0.25, 1.0), color_jitter=0.4, lighting=0.1)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_image_folder_stream_equals_decoding_whole(tmp_path, monkeypatch, channels):
+    root = _write_folder(tmp_path)
+    load = lambda: data.load(  # noqa: E731
+        "imagefolder", root, "train", 40, 4, True, seed=5, channels=channels, **_RELEASE_AUGMENTATION
+    )
+    windowed = _batches(load(), 8)  # Four epochs of the 8 images.
+    assert windowed[0][0].shape == (4, 40, 40, channels)
+    _decoding_whole(monkeypatch)
+    _assert_same(_batches(load(), 8), windowed)
+
+
+@pytest.mark.parametrize("start_step", [3, 5])
+def test_image_folder_resume_equals_uninterrupted_stream(tmp_path, start_step):
+    root = _write_folder(tmp_path)
+    load = lambda start: data.load(  # noqa: E731
+        "imagefolder", root, "train", 32, 3, True, seed=2, start_step=start, **_RELEASE_AUGMENTATION
+    )
+    full = _batches(load(0), start_step + 3)
+    _assert_same(_batches(load(start_step), 3), full[start_step:])
+
+
+def test_tfds_jpeg_stream_equals_decoding_whole(tmp_path, monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+
+    class PssTinyJpegs(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(
+                builder=self,
+                features=tfds.features.FeaturesDict({
+                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+                    "label": tfds.features.ClassLabel(num_classes=2),
+                }),
+                supervised_keys=("image", "label"),
+            )
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(0, 10), "test": self._generate_examples(1, 2)}
+
+        def _generate_examples(self, seed, count):
+            rng = np.random.default_rng(seed)
+            for i in range(count):
+                height, width = int(rng.integers(40, 130)), int(rng.integers(40, 130))
+                yield i, {"image": _smooth_image(rng, height, width, 3), "label": i % 2}
+
+    builder = PssTinyJpegs(data_dir=str(tmp_path))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False, num_shards=2))
+    load = lambda start=0: data.load(  # noqa: E731
+        "pss_tiny_jpegs", str(tmp_path), "train", 32, 4, True, seed=3, shuffle_buffer=4, start_step=start,
+        **_RELEASE_AUGMENTATION,
+    )
+    windowed = _batches(load(), 6)
+    _assert_same(_batches(load(4), 2), windowed[4:])
+    _decoding_whole(monkeypatch)
+    _assert_same(_batches(load(), 6), windowed)
+
+
+def test_traced_augmentation_of_a_decoded_image_equals_eager():
+    # In a traced stream the crop of a decoded image has a dynamic size; it must keep its
+    # channel count, or lighting is skipped and RGB images get the one-channel mean and std.
+    image = _smooth_image(np.random.default_rng(2), 70, 90, 3)
+    seed = tf.constant([4, 1], tf.int64)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+    def traced(image):
+        return preprocessing.preprocess_for_train(image, 24, seed, color_jitter_strength=0.4, lighting_std=0.1)
+
+    eager = preprocessing.preprocess_for_train(
+        tf.constant(image), 24, seed, color_jitter_strength=0.4, lighting_std=0.1
+    )
+    np.testing.assert_allclose(traced(tf.constant(image)).numpy(), eager.numpy(), atol=1e-5)
+    without_lighting = preprocessing.preprocess_for_train(tf.constant(image), 24, seed, color_jitter_strength=0.4)
+    assert np.abs(eager.numpy() - without_lighting.numpy()).max() > 1e-3
+
+
+def test_normalisation_needs_a_static_channel_count():
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32)])
+    def unknown_channels(x):
+        return preprocessing.normalize(x, "imagenet")
+
+    with pytest.raises(ValueError, match="channel count"):
+        unknown_channels.get_concrete_function()
