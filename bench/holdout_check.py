@@ -63,6 +63,7 @@ def main(argv=None) -> None:
     from common import run_tool
 
     from pss_tf.run.job import Job
+    from pss_tf.run.outputs import read_searched
 
     folder = os.path.join(args.out, "folder")
     write_folder(folder, args.train_examples, args.val_examples, args.seed)
@@ -85,12 +86,10 @@ def main(argv=None) -> None:
             f"--population={args.population}", f"--generations={args.generations}", f"--seed={args.seed}",
             "--noprogress",
         )
-        with open(os.path.join(job_dir, "search", "searched.json")) as f:
-            entry, = json.load(f)
+        entry, = read_searched(os.path.join(job_dir, "search"))
         job = Job(job_dir)
         counts = job.data.class_counts()
-        with open(os.path.join(job_dir, "winners.json")) as f:
-            winners = json.load(f)
+        winners = [winner for winner, _ in job.winners()]
         report["runs"][selection] = {
             "search_top1_held_out": entry["search_top1"],
             "val_top1": entry["val_top1"],

@@ -46,8 +46,9 @@ def _ints(text):
 
 def search(job_dir: str, out: str, budgets: list[float], args) -> list[dict]:
     """tools/search.py at `budgets` with the prior (its searched.json), unless already there."""
-    path = os.path.join(out, "searched.json")
-    if not os.path.exists(path):
+    from pss_tf.run.outputs import SEARCHED_FILE, read_searched
+
+    if not os.path.exists(os.path.join(out, SEARCHED_FILE)):
         command = [
             sys.executable, os.path.join(ROOT, "tools", "search.py"), f"--job_dir={job_dir}", f"--out={out}",
             "--budgets=" + ",".join(f"{b:.6f}" for b in budgets), "--init=prior", f"--seed={args.search_seed}",
@@ -56,8 +57,7 @@ def search(job_dir: str, out: str, budgets: list[float], args) -> list[dict]:
         ]
         print(" ".join(command), flush=True)
         subprocess.run(command, check=True)
-    with open(path) as f:
-        return json.load(f)
+    return read_searched(out)
 
 
 def uniform_configs(model: str, resolution: int, widths: list[float]):

@@ -7,7 +7,8 @@ its heaps to the kernel beyond 128 KiB free. A training step allocates and frees
 the same few hundred megabytes of activations and gradients every step, so every
 step pays to fault those pages in again (the Fashion-MNIST run of the README
 spent 40% of its CPU time in the kernel). Keeping blocks up to 32 MiB in the
-heaps and never trimming them turns those faults into reuse.
+heaps, and trimming a heap only when 2 GiB lie free at its top (in effect never),
+turns those faults into reuse.
 
 The settings are applied through `mallopt` (ctypes), before TensorFlow allocates
 when pss_tf is imported first and still in effect for every later allocation when
@@ -40,10 +41,13 @@ M_TOP_PAD = -2
 M_MMAP_THRESHOLD = -3
 
 # (mallopt parameter, glibc's own variable that sets it, tunable name, value).
-# 32 MiB is the largest mmap threshold glibc accepts on 64-bit systems.
+# 32 MiB is the largest mmap threshold glibc accepts on 64-bit systems. The trim
+# threshold is meant as "never trim"; mallopt takes a C int, so the largest one it
+# can set is 2**31 - 1 bytes (2 GiB less a byte), far above the few hundred megabytes
+# a training step frees.
 SETTINGS = (
     (M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold", 32 * 1024 * 1024),
-    (M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_", "glibc.malloc.trim_threshold", 4 * 1024 * 1024 * 1024),
+    (M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_", "glibc.malloc.trim_threshold", 2**31 - 1),
     (M_TOP_PAD, "MALLOC_TOP_PAD_", "glibc.malloc.top_pad", 256 * 1024 * 1024),
 )
 
@@ -83,8 +87,6 @@ def keep_freed_memory(environ=None, again: bool = False) -> dict[str, int]:
     libc = None if environ.get(OPT_OUT_VARIABLE, "1") == "0" else _glibc()
     if libc is not None:
         for parameter, variable, tunable, value in SETTINGS:
-            # mallopt takes an int: the 4 GiB trim threshold is passed as its largest value.
-            value = min(value, 2**31 - 1)
             if not _chosen_by_user(variable, tunable, environ) and libc.mallopt(parameter, value) == 1:
                 applied[variable] = value
     _applied = applied

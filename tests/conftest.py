@@ -1,8 +1,8 @@
-"""Shared test set-up: quiet TensorFlow logs, the helpers module, and one trained smoke job.
+"""Shared test set-up: quiet TensorFlow logs, the helpers module, and trained smoke jobs.
 
-The smoke job is trained once per test run through tools/train.py and shared by
+The smoke jobs are trained once per test run through tools/train.py and shared by
 every test that only reads a finished run (outputs, export, search), and by
-both pytest-xdist workers (`support.shared_dir`). Tests must not write into it.
+both pytest-xdist workers (`support.shared_dir`). Tests must not write into them.
 """
 
 import os
@@ -48,3 +48,37 @@ def smoke_job(tmp_path_factory) -> str:
 def smoke_job_log(smoke_job) -> str:
     """What the smoke job's training printed on standard error (logs and progress bars)."""
     return (Path(smoke_job).parent / "smoke_job.log").read_text()
+
+
+@pytest.fixture(scope="session")
+def mobilenet_v3_smoke_job(tmp_path_factory) -> str:
+    """configs/smoke.flags exactly as a user runs it with --model=mobilenet_v3_small; read only.
+    What it printed is beside it, in ../train.log."""
+    with shared_dir(tmp_path_factory, "mobilenet_v3_smoke_job") as path:
+        if not (path / "done").exists():
+            shutil.rmtree(path, ignore_errors=True)
+            result = run_tool(
+                "train.py", f"--flagfile={SMOKE_FLAGS}", "--model=mobilenet_v3_small", f"--job_dir={path / 'job'}",
+                "--noprogress",
+            )
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            (path / "train.log").write_text(result.stdout + result.stderr)
+            (path / "done").write_text("")
+    return str(path / "job")
+
+
+@pytest.fixture(scope="session")
+def mobilenet_v3_smoke_export(mobilenet_v3_smoke_job, tmp_path_factory) -> str:
+    """tools/export.py of that run with float TFLite files only, and no accuracy or latency
+    measurements (the cheapest export that still holds every winner); read only."""
+    with shared_dir(tmp_path_factory, "mobilenet_v3_smoke_float_export") as root:
+        if not (root / "done").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+            result = run_tool(
+                "export.py", f"--job_dir={mobilenet_v3_smoke_job}", f"--export_dir={root / 'out'}",
+                "--tflite_kinds=float32", "--nobundle", "--noevaluate", "--nolatency",
+            )
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            (root / "done").write_text("")
+    return str(root / "out")

@@ -47,6 +47,11 @@ def smoke_config(job_dir, **overrides):
     return config.replace(**{"progress": False, "deterministic": True, **overrides})
 
 
+def smoke_space(model: str = "mobilenet_v1"):
+    """The search space of configs/smoke.flags (with `model`)."""
+    return smoke_config("unused", model=model).search_space()
+
+
 def tiny_step(strategy, synchronized_bn=False, global_batch=8):
     """A small MobileNetV1 supernet (4 classes) and its sandwich step under `strategy`."""
     from pss_tf import build_supernet

@@ -235,6 +235,34 @@ def test_describe_subnet_reports_both_parameter_counts_and_takes_its_help_from_t
     assert "8 for mobilenet_v2," in help_text and "<model>_<w>x" in help_text
 
 
+@pytest.mark.parametrize("model", ["mobilenet_v3_small", "mobilenet_v3_large_layerwise"])
+def test_describe_subnet_counts_what_the_extracted_mobilenet_v3_holds(model):
+    """A random subnet of a small-input grey 10-class space: the tool's channels, MACs and both
+    parameter counts are the extracted Keras model's (its weights, its convs' channels)."""
+    import json
+    import random
+
+    import numpy as np
+
+    from pss_tf import SearchSpace, SubnetConfig, build_supernet
+    from pss_tf.space.cost import count_flops
+
+    config = SearchSpace(model, 24, 32, 4, 0.35, 1.0).random_config(random.Random(7))
+    result = run_tool("describe_subnet.py", f"--config={config.to_json()}", "--num_classes=10", "--small_input",
+                      "--in_channels=1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    described = json.loads(result.stdout)
+    supernet = build_supernet(model, num_classes=10, small_input=True, in_channels=1)
+    extracted = supernet.extract(config, resize=False)
+    trainable = sum(int(np.prod(w.shape)) for w in extracted.trainable_weights)
+    assert described["params"] == {"trainable": trainable, "all_weights": extracted.count_params()}
+    assert SubnetConfig.from_dict(described["config"]) == config and described["channels"] == list(config.channels)
+    assert described["mflops"] == round(count_flops(config, num_classes=10, small_input=True, in_channels=1), 4)
+    # The widest 1x1 conv of the extracted model has the widest channel count described.
+    widest = max(l.filters for l in extracted.layers if type(l).__name__ == "Conv2D")
+    assert widest == max(described["channels"])
+
+
 @pytest.mark.parametrize("flag, message", [
     ("--repeats=0", "--repeats: must be an int of at least 1, got 0"),
     ("--channel_step=12", "--channel_step: must be 0 or a positive multiple of 8, got 12"),

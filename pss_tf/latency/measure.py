@@ -176,6 +176,7 @@ class Timing:
     median_ms: float
     spread_ms: float  # Interquartile range of the repeats.
     invokes: int
+    repeats_ms: tuple[float, ...] = ()  # Each repeat's mean invoke time, for pooling several timings.
 
 
 class Timer:
@@ -207,7 +208,7 @@ class Timer:
                 invoke()
             means.append((clock() - start) / inner * 1e3)
         quartiles = statistics.quantiles(means, n=4) if len(means) > 1 else [means[0]] * 3
-        return Timing(statistics.median(means), quartiles[2] - quartiles[0], inner * p.repeats + count)
+        return Timing(statistics.median(means), quartiles[2] - quartiles[0], inner * p.repeats + count, tuple(means))
 
     def time_keras(self, model, direct: bool = True) -> Timing:
         return self.time(to_tflite(model, direct))

@@ -386,8 +386,13 @@ def _from_flat(data: dict) -> dict:
 
 
 def _check_grid(field: str, grid) -> None:
+    if len(grid) == 1:
+        count = grid[0]
+        if not (float(count).is_integer() and count >= 2):
+            raise ConfigError(field, f"a count of targets must be an integer of at least 2, got {count:g}")
+        return
     if len(grid) != 3:
-        raise ConfigError(field, f"expected start,stop,step, got {list(grid)}")
+        raise ConfigError(field, f"expected start,stop,step or a count of targets N, got {list(grid)}")
     start, stop, step = (checks.number(field, float(v)) for v in grid)
     if step <= 0:
         raise ConfigError(field, f"step must be positive, got {step:g}")

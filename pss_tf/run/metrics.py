@@ -125,7 +125,8 @@ def target_options(option) -> list[tuple[str, type, object]]:
     fields = []
     for k in KINDS.values():
         fields.append((k.targets_field, tuple[float, ...], option(
-            (), help=f"Target grid of {k.what} in {k.unit}: start,stop,step (empty: about 10 targets).",
+            (), help=f"Target grid of {k.what} in {k.unit}: start,stop,step; or N, about N round targets from the "
+            "space's smallest subnet to its largest, both included; or empty, about 10 across the bulk of the space.",
         )))
         if k.name in last_user:
             table, users = by_field[last_user[k.name]]
@@ -148,6 +149,16 @@ def check_tables(targets) -> None:
             raise ConfigError(field, f"given but {which} in `metrics`")
 
 
+def _grid(metric: Metric, given: tuple[float, ...], space) -> TargetGrid:
+    """The grid a `<name>_targets` value stands for: start,stop,step as given; a
+    count N spread from the space's smallest subnet to its largest; empty: chosen."""
+    if len(given) == 3:
+        return TargetGrid(*given)
+    if len(given) == 1:
+        return metric.span_grid(space, int(given[0]))
+    return metric.auto_grid(space)
+
+
 def metrics_for_run(run_config, num_classes: int, in_channels: int, names: tuple[str, ...] | None = None) -> dict:
     """A run's metrics by name (its `TrainConfig`), each on its configured or
     automatic grid; only those in `names` when given, so a latency table is read
@@ -161,6 +172,5 @@ def metrics_for_run(run_config, num_classes: int, in_channels: int, names: tuple
         declared = kind(name)
         table = getattr(run_config.targets, declared.table.field) if declared.table else None
         metric = declared.load(name, run_config, table, costs)
-        grid = run_config.targets.grid(name)
-        metrics[name] = metric.with_grid(TargetGrid(*grid) if grid else metric.auto_grid(space))
+        metrics[name] = metric.with_grid(_grid(metric, run_config.targets.grid(name), space))
     return metrics

@@ -98,6 +98,12 @@ class Metric:
         stop = max(start, math.floor(high / step) * step)
         return TargetGrid(round(start, 6), round(stop, 6), round(step, 6))
 
+    def span_grid(self, space: SearchSpace, targets: int) -> TargetGrid:
+        """About `targets` round targets from the space's smallest subnet (min width and
+        resolution) to its largest, both ends included (`TargetGrid.spanning`)."""
+        ends = self.value(space.min_config()), self.value(space.max_config())
+        return TargetGrid.spanning(min(ends), max(ends), targets)
+
     def to_dict(self) -> dict:
         grid = self._grid.to_dict() if self._grid is not None else None
         return {"type": type(self).__name__, "name": self.name, "model": self.model, "grid": grid}

@@ -22,6 +22,8 @@ import numpy as np
 # Grids with more decimals than this are not meaningful budgets; capping keeps
 # `round` away from the noise digits of binary floats.
 _MAX_DECIMALS = 10
+# The mantissas of the steps `TargetGrid.spanning` chooses from.
+_ROUND_STEPS = (1.0, 2.0, 2.5, 5.0)
 
 
 def _decimals_of(value: float) -> int:
@@ -110,6 +112,34 @@ class TargetGrid:
 
     def to_dict(self) -> dict:
         return {"start": self.start, "stop": self.stop, "step": self.step}
+
+    @classmethod
+    def spanning(cls, low: float, high: float, count: int) -> "TargetGrid":
+        """About `count` round targets whose rounding bins cover `[low, high]`.
+
+        The step is a round number (1, 2, 2.5 or 5 times a power of ten) and the
+        targets its multiples, so labels stay short (`flops_0p75m`); of those steps,
+        the one giving the count nearest `count` wins (ties: the step nearest the
+        even spacing `(high - low) / (count - 1)`). `low` and `high` snap to the first and last target, so a space's
+        smallest and largest subnets each belong to one.
+        """
+        low, high = float(low), float(high)
+        count = checks.integer("count", count, 1, error=ValueError)
+        if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+            raise ValueError(f"low, high: expected finite low <= high, got {low!r}, {high!r}")
+        raw = (high - low) / max(count - 1, 1) or abs(high) or 1.0
+        exponent = math.floor(math.log10(raw))
+        steps = [m * 10.0**e for e in range(exponent - 1, exponent + 2) for m in _ROUND_STEPS]
+
+        def grid(step):
+            step = round(step, _decimals_of(step))
+            first, last = round(low / step), round(high / step)
+            if first == 0 < low:
+                first, last = 1, max(last, 1)
+            return cls(round(first * step, _MAX_DECIMALS), round(last * step, _MAX_DECIMALS), step)
+
+        grids = [grid(step) for step in steps]
+        return min(grids, key=lambda g: (abs(len(g.targets) - count), abs(math.log(g.step / raw))))
 
     @classmethod
     def from_dict(cls, data: dict) -> "TargetGrid":

@@ -124,6 +124,11 @@ class Trainer:
     def _build_sampling(self):
         run_config = self.run_config
         self.metrics = metrics_for_run(run_config, self.info.num_classes, self.info.channels)
+        for name, metric in self.metrics.items():
+            if len(run_config.targets.grid(name)) != 3:  # A grid chosen from the space: say which.
+                grid = metric.grid
+                self._report(f"{name} targets: {grid.start:g} to {grid.stop:g} {metric.unit} every {grid.step:g} "
+                             f"({len(grid.targets)} targets, chosen from the space)")
         self.pools = PoolManager(run_config.sampling.pool_capacity, run_config.sampling.score_momentum)
         self.mode = modes.create(run_config, self.space, self.metrics, self.pools, self.job)
         self.pool_keys = self.mode.pool_keys

@@ -7,6 +7,7 @@ from support import ROOT, load_script
 
 finetune_study = load_script(os.path.join(ROOT, "bench", "finetune_study.py"), "finetune_study")
 transfer_study = load_script(os.path.join(ROOT, "bench", "transfer_study.py"), "transfer_study")
+pruning_study = load_script(os.path.join(ROOT, "bench", "pruning_study.py"), "pruning_study")
 
 
 def entry(name, before, after, seconds):
@@ -60,3 +61,14 @@ def test_transfer_study_differences_per_subnet():
     assert by_name["flops_2m"]["difference"] == pytest.approx(2.5) and by_name["flops_2m"]["se"] == pytest.approx(0.5)
     assert by_name["max net"]["difference"] == pytest.approx(0.5)
     assert "| flops_2m | 88.00 | 90.50 | +2.50 ± 0.50 |" in table
+
+
+def test_the_pruning_study_reads_a_finished_search_through_the_runs_reader(tmp_path):
+    import json
+
+    entries = [{"name": "searched_flops_2m_prior", "value": 1.98}]
+    (tmp_path / "searched.json").write_text(json.dumps(entries))
+    assert pruning_study.search("unused", str(tmp_path), [2.0], None) == entries  # No search runs.
+    (tmp_path / "searched.json").write_text("{}")
+    with pytest.raises(ValueError, match="searched.json: expected a list of entries"):
+        pruning_study.search("unused", str(tmp_path), [2.0], None)

@@ -1,4 +1,5 @@
-"""A warm-started smoke run shared by the fine-tuning tests (and both pytest-xdist workers).
+"""What the fine-tuning tests share: a small supernet of the smoke space, and a
+warm-started smoke run (shared by both pytest-xdist workers too).
 
 It starts from the session's smoke run (4 RGB classes) with another class count
 and another channel count (3 grey classes), seeds its pools from the source's,
@@ -11,12 +12,26 @@ import os
 import shutil
 
 import pytest
-from support import SMOKE_FLAGS, run_tool, shared_dir, tree_digest
+from support import SMOKE_FLAGS, run_tool, shared_dir, smoke_space, tree_digest
 
 WARM_TRAINING = (
     "--synthetic_classes=3", "--synthetic_channels=1", "--epochs=2", "--steps_per_epoch=10",
     "--flops_targets=4,12,8", "--eval_winners_per_epoch=0", "--final_top_k=1", "--init_pools", "--noprogress",
 )
+
+
+@pytest.fixture(scope="module")
+def supernet():
+    """A seeded MobileNetV1 supernet of the smoke space (4 classes, small input), built at its
+    max net; one per test module, whose tests may change its BN statistics."""
+    import tensorflow as tf
+
+    from pss_tf import build_supernet
+
+    tf.keras.utils.set_random_seed(0)
+    net = build_supernet("mobilenet_v1", num_classes=4, small_input=True)
+    net(tf.zeros([1, 32, 32, 3]), smoke_space().max_config())
+    return net
 
 
 @pytest.fixture(scope="session")

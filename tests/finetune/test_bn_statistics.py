@@ -10,10 +10,8 @@ import itertools
 
 import keras
 import numpy as np
-import pytest
-import tensorflow as tf
+from support import smoke_space
 
-from pss_tf import SearchSpace, build_supernet
 from pss_tf.data.settings import DataSettings
 from pss_tf.data.sources import SyntheticSpec
 from pss_tf.finetune import training
@@ -21,8 +19,7 @@ from pss_tf.finetune.options import FinetuneOptions
 from pss_tf.space.config import SubnetConfig
 from pss_tf.run.config import TrainConfig
 
-SPACE = SearchSpace("mobilenet_v1", min_resolution=24, max_resolution=32, resolution_step=4, min_width=0.35,
-                    max_width=0.5)
+SPACE = smoke_space()  # MobileNetV1, 24..32 px, widths 0.35..0.5
 DATA = DataSettings("synthetic", None, image_size=32, synthetic=SyntheticSpec(num_classes=4, num_train=256),
                     normalization="minus_one_to_one")
 STEPS = 30
@@ -45,14 +42,6 @@ def travelled(inherited, stale, fresh) -> np.ndarray:
     """Per BN statistic, how far the stale one went from the inherited towards the fresh one (0: not at all)."""
     return np.array([np.linalg.norm(s - i) / max(np.linalg.norm(f - i), 1e-12)
                      for a, b, c in zip(inherited, stale, fresh) for i, s, f in zip(a, b, c)])
-
-
-@pytest.fixture(scope="module")
-def supernet():
-    tf.keras.utils.set_random_seed(0)
-    net = build_supernet("mobilenet_v1", num_classes=4, small_input=True)
-    net(tf.zeros([1, 32, 32, 3]), SPACE.max_config())
-    return net
 
 
 def test_recalibration_equals_the_supernet_calibration(supernet):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from support import smoke_space
 
-from pss_tf import SearchSpace, build_supernet
 from pss_tf.data.settings import DataSettings
 from pss_tf.data.sources import SyntheticSpec
 from pss_tf.errors import ConfigError
@@ -13,8 +13,7 @@ from pss_tf.finetune.options import INHERITED_LEARNING_RATE_FACTOR, FinetuneOpti
 from pss_tf.run import outputs
 from pss_tf.run.config import TrainConfig
 
-SPACE = SearchSpace("mobilenet_v1", min_resolution=24, max_resolution=32, resolution_step=4, min_width=0.35,
-                    max_width=0.5)
+SPACE = smoke_space()  # MobileNetV1, 24..32 px, widths 0.35..0.5
 
 
 def options(**changes):
@@ -55,14 +54,6 @@ def test_the_recipe_follows_the_run_unless_told():
     assert options(out="/a", progress=False).settings() == options(out="/b").settings()
     assert options(epochs=2).settings() != options().settings()
     assert options().epochs == 3  # The default the fine-tuning study chose (docs/RESULTS.md).
-
-
-@pytest.fixture(scope="module")
-def supernet():
-    tf.keras.utils.set_random_seed(0)
-    net = build_supernet("mobilenet_v1", num_classes=4, small_input=True)
-    net(tf.zeros([1, 32, 32, 3]), SPACE.max_config())
-    return net
 
 
 def test_reinitialise_draws_the_release_initialisers_at_the_subnet_widths(supernet):

@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+from support import smoke_config
 
 from pss_tf import config_flags
 from pss_tf.errors import ConfigError
@@ -14,6 +15,7 @@ from pss_tf.latency.release_luts import ReleaseLatencyMetric
 from pss_tf.run import metrics
 from pss_tf.run.config import TargetsConfig, TrainConfig
 from pss_tf.space.metrics import FlopsMetric
+from pss_tf.space.targets import TargetGrid
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "release")
 
@@ -28,6 +30,11 @@ RECORDED_TARGETS = {
     "release_luts": None,
 }
 
+GRID_FORMS = (
+    "start,stop,step; or N, about N round targets from the space's smallest subnet to its largest, both "
+    "included; or empty, about 10 across the bulk of the space."
+)
+
 
 def test_the_targets_options_are_declared_from_the_registry_in_the_order_run_json_records():
     assert json.dumps(TrainConfig().to_dict()["targets"]) == json.dumps(RECORDED_TARGETS)
@@ -38,7 +45,7 @@ def test_the_targets_options_are_declared_from_the_registry_in_the_order_run_jso
     for name, unit in (("flops", "M MACs"), ("latency_cpu", "ms"), ("release_latency_cpu", "us"),
                        ("release_latency_gpu", "us")):
         assert metrics.kind(name).unit == metrics.metric_class(name).unit == unit
-        assert leaves[f"{name}_targets"].help.endswith(f" in {unit}: start,stop,step (empty: about 10 targets).")
+        assert leaves[f"{name}_targets"].help.endswith(f" in {unit}: {GRID_FORMS}")
     assert leaves["latency_cpu_lut"].help.endswith("for the latency_cpu metric.")
     assert leaves["release_luts"].help.endswith("for the release_latency_cpu and release_latency_gpu metrics.")
 
@@ -101,6 +108,36 @@ def test_a_run_loads_each_named_metric_through_its_declaration():
     assert list(only) == ["flops"]
 
 
+@pytest.mark.parametrize(
+    "model, grid",
+    # MobileNetV1's is the grid configs/smoke.flags gave as 4,12,2 before it asked for a count.
+    [("mobilenet_v1", TargetGrid(4, 12, 2)), ("mobilenet_v3_small", TargetGrid(0.75, 2, 0.25))],
+)
+def test_a_count_of_targets_spans_the_space_from_its_smallest_subnet_to_its_largest(model, grid):
+    config = smoke_config("j", model=model)
+    assert config.targets.grid("flops") == (5.0,)
+    config.validate()
+    flops = metrics.metrics_for_run(config, num_classes=4, in_channels=3)["flops"]
+    space = config.search_space()
+    assert flops.grid == grid
+    assert flops.grid.snap(flops.value(space.min_config())) == grid.start
+    assert flops.grid.snap(flops.value(space.max_config())) == grid.stop
+
+
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        ((1.0,), "a count of targets must be an integer of at least 2, got 1"),
+        ((4.5,), "a count of targets must be an integer of at least 2, got 4.5"),
+        ((2.0, 5.0), "expected start,stop,step or a count of targets N, got [2.0, 5.0]"),
+    ],
+)
+def test_a_bad_targets_value_is_refused_naming_its_option(given, message):
+    with pytest.raises(ConfigError) as raised:
+        TrainConfig(job_dir="j").replace(flops_targets=given).validate()
+    assert (raised.value.field, raised.value.message) == ("flops_targets", message)
+
+
 def test_a_new_metric_is_one_declaration(monkeypatch):
     """A declared metric gets its targets option (and its table's) without another file changing."""
     energy = metrics.MetricKind(
@@ -110,6 +147,6 @@ def test_a_new_metric_is_one_declaration(monkeypatch):
     monkeypatch.setitem(metrics.KINDS, "energy", energy)
     fields = [(name, options.metadata["help"]) for name, _, options in metrics.target_options(config_flags.option)]
     assert fields[-2:] == [
-        ("energy_targets", "Target grid of energy in M MACs: start,stop,step (empty: about 10 targets)."),
+        ("energy_targets", f"Target grid of energy in M MACs: {GRID_FORMS}"),
         ("energy_table", "A table of energies, for the energy metric."),
     ]

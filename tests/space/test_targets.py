@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pss_tf.space import architectures
-from pss_tf.space.config import SubnetConfig
+from pss_tf.space.config import SearchSpace, SubnetConfig
 from pss_tf.space.cost import count_flops
 from pss_tf.space.metrics import FlopsMetric, Metric
 from pss_tf.space.targets import TargetGrid
@@ -164,6 +164,46 @@ class TestSnapArray:
         assert np.isnan(out[2]) and np.isnan(out[3])
 
 
+class TestSpanning:
+    """`TargetGrid.spanning`: about N round targets from a low value to a high one."""
+
+    def test_the_smoke_spaces(self):
+        # MobileNetV1 and MobileNetV3-Small at 24..32 px, widths 0.35..0.5 (configs/smoke.flags).
+        assert TargetGrid.spanning(4.024584, 12.166144, 5) == TargetGrid(4, 12, 2)
+        # Steps 0.2, 0.25 and 0.5 give 7, 6 and 3 targets: 6 is nearest 5.
+        assert TargetGrid.spanning(0.849104, 1.914112, 5) == TargetGrid(0.75, 2, 0.25)
+        assert TargetGrid.spanning(0.849104, 1.914112, 3) == TargetGrid(1, 2, 0.5)
+        assert TargetGrid.spanning(110, 570, 47) == MBV1_GRID
+
+    def test_the_ends_round_to_the_first_and_last_target_and_steps_are_round(self):
+        rng = np.random.default_rng(0)
+        for _ in range(300):
+            low = 10 ** rng.uniform(-3, 4)
+            high = low * 10 ** rng.uniform(0, 2)
+            count = int(rng.integers(2, 60))
+            grid = TargetGrid.spanning(low, high, count)
+            assert grid.snap(high) == grid.stop
+            assert grid.snap(low) == grid.start or (grid.start == grid.step and round(low / grid.step) == 0)
+            mantissa = grid.step / 10 ** math.floor(math.log10(grid.step) + 1e-12)
+            assert round(mantissa, 9) in (1, 2, 2.5, 5)
+            assert abs(len(grid.targets) - count) <= max(2, count // 2)
+
+    def test_no_target_is_zero(self):
+        grid = TargetGrid.spanning(0.01, 10, 5)
+        assert grid == TargetGrid(2, 10, 2) and grid.snap(0.01) is None
+
+    def test_one_value(self):
+        assert TargetGrid.spanning(1.3, 1.3, 4).targets == (1.0,)
+
+    def test_validation(self):
+        with pytest.raises(ValueError, match="count"):
+            TargetGrid.spanning(1, 2, 0)
+        with pytest.raises(ValueError, match="low, high"):
+            TargetGrid.spanning(2, 1, 5)
+        with pytest.raises(ValueError, match="low, high"):
+            TargetGrid.spanning(1, float("inf"), 5)
+
+
 class TestFlopsMetric:
     def test_value_and_target(self):
         metric = FlopsMetric("mobilenet_v1", MBV1_GRID)
@@ -203,6 +243,14 @@ class TestFlopsMetric:
             "small_input": True,
             "in_channels": 1,
         }
+
+    def test_span_grid_runs_from_the_min_net_to_the_max_net(self):
+        space = SearchSpace("mobilenet_v3_small", 24, 32, 4, 0.35, 0.5)
+        metric = FlopsMetric("mobilenet_v3_small", num_classes=4, small_input=True)
+        low, high = metric.value(space.min_config()), metric.value(space.max_config())
+        assert (low, high) == (0.849104, 1.914112)
+        grid = metric.span_grid(space, 5)
+        assert grid == TargetGrid(0.75, 2, 0.25) and (grid.snap(low), grid.snap(high)) == (0.75, 2.0)
 
     def test_validation(self):
         with pytest.raises(ValueError, match="model"):

@@ -49,6 +49,26 @@ def test_the_paper_configs_are_the_release_recipe(monkeypatch):
         }
 
 
+@pytest.mark.parametrize(
+    "name, ends, grid",
+    [
+        # One grey channel, 10 classes: what the files' comments state.
+        ("fashion_mnist", (1.759456, 10.867264), (2.0, 11.0, 1.0)),
+        ("fashion_mnist_mbv3_small", (1.274024, 4.959328), (1.5, 5.0, 0.5)),
+    ],
+)
+def test_the_fashion_mnist_grids_span_their_spaces_as_their_comments_say(name, ends, grid, monkeypatch):
+    from pss_tf.run.metrics import metrics_for_run
+
+    monkeypatch.chdir(ROOT)
+    config = _parse(f"--flagfile=configs/{name}.flags", "--job_dir=x")
+    flops = metrics_for_run(config, num_classes=10, in_channels=1)["flops"]
+    space = config.search_space()
+    low, high = flops.value(space.min_config()), flops.value(space.max_config())
+    assert (low, high) == ends and config.targets.grid("flops") == grid
+    assert (flops.grid.snap(low), flops.grid.snap(high)) == (grid[0], grid[1])
+
+
 def test_nested_json_round_trip_and_flat_names():
     config = TrainConfig(job_dir="j").replace(min_width=0.3, flops_targets=(2.0, 11.0, 1.0), metrics=("flops",))
     data = json.loads(json.dumps(config.to_dict()))

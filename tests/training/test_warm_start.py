@@ -5,6 +5,7 @@ import random
 import numpy as np
 import pytest
 import tensorflow as tf
+from support import smoke_config
 
 from pss_tf import SearchSpace, build_supernet
 from pss_tf.errors import ConfigError
@@ -109,3 +110,56 @@ def test_a_damaged_source_checkpoint_is_refused(smoke_job, tmp_path):
     with open(index, "r+b") as f:
         f.truncate(20)
     refused(str(copy), tmp_path, "init_from: .*ckpt-.* cannot be read")
+
+
+def test_a_mobilenet_v3_run_warm_starts_from_another(mobilenet_v3_smoke_job, tmp_path):
+    """A MobileNetV3-Small run (4 RGB classes) warm-starts one on 3 grey classes at 28..32 px:
+    every weight and BN statistic is the source's, but the classifier (its own, another
+    class count) and the stem (summed over the colour channels); the pools are seeded."""
+    from pss_tf.training.trainer import Trainer
+
+    config = smoke_config(
+        str(tmp_path / "new"), model="mobilenet_v3_small", init_from=mobilenet_v3_smoke_job, init_pools=True,
+        synthetic_classes=3, synthetic_channels=1, min_resolution=28,
+    )
+    trainer = Trainer(config)
+    assert trainer.warm_start.notes == [
+        f"the classifier starts afresh: {mobilenet_v3_smoke_job} has 4 classes, this run 3",
+        f"the stem's kernel is summed over its colour channels: {mobilenet_v3_smoke_job} reads 3-channel images, "
+        "this run 1-channel ones",
+    ]
+    source = Job(mobilenet_v3_smoke_job).restore_supernet()
+    theirs = {v.path: v.numpy() for v in source.weights}
+    classifier = {v.path for v in trainer.supernet.classifier.weights}
+    stem = trainer.supernet.stem.conv.kernel.path
+    assert set(theirs) == {v.path for v in trainer.supernet.weights}
+    assert any("se_reduce" in path for path in theirs), "no squeeze-and-excite weights were compared"
+    for variable in trainer.supernet.weights:
+        if variable.path in classifier:
+            assert variable.shape[-1] == 3
+        elif variable.path == stem:
+            np.testing.assert_array_equal(variable.numpy(), theirs[stem].sum(axis=2, keepdims=True))
+        else:
+            np.testing.assert_array_equal(variable.numpy(), theirs[variable.path], err_msg=variable.path)
+    # The source's pool members at 28 and 32 px lie in the narrower space and join its pools.
+    source_pools = Job(mobilenet_v3_smoke_job).pools()
+    offered = {c for key in source_pools.keys() for c, _ in source_pools.members(key)}
+    seeded = [c for key in trainer.pools.keys() for c, _ in trainer.pools.members(key)]
+    assert seeded and all(c in offered and trainer.space.contains(c) for c in seeded)
+    assert {c for c in offered if c.resolution >= 28} == set(seeded)
+
+
+def test_a_mobilenet_v3_warm_start_refuses_another_space(mobilenet_v3_smoke_job, tmp_path):
+    def refused_v3(message, **changes):
+        config = smoke_config(str(tmp_path / "new"), model="mobilenet_v3_small", init_from=mobilenet_v3_smoke_job)
+        with pytest.raises(ConfigError, match=message):
+            config = config.replace(**changes)
+            config.validate()
+            warm_start.plan(config, Job(mobilenet_v3_smoke_job).info)
+
+    refused_v3("model: the run in .* has model='mobilenet_v3_small', this run 'mobilenet_v3_large'",
+               model="mobilenet_v3_large")
+    refused_v3("model: .* this run 'mobilenet_v3_small_layerwise'", model="mobilenet_v3_small_layerwise")
+    refused_v3("model: .* this run 'mobilenet_v1'", model="mobilenet_v1")
+    refused_v3("max_width: 0.6 is above the 0.5", max_width=0.6)
+    refused_v3(r"max_resolution: resolutions \[36\] were never trained", max_resolution=36)
