@@ -91,8 +91,14 @@ class _Targets:
     """What `TargetsConfig` does with the fields `pss_tf.run.metrics` declares for it."""
 
     def grid(self, metric: str) -> tuple[float, ...]:
-        """The `start, stop, step` given for `metric`, or () to choose one."""
+        """What `<metric>_targets` holds: `start, stop, step`, a count `N`, or ()."""
         return getattr(self, f"{metric}_targets")
+
+    def grid_form(self, metric: str) -> str:
+        """How `metric`'s grid is given: "range" (start,stop,step), "count" (N targets
+        spread over the space) or "automatic" (nothing given); the latter two are
+        chosen from the space when the run starts."""
+        return _grid_form(self.grid(metric))
 
     def validate(self) -> None:
         if not self.metrics:
@@ -385,13 +391,20 @@ def _from_flat(data: dict) -> dict:
     return compat.nested_run_config(data, {leaf.name: leaf.path for leaf in config_flags.leaves(TrainConfig)})
 
 
+def _grid_form(grid) -> str:
+    """The form of a `<metric>_targets` value: "range", "count" or "automatic";
+    "invalid" for any other length (`_check_grid` refuses it)."""
+    return {3: "range", 1: "count", 0: "automatic"}.get(len(grid), "invalid")
+
+
 def _check_grid(field: str, grid) -> None:
-    if len(grid) == 1:
+    form = _grid_form(grid)
+    if form == "count":
         count = grid[0]
         if not (float(count).is_integer() and count >= 2):
             raise ConfigError(field, f"a count of targets must be an integer of at least 2, got {count:g}")
         return
-    if len(grid) != 3:
+    if form != "range":
         raise ConfigError(field, f"expected start,stop,step or a count of targets N, got {list(grid)}")
     start, stop, step = (checks.number(field, float(v)) for v in grid)
     if step <= 0:

@@ -149,12 +149,14 @@ def check_tables(targets) -> None:
             raise ConfigError(field, f"given but {which} in `metrics`")
 
 
-def _grid(metric: Metric, given: tuple[float, ...], space) -> TargetGrid:
-    """The grid a `<name>_targets` value stands for: start,stop,step as given; a
-    count N spread from the space's smallest subnet to its largest; empty: chosen."""
-    if len(given) == 3:
+def _grid(metric: Metric, targets, space) -> TargetGrid:
+    """The grid `<name>_targets` stands for (`TargetsConfig.grid_form`): a range as
+    given; a count N spread from the space's smallest subnet to its largest; or
+    chosen from the space's spread of the metric."""
+    given, form = targets.grid(metric.name), targets.grid_form(metric.name)
+    if form == "range":
         return TargetGrid(*given)
-    if len(given) == 1:
+    if form == "count":
         return metric.span_grid(space, int(given[0]))
     return metric.auto_grid(space)
 
@@ -172,5 +174,5 @@ def metrics_for_run(run_config, num_classes: int, in_channels: int, names: tuple
         declared = kind(name)
         table = getattr(run_config.targets, declared.table.field) if declared.table else None
         metric = declared.load(name, run_config, table, costs)
-        metrics[name] = metric.with_grid(_grid(metric, run_config.targets.grid(name), space))
+        metrics[name] = metric.with_grid(_grid(metric, run_config.targets, space))
     return metrics

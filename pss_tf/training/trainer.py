@@ -125,7 +125,7 @@ class Trainer:
         run_config = self.run_config
         self.metrics = metrics_for_run(run_config, self.info.num_classes, self.info.channels)
         for name, metric in self.metrics.items():
-            if len(run_config.targets.grid(name)) != 3:  # A grid chosen from the space: say which.
+            if run_config.targets.grid_form(name) != "range":  # Chosen from the space: say which.
                 grid = metric.grid
                 self._report(f"{name} targets: {grid.start:g} to {grid.stop:g} {metric.unit} every {grid.step:g} "
                              f"({len(grid.targets)} targets, chosen from the space)")

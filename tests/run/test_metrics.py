@@ -125,6 +125,25 @@ def test_a_count_of_targets_spans_the_space_from_its_smallest_subnet_to_its_larg
 
 
 @pytest.mark.parametrize(
+    "given, form",
+    [((110.0, 570.0, 10.0), "range"), ((5.0,), "count"), ((), "automatic"), ((2.0, 5.0), "invalid")],
+)
+def test_the_form_of_a_targets_value_is_named_in_one_place(given, form):
+    """`grid_form` is what both the grid and the trainer's "chosen from the space" report follow."""
+    config = TrainConfig(job_dir="j").replace(flops_targets=given, metrics=("flops",))
+    assert config.targets.grid_form("flops") == form
+    if form == "invalid":
+        return
+    flops = metrics.metrics_for_run(config, num_classes=1000, in_channels=3)["flops"]
+    if form == "range":
+        assert flops.grid == TargetGrid(*given)
+    else:
+        space = config.search_space()
+        chosen = flops.span_grid(space, 5) if form == "count" else flops.auto_grid(space)
+        assert flops.grid == chosen and flops.grid != TargetGrid(110.0, 570.0, 10.0)
+
+
+@pytest.mark.parametrize(
     "given, message",
     [
         ((1.0,), "a count of targets must be an integer of at least 2, got 1"),
