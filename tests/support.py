@@ -173,6 +173,38 @@ def make_fashion_dir(root, num_train=20, num_val=10, gz_train=True, gz_val=False
     return arrays
 
 
+def prepare_tfds_images(data_dir, class_name, *, num_classes, splits, make_image, encoding_format="png", num_shards=2):
+    """A TFDS image dataset prepared offline under `data_dir`; returns its registered name.
+
+    `splits` maps a split to (seed, count); example i of a split is
+    `make_image(rng, i)` from that seed's generator, labelled `i % num_classes`.
+    The builder class is named `class_name`, which TFDS turns into the dataset's name.
+    """
+    import numpy as np
+    import tensorflow_datasets as tfds
+
+    def _info(self):
+        image = tfds.features.Image(shape=(None, None, 3), encoding_format=encoding_format)
+        features = tfds.features.FeaturesDict({"image": image, "label": tfds.features.ClassLabel(num_classes=num_classes)})
+        return tfds.core.DatasetInfo(builder=self, features=features, supervised_keys=("image", "label"))
+
+    def _split_generators(self, dl_manager):
+        return {split: self._generate_examples(seed, count) for split, (seed, count) in splits.items()}
+
+    def _generate_examples(self, seed, count):
+        rng = np.random.default_rng(seed)
+        for i in range(count):
+            yield i, {"image": make_image(rng, i), "label": i % num_classes}
+
+    members = dict(VERSION=tfds.core.Version("1.0.0"), _info=_info, _split_generators=_split_generators,
+                   _generate_examples=_generate_examples)
+    builder = type(class_name, (tfds.core.GeneratorBasedBuilder,), members)(data_dir=str(data_dir))
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False, num_shards=num_shards)
+    )
+    return builder.name
+
+
 def tree_digest(root) -> dict:
     """{relative path: sha256} of every file under `root`: a run compared before and after."""
     import hashlib

@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 import tensorflow as tf
+from support import prepare_tfds_images
 
 from pss_tf import data
 from pss_tf.data import preprocessing
@@ -143,34 +144,16 @@ def test_image_folder_resume_equals_uninterrupted_stream(tmp_path, start_step):
 
 
 def test_tfds_jpeg_stream_equals_decoding_whole(tmp_path, monkeypatch):
-    tfds = pytest.importorskip("tensorflow_datasets")
+    pytest.importorskip("tensorflow_datasets")
 
-    class PssTinyJpegs(tfds.core.GeneratorBasedBuilder):
-        VERSION = tfds.core.Version("1.0.0")
+    def smooth(rng, i):
+        height, width = int(rng.integers(40, 130)), int(rng.integers(40, 130))
+        return _smooth_image(rng, height, width, 3)
 
-        def _info(self):
-            return tfds.core.DatasetInfo(
-                builder=self,
-                features=tfds.features.FeaturesDict({
-                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-                    "label": tfds.features.ClassLabel(num_classes=2),
-                }),
-                supervised_keys=("image", "label"),
-            )
-
-        def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples(0, 10), "test": self._generate_examples(1, 2)}
-
-        def _generate_examples(self, seed, count):
-            rng = np.random.default_rng(seed)
-            for i in range(count):
-                height, width = int(rng.integers(40, 130)), int(rng.integers(40, 130))
-                yield i, {"image": _smooth_image(rng, height, width, 3), "label": i % 2}
-
-    builder = PssTinyJpegs(data_dir=str(tmp_path))
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False, num_shards=2))
+    name = prepare_tfds_images(tmp_path, "PssTinyJpegs", num_classes=2, splits={"train": (0, 10), "test": (1, 2)},
+                               make_image=smooth, encoding_format="jpeg")
     load = lambda start=0: data.load(  # noqa: E731
-        "pss_tiny_jpegs", str(tmp_path), "train", 32, 4, True, seed=3, shuffle_buffer=4, start_step=start,
+        name, str(tmp_path), "train", 32, 4, True, seed=3, shuffle_buffer=4, start_step=start,
         **_RELEASE_AUGMENTATION,
     )
     windowed = _batches(load(), 6)

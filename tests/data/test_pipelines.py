@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from support import ROOT as REPO_ROOT
-from support import make_fashion_dir, write_idx
+from support import make_fashion_dir, prepare_tfds_images, write_idx
 
 from pss_tf import data
 from pss_tf.data import idx, preprocessing
@@ -421,38 +421,15 @@ def test_imagenet_names_the_manual_dir(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_tfds(tmp_path_factory):
     """A 3-class image dataset prepared by TFDS in 3 shards, splits train and test."""
-    tfds = pytest.importorskip("tensorflow_datasets")
+    pytest.importorskip("tensorflow_datasets")
 
-    class PssTinyImages(tfds.core.GeneratorBasedBuilder):
-        VERSION = tfds.core.Version("1.0.0")
-
-        def _info(self):
-            return tfds.core.DatasetInfo(
-                builder=self,
-                features=tfds.features.FeaturesDict(
-                    {
-                        "image": tfds.features.Image(shape=(None, None, 3)),
-                        "label": tfds.features.ClassLabel(num_classes=3),
-                    }
-                ),
-                supervised_keys=("image", "label"),
-            )
-
-        def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples(0, 30), "test": self._generate_examples(1, 9)}
-
-        def _generate_examples(self, seed, count):
-            rng = np.random.default_rng(seed)
-            for i in range(count):
-                shape = (int(rng.integers(12, 40)), int(rng.integers(12, 40)), 3)
-                yield i, {"image": rng.integers(0, 256, shape, dtype=np.uint8), "label": i % 3}
+    def random_pixels(rng, i):
+        return rng.integers(0, 256, (int(rng.integers(12, 40)), int(rng.integers(12, 40)), 3), dtype=np.uint8)
 
     data_dir = str(tmp_path_factory.mktemp("tfds"))
-    builder = PssTinyImages(data_dir=data_dir)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False, num_shards=3)
-    )
-    return "pss_tiny_images", data_dir
+    name = prepare_tfds_images(data_dir, "PssTinyImages", num_classes=3, splits={"train": (0, 30), "test": (1, 9)},
+                               make_image=random_pixels, num_shards=3)
+    return name, data_dir
 
 
 def test_tfds_prepared_dataset(tiny_tfds):
