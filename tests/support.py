@@ -173,6 +173,21 @@ def make_fashion_dir(root, num_train=20, num_val=10, gz_train=True, gz_val=False
     return arrays
 
 
+def take_batches(ds, n) -> list:
+    """The first `n` batches of a tf.data stream as NumPy arrays."""
+    return list(ds.take(n).as_numpy_iterator())
+
+
+def assert_same_batches(a, b):
+    """Two lists of (images, labels) batches are equal, element for element."""
+    import numpy as np
+
+    assert len(a) == len(b)
+    for (xa, ya), (xb, yb) in zip(a, b):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+
+
 def prepare_tfds_images(data_dir, class_name, *, num_classes, splits, make_image, encoding_format="png", num_shards=2):
     """A TFDS image dataset prepared offline under `data_dir`; returns its registered name.
 

@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 import tensorflow as tf
-from support import prepare_tfds_images
+from support import assert_same_batches, prepare_tfds_images, take_batches
 
 from pss_tf import data
 from pss_tf.data import preprocessing
@@ -107,17 +107,6 @@ def _decoding_whole(monkeypatch):
     monkeypatch.setattr(pipeline.sources, "open_split", whole)
 
 
-def _batches(ds, n):
-    return list(ds.take(n).as_numpy_iterator())
-
-
-def _assert_same(a, b):
-    assert len(a) == len(b)
-    for (xa, ya), (xb, yb) in zip(a, b):
-        np.testing.assert_array_equal(xa, xb)
-        np.testing.assert_array_equal(ya, yb)
-
-
 _RELEASE_AUGMENTATION = dict(crop_scale=(0.25, 1.0), color_jitter=0.4, lighting=0.1)
 
 
@@ -127,10 +116,10 @@ def test_image_folder_stream_equals_decoding_whole(tmp_path, monkeypatch, channe
     load = lambda: data.load(  # noqa: E731
         "imagefolder", root, "train", 40, 4, True, seed=5, channels=channels, **_RELEASE_AUGMENTATION
     )
-    windowed = _batches(load(), 8)  # Four epochs of the 8 images.
+    windowed = take_batches(load(), 8)  # Four epochs of the 8 images.
     assert windowed[0][0].shape == (4, 40, 40, channels)
     _decoding_whole(monkeypatch)
-    _assert_same(_batches(load(), 8), windowed)
+    assert_same_batches(take_batches(load(), 8), windowed)
 
 
 @pytest.mark.parametrize("start_step", [3, 5])
@@ -139,8 +128,8 @@ def test_image_folder_resume_equals_uninterrupted_stream(tmp_path, start_step):
     load = lambda start: data.load(  # noqa: E731
         "imagefolder", root, "train", 32, 3, True, seed=2, start_step=start, **_RELEASE_AUGMENTATION
     )
-    full = _batches(load(0), start_step + 3)
-    _assert_same(_batches(load(start_step), 3), full[start_step:])
+    full = take_batches(load(0), start_step + 3)
+    assert_same_batches(take_batches(load(start_step), 3), full[start_step:])
 
 
 def test_tfds_jpeg_stream_equals_decoding_whole(tmp_path, monkeypatch):
@@ -156,10 +145,10 @@ def test_tfds_jpeg_stream_equals_decoding_whole(tmp_path, monkeypatch):
         name, str(tmp_path), "train", 32, 4, True, seed=3, shuffle_buffer=4, start_step=start,
         **_RELEASE_AUGMENTATION,
     )
-    windowed = _batches(load(), 6)
-    _assert_same(_batches(load(4), 2), windowed[4:])
+    windowed = take_batches(load(), 6)
+    assert_same_batches(take_batches(load(4), 2), windowed[4:])
     _decoding_whole(monkeypatch)
-    _assert_same(_batches(load(), 6), windowed)
+    assert_same_batches(take_batches(load(), 6), windowed)
 
 
 def test_traced_augmentation_of_a_decoded_image_equals_eager():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from support import ROOT as REPO_ROOT
-from support import make_fashion_dir, prepare_tfds_images, write_idx
+from support import assert_same_batches, make_fashion_dir, prepare_tfds_images, take_batches, write_idx
 
 from pss_tf import data
 from pss_tf.data import idx, preprocessing
@@ -38,17 +38,6 @@ def make_imagefolder(root):
             write_png(os.path.join(root, split, cls, f"{i}.png"), rng.integers(0, 256, shape))
     with open(os.path.join(root, "train", "dog", "notes.txt"), "w") as f:
         f.write("not an image")
-
-
-def batches(ds, n):
-    return list(ds.take(n).as_numpy_iterator())
-
-
-def assert_same_batches(a, b):
-    assert len(a) == len(b)
-    for (xa, ya), (xb, yb) in zip(a, b):
-        np.testing.assert_array_equal(xa, xb)
-        np.testing.assert_array_equal(ya, yb)
 
 
 # --- normalisation -----------------------------------------------------------------
@@ -120,7 +109,7 @@ def test_fashion_mnist_from_idx_files(tmp_path):
     assert info == data.DatasetInfo("fashion_mnist", 10, 1, 20, 10)
     # At the native size and crop_fraction 1 evaluation is exactly normalisation.
     ds = data.load("fashion_mnist", str(tmp_path), "val", 28, 4, training=False, crop_fraction=1.0)
-    got = batches(ds, 10)
+    got = take_batches(ds, 10)
     assert [len(y) for _, y in got] == [4, 4, 2]
     images = np.concatenate([x for x, _ in got])
     labels = np.concatenate([y for _, y in got])
@@ -142,7 +131,7 @@ def test_fashion_mnist_missing_file_names_flag_and_file(tmp_path):
 def test_fashion_mnist_training_epoch_is_a_permutation(tmp_path):
     make_fashion_dir(str(tmp_path), num_train=10)
     ds = data.load("fashion_mnist", str(tmp_path), "train", 16, 5, training=True, seed=7)
-    labels = [y for _, y in batches(ds, 6)]  # Three epochs of two batches.
+    labels = [y for _, y in take_batches(ds, 6)]  # Three epochs of two batches.
     epochs = [np.concatenate(labels[i : i + 2]) for i in range(0, 6, 2)]
     for epoch in epochs:
         assert sorted(epoch) == list(range(10))  # Label i belongs to example i only.
@@ -209,7 +198,7 @@ def test_synthetic_is_deterministic(tmp_path):
     make = lambda seed: data.load(  # noqa: E731
         "synthetic", None, "train", 16, 8, True, seed=seed, synthetic=spec
     )
-    first, again, other = batches(make(5), 3), batches(make(5), 3), batches(make(6), 3)
+    first, again, other = take_batches(make(5), 3), take_batches(make(5), 3), take_batches(make(6), 3)
     assert_same_batches(first, again)
     assert not np.array_equal(first[0][0], other[0][0])
     assert first[0][0].shape == (8, 16, 16, 3)
@@ -331,8 +320,8 @@ def test_resume_equals_uninterrupted_stream(start_step):
     make = lambda start: data.load(  # noqa: E731
         "synthetic", None, "train", 16, 8, True, seed=3, synthetic=spec, start_step=start
     )
-    full = batches(make(0), start_step + 3)
-    assert_same_batches(batches(make(start_step), 3), full[start_step:])
+    full = take_batches(make(0), start_step + 3)
+    assert_same_batches(take_batches(make(start_step), 3), full[start_step:])
 
 
 def test_input_pipelines_split_the_global_stream():
@@ -340,10 +329,10 @@ def test_input_pipelines_split_the_global_stream():
     fn = data.make_input_fn(
         "synthetic", None, "train", 16, 8, True, seed=1, synthetic=spec, start_step=2
     )
-    (x_global, y_global), = batches(fn(None), 1)
+    (x_global, y_global), = take_batches(fn(None), 1)
     for pipeline in range(2):
         context = tf.distribute.InputContext(2, pipeline, 2)
-        (x, y), = batches(fn(context), 1)
+        (x, y), = take_batches(fn(context), 1)
         assert x.shape == (4, 16, 16, 3)
         np.testing.assert_array_equal(x, x_global[pipeline::2])
         np.testing.assert_array_equal(y, y_global[pipeline::2])
@@ -435,7 +424,7 @@ def tiny_tfds(tmp_path_factory):
 def test_tfds_prepared_dataset(tiny_tfds):
     name, data_dir = tiny_tfds
     assert data.check_dataset(name, data_dir) == data.DatasetInfo(name, 3, 3, 30, 9)
-    val = batches(data.load(name, data_dir, "val", 16, 4, False), 10)
+    val = take_batches(data.load(name, data_dir, "val", 16, 4, False), 10)
     assert [len(y) for _, y in val] == [4, 4, 1]
     x, y = next(iter(data.load(name, data_dir, "train", 16, 6, True, seed=2)))
     assert x.shape == (6, 16, 16, 3) and y.dtype == tf.int32
@@ -447,12 +436,12 @@ def test_tfds_epochs_and_resume(tiny_tfds):
     make = lambda start: data.load(  # noqa: E731
         name, data_dir, "train", 16, 12, True, seed=4, shuffle_buffer=8, start_step=start
     )
-    full = batches(make(0), 6)
+    full = take_batches(make(0), 6)
     labels = np.concatenate([y for _, y in full])
     for epoch in range(2):  # Each epoch sees every example once: ten of each class.
         np.testing.assert_array_equal(np.bincount(labels[epoch * 30 : (epoch + 1) * 30]), [10] * 3)
-    assert_same_batches(batches(make(4), 2), full[4:])
-    assert_same_batches(batches(make(0), 6), full)
+    assert_same_batches(take_batches(make(4), 2), full[4:])
+    assert_same_batches(take_batches(make(0), 6), full)
 
 
 def test_tfds_resume_with_two_input_pipelines(tiny_tfds):
@@ -462,7 +451,7 @@ def test_tfds_resume_with_two_input_pipelines(tiny_tfds):
     )
     for pipeline in range(2):
         context = tf.distribute.InputContext(2, pipeline, 2)
-        full = batches(make(0)(context), 7)
+        full = take_batches(make(0)(context), 7)
         assert full[0][0].shape == (4, 16, 16, 3)
-        assert_same_batches(batches(make(5)(context), 2), full[5:])
+        assert_same_batches(take_batches(make(5)(context), 2), full[5:])
 
