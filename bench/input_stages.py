@@ -21,7 +21,6 @@ what a step costs:
 
 import argparse
 import glob
-import json
 import os
 import sys
 import time
@@ -29,7 +28,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import lscpu_model_name, machine_state  # noqa: E402
+from common import lscpu_model_name, machine_state, report_json  # noqa: E402
 
 
 def stages(size: int) -> dict:
@@ -130,12 +129,7 @@ def main(argv=None):
         }
         print(stage, results["ms_per_image"][stage], file=sys.stderr)
     results["machine_state_at_end"] = machine_state()
-    text = json.dumps(results, indent=2)
-    if args.out:
-        with open(args.out + ".tmp", "w") as f:
-            f.write(text + "\n")
-        os.replace(args.out + ".tmp", args.out)
-    print(text)
+    report_json(results, args.out)
 
 
 if __name__ == "__main__":

@@ -383,8 +383,10 @@ def decode_eval_crop(data: tf.Tensor, channels: int, image_size: int, crop_fract
     pixels are computed: one `ScaleAndTranslate` with the whole-image resize's
     scale and a translation that puts the crop's first pixel at the origin.
     Same filter, same sample positions: the pixels of resizing the whole image
-    and cropping, up to float rounding of the sample positions. Other formats
-    are decoded whole and go through `eval_resize_and_crop` itself.
+    and cropping, up to float rounding of the sample positions (within 1/100
+    of a grey level; where the whole-image path enlarges, its plain bilinear
+    resize is this filter too). Other formats are decoded whole and go
+    through `eval_resize_and_crop` itself.
     """
     if not 0.0 < crop_fraction <= 1.0:
         raise ValueError(f"crop_fraction: must lie in (0, 1], got {crop_fraction}")
@@ -399,7 +401,8 @@ def decode_eval_crop(data: tf.Tensor, channels: int, image_size: int, crop_fract
         # The triangle filter reaches max(1 / scale, 1) source pixels either side of a sample.
         reach = tf.maximum(1.0 / scale, 1.0)
         first = tf.cast(tf.floor(tf.cast(corner, tf.float32) / scale - reach), tf.int32) - 1 - _JPEG_MARGIN
-        last = tf.cast(tf.math.ceil(tf.cast(corner + image_size, tf.float32) / scale + reach), tf.int32) + 1 + _JPEG_MARGIN
+        end = tf.math.ceil(tf.cast(corner + image_size, tf.float32) / scale + reach)
+        last = tf.cast(end, tf.int32) + 1 + _JPEG_MARGIN
         first, last = tf.maximum(first, 0), tf.minimum(last, shape)
         region = tf.image.decode_and_crop_jpeg(data, tf.concat([first, last - first], 0), channels=channels)
         translation = tf.cast(first, tf.float32) * scale - tf.cast(corner, tf.float32)
