@@ -61,7 +61,7 @@ def normalize(images: tf.Tensor, normalization: str = "imagenet") -> tf.Tensor:
 
 def _normalize_rgb_image(image: tf.Tensor, normalization: str) -> tf.Tensor:
     """`normalize` of one (H, W, C) image in the input streams, equal up to float rounding
-    (one float32 ulp, 2.4e-7 at most here).
+    (a float32 ulp or two, under 5e-7).
 
     ImageNet's per-channel mean and std as a 3x3 diagonal matmul and a
     `bias_add`: the same affine map without TensorFlow's slow general
