@@ -43,6 +43,18 @@ def lscpu_model_name() -> str:
     return "unknown"
 
 
+def report_json(results: dict, out: str | None) -> None:
+    """Prints `results` as JSON and, with `out`, writes the same text there atomically."""
+    import json
+
+    text = json.dumps(results, indent=2)
+    if out:
+        with open(out + ".tmp", "w") as f:
+            f.write(text + "\n")
+        os.replace(out + ".tmp", out)
+    print(text)
+
+
 def one_scalar_of(outputs):
     """One scalar that depends on every tensor in `outputs` (gradients included).
 

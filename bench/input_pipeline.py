@@ -35,7 +35,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import machine_state  # noqa: E402
+from common import machine_state, report_json  # noqa: E402
 
 # The release's augmentation (see docs/FIDELITY.md).
 CROP_SCALE = (0.25, 1.0)
@@ -302,12 +302,7 @@ def main(argv=None):
     results.update(summarise(values))
     results["runs"] = details
     results["machine_state_at_end"] = machine_state()
-    text = json.dumps(results, indent=2)
-    if args.out:
-        with open(args.out + ".tmp", "w") as f:
-            f.write(text + "\n")
-        os.replace(args.out + ".tmp", args.out)
-    print(text)
+    report_json(results, args.out)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,9 @@ class _Preprocess:
                 self.normalization, channels=self.channels,
             )
         else:
-            image = preprocessing.preprocess_for_eval(image, self.image_size, self.crop_fraction, self.normalization)
+            image = preprocessing.preprocess_for_eval(
+                image, self.image_size, self.crop_fraction, self.normalization, channels=self.channels
+            )
         image = tf.ensure_shape(image, [self.image_size, self.image_size, self.channels])
         return image, tf.cast(label, tf.int32)
 
@@ -101,12 +103,11 @@ def _indexed_train_stream(raw: sources.IndexedSplit, prep: _Preprocess, seed, st
 def _indexed_eval_stream(raw: sources.IndexedSplit, prep: _Preprocess, pipelines, examples=None):
     """Every example in order, or the `examples` (indices) in their order.
 
-    Images are decoded whole: the resize to the shorter side must see the whole
-    image to give the pixels the serving graphs give (`eval_resize_and_crop`); from
-    a decoded window it would be a resize with an offset, other float arithmetic.
+    Encoded files go to the preprocessing undecoded: of a JPEG it decodes and
+    resamples only what the centre crop reads (`preprocessing.decode_eval_crop`).
     """
     num_pipelines, pipeline_id = pipelines
-    fetch = raw.make_fetch()
+    fetch = (raw.make_fetch_encoded or raw.make_fetch)()
     if examples is None:
         indices = tf.data.Dataset.range(pipeline_id, raw.num_examples, num_pipelines)
     else:
@@ -175,7 +176,8 @@ def _record_eval_stream(raw: sources.RecordSplit, prep, pipelines):
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(files)).flat_map(tf.data.TFRecordDataset)
     if record_shard:
         ds = ds.shard(*record_shard)
-    return ds.map(_plain(lambda r: prep(*raw.parse(r))), num_parallel_calls=AUTOTUNE, deterministic=True)
+    parse = raw.parse_encoded or raw.parse  # Encoded: a JPEG is decoded only where the crop reads.
+    return ds.map(_plain(lambda r: prep(*parse(r))), num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
 def _build(raw, prep: _Preprocess, batch_size, seed, start, pipelines, shuffle_buffer, train_indices=None, examples=None):

@@ -59,6 +59,23 @@ def normalize(images: tf.Tensor, normalization: str = "imagenet") -> tf.Tensor:
     return (x / 255.0 - tf.constant(mean)) / tf.constant(std)
 
 
+def _normalize_rgb_image(image: tf.Tensor, normalization: str) -> tf.Tensor:
+    """`normalize` of one (H, W, C) image in the input streams, equal up to float rounding
+    (a float32 ulp or two, under 5e-7).
+
+    ImageNet's per-channel mean and std as a 3x3 diagonal matmul and a
+    `bias_add`: the same affine map without TensorFlow's slow general
+    broadcasting of a 3-vector, which was most of the cost of `normalize` per
+    image. Serving graphs keep `normalize` itself.
+    """
+    if normalization != "imagenet" or image.shape[-1] != 3:
+        return normalize(image, normalization)
+    mean, std = np.asarray(_IMAGENET_MEAN, np.float32), np.asarray(_IMAGENET_STD, np.float32)
+    pixels = tf.reshape(tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 255.0), [-1, 3])
+    scaled = tf.matmul(pixels, tf.constant(np.diag(1.0 / (255.0 * std))))
+    return tf.reshape(tf.nn.bias_add(scaled, tf.constant(-mean / std)), tf.shape(image))
+
+
 def to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
     """Converts a uint8 (H, W, C) image between grayscale and RGB when needed."""
     have = image.shape[-1]
@@ -184,9 +201,22 @@ def _resize(image: tf.Tensor, size, current=None) -> tf.Tensor:
     )
 
 
-def _grayscale(image: tf.Tensor) -> tf.Tensor:
-    """Luma of an (H, W, C) float image, (H, W, 1); a one-channel image is its own."""
-    return image if image.shape[-1] == 1 else tf.image.rgb_to_grayscale(image)
+# PIL's convert("L") weights (ITU-R 601-2 luma), each repeated over a row: an RGB image's
+# pixels (N, 3) times this are its grey image in all three channels.
+_GREY_WEIGHTS = (0.299, 0.587, 0.114)
+_TO_GREY_RGB = tuple((w, w, w) for w in _GREY_WEIGHTS)
+
+
+def _grey_like(image: tf.Tensor) -> tf.Tensor:
+    """PIL's grey image of a float (H, W, C) image, in every channel (a one-channel image is its own).
+
+    A matmul rather than a (H, W, 1) grey image: broadcasting that back over
+    three channels is TensorFlow's slow broadcasting path.
+    """
+    if image.shape[-1] == 1:
+        return image
+    pixels = tf.reshape(image, [-1, 3])
+    return tf.reshape(tf.matmul(pixels, tf.constant(_TO_GREY_RGB)), tf.shape(image))
 
 
 def color_jitter(image: tf.Tensor, strength: float, seed: tf.Tensor) -> tf.Tensor:
@@ -194,23 +224,32 @@ def color_jitter(image: tf.Tensor, strength: float, seed: tf.Tensor) -> tf.Tenso
 
     Each factor is uniform in [1 - strength, 1 + strength] and the three
     adjustments run in a random order, clipping after each, as torchvision's
-    `ColorJitter(b, c, s)` in the release. Saturation leaves a one-channel image
-    unchanged.
+    `ColorJitter(b, c, s)` on the release's PIL images: each is PIL's blend
+    `degenerate + factor * (image - degenerate)` with black (brightness), the
+    grey image's mean rounded to an integer (contrast) or the grey image
+    (saturation), in float rather than PIL's uint8. Saturation leaves a
+    one-channel image unchanged.
     """
     factor_seed, order_seed = _split_seed(seed, 2)
     factors = tf.random.stateless_uniform([3], factor_seed, 1.0 - strength, 1.0 + strength)
     order = tf.argsort(tf.random.stateless_uniform([3], order_seed))
+    return blend_jitter(image, factors, order)
+
+
+def blend_jitter(image: tf.Tensor, factors: tf.Tensor, order: tf.Tensor) -> tf.Tensor:
+    """`color_jitter` with given factors (brightness, contrast, saturation) and order
+    (a permutation of 0 brightness, 1 contrast, 2 saturation)."""
 
     def brightness(x):
         return x * factors[0]
 
     def contrast(x):
-        mean = tf.reduce_mean(_grayscale(x))
-        return (x - mean) * factors[1] + mean
+        mean = tf.floor(tf.reduce_mean(_grey_like(x)) + 0.5)
+        return mean + factors[1] * (x - mean)
 
     def saturation(x):
-        gray = _grayscale(x)
-        return (x - gray) * factors[2] + gray
+        grey = _grey_like(x)
+        return grey + factors[2] * (x - grey)
 
     adjustments = [brightness, contrast, saturation]
     for position in range(3):
@@ -230,7 +269,16 @@ def pca_lighting(image: tf.Tensor, std: float, seed: tf.Tensor) -> tf.Tensor:
         return image
     alpha = tf.random.stateless_normal([3], seed, stddev=std)
     shift = tf.linalg.matvec(tf.constant(_PCA_EIGENVECTORS), alpha * tf.constant(_PCA_EIGENVALUES))
-    return tf.clip_by_value(image + 255.0 * shift, 0.0, 255.0)
+    # bias_add: the per-channel add without TensorFlow's slow general broadcasting.
+    return tf.clip_by_value(tf.nn.bias_add(image, 255.0 * shift), 0.0, 255.0)
+
+
+def random_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Mirrors an (H, W, C) image left-right with probability 1/2: the draw and the
+    decision of `tf.image.stateless_random_flip_left_right`, without its branch
+    (a reverse over no axes when not flipping)."""
+    flips = tf.random.stateless_uniform([], seed, 0, 1.0) < 0.5
+    return tf.reverse(image, tf.boolean_mask(tf.constant([1]), tf.reshape(flips, [1])))
 
 
 def preprocess_for_train(
@@ -271,8 +319,17 @@ def preprocess_for_train(
     if lighting_std:
         image = pca_lighting(image, lighting_std, lighting_seed)
     if flip:
-        image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-    return normalize(image, normalization)
+        image = random_flip(image, flip_seed)
+    return _normalize_rgb_image(image, normalization)
+
+
+def _eval_resized_size(height: tf.Tensor, width: tf.Tensor, image_size: int, resize_to: int):
+    """(new_h, new_w), int32: the shorter side resized to `resize_to`, neither side below `image_size`."""
+    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    scale = resize_to / tf.minimum(h, w)
+    new_h = tf.maximum(tf.cast(tf.round(h * scale), tf.int32), image_size)
+    new_w = tf.maximum(tf.cast(tf.round(w * scale), tf.int32), image_size)
+    return new_h, new_w
 
 
 def _eval_plan(height: int, width: int, image_size: int, resize_to: int) -> tuple[int, int, bool]:
@@ -309,10 +366,7 @@ def eval_resize_and_crop(images: tf.Tensor, image_size: int, crop_fraction: floa
         top, left = (new_h - image_size) // 2, (new_w - image_size) // 2
         return x[..., top : top + image_size, left : left + image_size, :]
     shape = tf.shape(x)
-    h, w = tf.cast(shape[rows], tf.float32), tf.cast(shape[rows + 1], tf.float32)
-    scale = resize_to / tf.minimum(h, w)
-    new_h = tf.maximum(tf.cast(tf.round(h * scale), tf.int32), image_size)
-    new_w = tf.maximum(tf.cast(tf.round(w * scale), tf.int32), image_size)
+    new_h, new_w = _eval_resized_size(shape[rows], shape[rows + 1], image_size, resize_to)
     x = _resize(x, tf.stack([new_h, new_w]), shape[rows : rows + 2])
     top, left = (new_h - image_size) // 2, (new_w - image_size) // 2
     begin = tf.stack([top, left, 0]) if rows == 0 else tf.stack([0, top, left, 0])
@@ -321,11 +375,64 @@ def eval_resize_and_crop(images: tf.Tensor, image_size: int, crop_fraction: floa
     return tf.ensure_shape(x, images.shape[:rows].concatenate([image_size, image_size, images.shape[-1]]))
 
 
+def decode_eval_crop(data: tf.Tensor, channels: int, image_size: int, crop_fraction: float = DEFAULT_CROP_FRACTION):
+    """`eval_resize_and_crop` of an encoded image, float32 (image_size, image_size, channels).
+
+    For a JPEG only the source rows and columns the centre crop reads are
+    decoded (plus a 16 px margin, as `decode_crop_window`), and only the crop's
+    pixels are computed: one `ScaleAndTranslate` with the whole-image resize's
+    scale and a translation that puts the crop's first pixel at the origin.
+    Same filter, same sample positions: the pixels of resizing the whole image
+    and cropping, up to float rounding of the sample positions (within 1/100
+    of a grey level; where the whole-image path enlarges, its plain bilinear
+    resize is this filter too). Other formats are decoded whole and go
+    through `eval_resize_and_crop` itself.
+    """
+    if not 0.0 < crop_fraction <= 1.0:
+        raise ValueError(f"crop_fraction: must lie in (0, 1], got {crop_fraction}")
+    resize_to = int(round(image_size / crop_fraction))
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(data)[:2]
+        new_h, new_w = _eval_resized_size(shape[0], shape[1], image_size, resize_to)
+        new_size = tf.stack([new_h, new_w])
+        corner = (new_size - image_size) // 2  # the crop's (top, left) in the resized image
+        scale = tf.cast(new_size, tf.float32) / tf.cast(shape, tf.float32)  # as tf.image.resize
+        # The triangle filter reaches max(1 / scale, 1) source pixels either side of a sample.
+        reach = tf.maximum(1.0 / scale, 1.0)
+        first = tf.cast(tf.floor(tf.cast(corner, tf.float32) / scale - reach), tf.int32) - 1 - _JPEG_MARGIN
+        end = tf.math.ceil(tf.cast(corner + image_size, tf.float32) / scale + reach)
+        last = tf.cast(end, tf.int32) + 1 + _JPEG_MARGIN
+        first, last = tf.maximum(first, 0), tf.minimum(last, shape)
+        region = tf.image.decode_and_crop_jpeg(data, tf.concat([first, last - first], 0), channels=channels)
+        translation = tf.cast(first, tf.float32) * scale - tf.cast(corner, tf.float32)
+        resampled = tf.raw_ops.ScaleAndTranslate(
+            images=region[None], size=[image_size, image_size], scale=scale, translation=translation,
+            kernel_type="triangle", antialias=True,
+        )
+        return resampled[0]
+
+    def other():
+        return eval_resize_and_crop(decode(data, channels), image_size, crop_fraction)
+
+    image = tf.cond(tf.io.is_jpeg(data), jpeg, other)
+    return tf.ensure_shape(image, [image_size, image_size, channels])
+
+
 def preprocess_for_eval(
     image: tf.Tensor,
     image_size: int,
     crop_fraction: float = DEFAULT_CROP_FRACTION,
     normalization: str = "imagenet",
+    channels: int | None = None,
 ) -> tf.Tensor:
-    """`eval_resize_and_crop`, then normalise (`crop_fraction=1.0` keeps the whole shorter side)."""
-    return normalize(eval_resize_and_crop(image, image_size, crop_fraction), normalization)
+    """`eval_resize_and_crop`, then normalise (`crop_fraction=1.0` keeps the whole shorter side).
+
+    `image` is decoded uint8 (H, W, C) or, with `channels`, an encoded image of
+    which a JPEG has only the part the crop reads decoded (`decode_eval_crop`).
+    """
+    if image.dtype == tf.string:
+        if channels is None:
+            raise ValueError("channels: required to decode an encoded image")
+        return _normalize_rgb_image(decode_eval_crop(image, channels, image_size, crop_fraction), normalization)
+    return _normalize_rgb_image(eval_resize_and_crop(image, image_size, crop_fraction), normalization)

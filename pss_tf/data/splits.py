@@ -62,8 +62,9 @@ class IndexedSplit:
     tensors on its own host. `labels`, when the source knows them without
     decoding images, lets held-out sets and subsets be stratified by class.
     `make_fetch_encoded`, for sources of encoded files (image folders), builds
-    `fetch(index) -> (encoded bytes, label)`, from which training preprocessing
-    can decode only the crop window of a JPEG (`preprocessing.decode_crop_window`).
+    `fetch(index) -> (encoded bytes, label)`, from which preprocessing decodes
+    only the part of a JPEG it reads (`preprocessing.decode_crop_window`,
+    `preprocessing.decode_eval_crop`).
     """
 
     num_examples: int
@@ -76,7 +77,7 @@ class IndexedSplit:
 @dataclasses.dataclass(frozen=True)
 class RecordSplit:
     """TFRecord shards plus `parse(serialized) -> (image, label)`; `parse_encoded`
-    (-> (encoded bytes, label)), when given, lets training preprocessing decode only the crop window."""
+    (-> (encoded bytes, label)), when given, lets preprocessing decode only the part of a JPEG it reads."""
 
     files: tuple[str, ...]
     shard_lengths: tuple[int, ...]

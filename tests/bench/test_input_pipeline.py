@@ -60,3 +60,24 @@ def test_a_tiny_run_prints_its_figures_as_json(tmp_path):
         assert printed["median_images_per_s"][case] == runs[0]["images_per_s"]
     written = sorted(os.listdir(os.path.join(work, "train", "class_1")))
     assert len(written) == 8 and all(name.endswith(".jpg") for name in written)
+
+
+def test_the_stage_timings_of_a_tiny_folder_print_as_json(tmp_path):
+    work = str(tmp_path / "folder")
+    input_pipeline.write_folder(work, 6, 2)
+    command = [
+        sys.executable, os.path.join(ROOT, "bench", "input_stages.py"), f"--work_dir={work}", "--images=5",
+        "--size=32", "--passes=1", "--threads=1,2", "--stages=decode_whole,train,eval", f"--out={tmp_path / 's.json'}",
+    ]
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = json.loads(result.stdout)
+    with open(tmp_path / "s.json") as f:
+        assert json.load(f) == printed
+    assert printed["benchmark"] == "input_stages" and printed["images"] == 5 and printed["lscpu_model_name"]
+    assert list(printed["ms_per_image"]) == ["decode_whole", "train", "eval"]
+    for timings in printed["ms_per_image"].values():
+        assert set(timings) == {"1_threads", "2_threads"} and all(0 < ms < 10_000 for ms in timings.values())
+    bad = subprocess.run(command[:2] + [f"--work_dir={work}", "--stages=nope"], capture_output=True, text=True, env=env)
+    assert bad.returncode != 0 and "--stages" in bad.stderr

@@ -176,3 +176,66 @@ def test_normalisation_needs_a_static_channel_count():
 
     with pytest.raises(ValueError, match="channel count"):
         unknown_channels.get_concrete_function()
+
+
+# --- evaluation: decoding and resampling only what the centre crop reads ----------------
+
+
+def _resize_whole_and_crop(data, channels, image_size, crop_fraction):
+    """The serving graphs' geometry on the whole decoded image (shapes unknown, as in a stream)."""
+    whole = tf.io.decode_image(data, channels=channels, expand_animations=False)
+    fn = tf.function(
+        lambda x: preprocessing.eval_resize_and_crop(x, image_size, crop_fraction),
+        input_signature=[tf.TensorSpec([None, None, channels], tf.uint8)],
+    )
+    return fn(whole).numpy()
+
+
+@pytest.mark.parametrize("height, width, channels, subsampled, decode_channels", [
+    (375, 500, 3, True, 3),  # ImageNet-shaped, shrinking to 256
+    (500, 333, 3, True, 3),  # portrait
+    (301, 403, 3, False, 3),  # off the MCU grid, 4:4:4
+    (97, 131, 3, True, 1),  # colour read as grey; enlarging
+    (120, 90, 1, False, 3),  # grey read as colour; enlarging
+    (257, 999, 3, True, 3),  # elongated
+])
+@pytest.mark.parametrize("image_size, crop_fraction", [(224, 0.875), (128, 0.875), (64, 0.5)])
+def test_eval_crop_of_a_jpeg_equals_resizing_whole_and_cropping(
+    height, width, channels, subsampled, decode_channels, image_size, crop_fraction
+):
+    rng = np.random.default_rng(height + width)
+    data = _jpeg(_smooth_image(rng, height, width, channels), subsampled)
+    expected = _resize_whole_and_crop(data, decode_channels, image_size, crop_fraction)
+    out = preprocessing.decode_eval_crop(data, decode_channels, image_size, crop_fraction).numpy()
+    assert out.shape == expected.shape == (image_size, image_size, decode_channels)
+    # Only the float rounding of the sample positions differs (~3e-5 px), on edges of up to
+    # 255 grey levels in these images: well under 1/100 of a grey level.
+    difference = np.abs(out - expected)
+    assert difference.max() < 1e-2 and difference.mean() < 1e-3, (difference.max(), difference.mean())
+
+
+def test_eval_crop_without_resampling_is_exact():
+    # Shorter side already the resize target: the crop is a copy of decoded pixels.
+    data = _jpeg(_smooth_image(np.random.default_rng(4), 256, 300, 3))
+    expected = _resize_whole_and_crop(data, 3, 224, 0.875)
+    np.testing.assert_array_equal(preprocessing.decode_eval_crop(data, 3, 224, 0.875).numpy(), expected)
+
+
+def test_eval_crop_of_other_formats_is_the_whole_image_path():
+    image = _smooth_image(np.random.default_rng(6), 75, 103, 3)
+    data = tf.io.encode_png(image)
+    expected = _resize_whole_and_crop(data, 3, 32, 0.875)
+    np.testing.assert_array_equal(preprocessing.decode_eval_crop(data, 3, 32, 0.875).numpy(), expected)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_image_folder_eval_stream_equals_decoding_whole(tmp_path, monkeypatch, channels):
+    root = _write_folder(tmp_path)
+    load = lambda: data.load("imagefolder", root, "train", 40, 3, False, channels=channels)  # noqa: E731
+    cropped = _batches(load(), 3)
+    assert sum(len(y) for _, y in cropped) == 8
+    _decoding_whole(monkeypatch)
+    whole = _batches(load(), 3)
+    for (xa, ya), (xb, yb) in zip(cropped, whole):
+        np.testing.assert_array_equal(ya, yb)
+        np.testing.assert_allclose(xa, xb, atol=2e-4)  # Normalised: 1e-2 grey levels is 1.7e-4.
