@@ -232,10 +232,10 @@ def test_eval_crop_of_other_formats_is_the_whole_image_path():
 def test_image_folder_eval_stream_equals_decoding_whole(tmp_path, monkeypatch, channels):
     root = _write_folder(tmp_path)
     load = lambda: data.load("imagefolder", root, "train", 40, 3, False, channels=channels)  # noqa: E731
-    cropped = _batches(load(), 3)
+    cropped = take_batches(load(), 3)
     assert sum(len(y) for _, y in cropped) == 8
     _decoding_whole(monkeypatch)
-    whole = _batches(load(), 3)
+    whole = take_batches(load(), 3)
     for (xa, ya), (xb, yb) in zip(cropped, whole):
         np.testing.assert_array_equal(ya, yb)
         np.testing.assert_allclose(xa, xb, atol=2e-4)  # Normalised: 1e-2 grey levels is 1.7e-4.
