@@ -7,6 +7,10 @@ project's configs/ (`python tools/train.py --flagfile=mbv1.flags`); once they
 are parsed, TensorFlow's native log lines are kept off stderr unless
 `--verbosity` asks for them (`pss_tf.native_logs`). A tool's module imports
 nothing that imports TensorFlow, so that this happens before its first line.
+
+A tool whose last objects take long to tear down (the trainer's distributed
+input iterator: see `exit_without_teardown`) ends with `cli.run(main,
+skip_teardown=True)`.
 """
 
 from __future__ import annotations
@@ -28,8 +32,12 @@ VERBOSITY_HELP = (
 )
 
 
-def run(main: Callable[[list[str]], int | None]) -> None:
-    """Runs a tool's `main(argv)` under absl (flags parsed), its flagfiles found and TensorFlow quiet."""
+def run(main: Callable[[list[str]], int | None], skip_teardown: bool = False) -> None:
+    """Runs a tool's `main(argv)` under absl (flags parsed), its flagfiles found and TensorFlow quiet.
+
+    With `skip_teardown`, a `main` that returns ends the process through
+    `exit_without_teardown`; one that raises ends as usual (traceback included).
+    """
     from absl import app, flags
 
     flags.FLAGS["verbosity"].help = VERBOSITY_HELP
@@ -37,7 +45,38 @@ def run(main: Callable[[list[str]], int | None]) -> None:
         argv = resolve_flagfiles(sys.argv)
     except ConfigError as e:
         sys.exit(error(f"--{e.field}: {e.message}"))
-    app.run(lambda parsed: _main(main, parsed), argv=argv)
+
+    def tool(parsed):
+        status = _main(main, parsed)
+        if skip_teardown:
+            exit_without_teardown(status)
+        return status
+
+    app.run(tool, argv=argv)
+
+
+def exit_without_teardown(status: int | None) -> None:
+    """Ends the process with `status` (None: 0) after everything an exit owes the user,
+    without the interpreter's teardown of the objects still alive.
+
+    The atexit handlers run (logging's flush, the native-log filter's drain, weakref
+    finalizers, TensorFlow's own), then stdout and stderr are flushed, then the process
+    ends. What is skipped is the garbage collection and module clearing that follow,
+    where TensorFlow destroys a MirroredStrategy's input iterator: its per-device
+    iterator waits for a tf.data autotuning thread to finish sleeping, up to a minute
+    (docs/PERFORMANCE.md, "Time in the kernel"). Call it only once every file the tool
+    writes is closed (checkpoints, JSON files and summary writers are, when the
+    trainer returns); library code never calls it.
+    """
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0 if status is None else int(status))
 
 
 def _main(main, argv):

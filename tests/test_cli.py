@@ -173,6 +173,52 @@ def test_a_crashing_tool_still_delivers_its_fatal_line(tmp_path):
     assert result.returncode != 0 and result.stderr == FATAL + b"\n"
 
 
+# --- ending without the interpreter's teardown ----------------------------------------
+
+
+def _tool(tmp_path, body: str) -> subprocess.CompletedProcess:
+    """Runs a tool script ending with `cli.run(main, skip_teardown=True)`; `body` defines main."""
+    script = tmp_path / "tool.py"
+    script.write_text(textwrap.dedent("""
+        import atexit, os, sys
+        from pss_tf import cli
+        MARKS = os.environ["MARKS"]
+
+        def mark(name, _open=open, _join=os.path.join, _marks=MARKS):  # Bound now: teardown clears globals.
+            _open(_join(_marks, name), "w").close()
+
+        class TornDown:
+            def __del__(self, _mark=mark):
+                _mark("torn_down")
+
+        KEPT = TornDown()  # A module global: destroyed only by the interpreter's teardown.
+    """) + textwrap.dedent(body) + "\ncli.run(main, skip_teardown=True)\n")
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=subprocess_env(MARKS=str(tmp_path)), timeout=60)
+
+
+def test_a_tool_ending_without_teardown_runs_atexit_flushes_and_keeps_its_status(tmp_path):
+    result = _tool(tmp_path, """
+        def main(argv):
+            atexit.register(mark, "atexit")
+            sys.stdout.write("buffered, no newline")  # A pipe: block-buffered, not yet written.
+            sys.stderr.write("error: the last line")
+            return 3
+    """)
+    assert result.returncode == 3
+    assert result.stdout == "buffered, no newline"
+    assert result.stderr.endswith("error: the last line")  # Through the native-log filter, drained at exit.
+    assert (tmp_path / "atexit").exists()
+    assert not (tmp_path / "torn_down").exists()  # The teardown was skipped.
+
+
+def test_a_tool_returning_none_exits_0_and_one_raising_ends_as_usual(tmp_path):
+    assert _tool(tmp_path, "def main(argv):\n    return None\n").returncode == 0
+    raised = _tool(tmp_path, "def main(argv):\n    raise RuntimeError('boom')\n")
+    assert raised.returncode == 1 and "RuntimeError: boom" in raised.stderr
+    assert (tmp_path / "torn_down").exists()  # A failure keeps the usual exit, teardown included.
+
+
 # --- through the tools ----------------------------------------------------------------
 
 

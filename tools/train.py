@@ -40,4 +40,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, skip_teardown=True)

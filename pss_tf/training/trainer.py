@@ -258,6 +258,12 @@ class Trainer:
             tf.summary.create_file_writer(self.job.tensorboard_dir) if self.is_chief else tf.summary.create_noop_writer()
         )
         logger.info("Training from step %d of %d.", self.step, self.total_steps)
+        try:
+            return self._train(writer)
+        finally:
+            writer.close()  # Its events are on disk when run() returns, whatever the caller does next.
+
+    def _train(self, writer) -> TrainResult:
         stopping = "stopping after this step; a checkpoint is saved, resume the run to continue"
         with writer.as_default(), StopRequest(stopping) as stop:
             while self.step < self.total_steps:
@@ -265,13 +271,11 @@ class Trainer:
                 if not self.train_epoch(epoch, stop):
                     self.save_checkpoint()
                     logger.info("Stopped at step %d of %d; continue with resume.", self.step, self.total_steps)
-                    writer.flush()
                     return TrainResult(self.job.path, self.step, False, [])
                 if (epoch + 1) % self.run_config.evaluation.eval_every_epochs == 0 or self.step == self.total_steps:
                     self.evaluate_epoch(epoch + 1)
                 self.save_checkpoint()
             winners = self.final_winners()
-            writer.flush()
         return TrainResult(self.job.path, self.step, True, winners)
 
     @property
