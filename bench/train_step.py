@@ -222,7 +222,7 @@ def main():
     import numpy as np
     import tensorflow as tf
 
-    from pss_tf import SearchSpace, SubnetConfig, build_supernet
+    from pss_tf import SearchSpace, SubnetConfig, build_supernet, keep_freed_memory
     from pss_tf.models.supernet import encode
     from pss_tf.training.distribute import create_strategy
     from pss_tf.training.optimization import build_optimizer, learning_rate_schedule
@@ -267,6 +267,7 @@ def main():
         "strategy": args.strategy,
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
         "kernels": {**kernels.current(), "onednn_enabled": bool(_pywrap_util_port.IsMklEnabled())},
+        "malloc_settings": keep_freed_memory(),  # pss_tf's, applied at import (empty: glibc's defaults)
     }
     start = time.perf_counter()
     pss_step()
