@@ -109,7 +109,8 @@ def measure(args) -> dict:
         "batch": args.batch, "repeats": args.repeats,
         "subnets": {},
     }
-    for name, (resolution, width) in SUBNETS.items():
+    for name in args.subnets:
+        resolution, width = SUBNETS[name]
         layers = []
         for shape in layer_shapes(args.model, resolution, width, args.batch):
             tensors = [tf.constant(rng.standard_normal(shape).astype("float32")) for _ in range(2)]
@@ -123,17 +124,24 @@ def measure(args) -> dict:
         totals = {"layers": len(layers), "values": values}
         for op in ("bn", "relu6"):
             seconds = sum(layer[f"{op}_s"] for layer in layers)
-            totals[f"{op}_s"] = round(seconds, 5)
+            totals[f"{op}_s"] = round(seconds, 7)
             totals[f"{op}_ns_per_value"] = round(1e9 * seconds / values, 4)
         results["subnets"][name] = {"resolution": resolution, "width": width, "totals": totals, "layers": layers}
         print(f"{name}: {totals}", file=sys.stderr, flush=True)
     subnets = results["subnets"]
+    if "max" not in subnets:
+        results["machine_state_at_end"] = machine_state()
+        return results
     results["per_value_over_max"] = {
         name: {op: round(subnets[name]["totals"][f"{op}_ns_per_value"] / subnets["max"]["totals"][f"{op}_ns_per_value"], 3)
                for op in ("bn", "relu6")}
         for name in subnets
     }
     # A step does each layer of each of the three passes once; a plain step the max net's once.
+    # (With all three subnets; else only the ratios to the max net.)
+    if len(subnets) < len(SUBNETS):
+        results["machine_state_at_end"] = machine_state()
+        return results
     results["step_over_plain"] = {
         op: round(sum(s["totals"][f"{op}_s"] for s in subnets.values()) / subnets["max"]["totals"][f"{op}_s"], 3)
         for op in ("bn", "relu6")
@@ -152,7 +160,11 @@ def main():
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--kernels", default=None,
                         help=f"comma-separated kernel settings, each in a fresh process ({', '.join(kernels.SETTINGS)})")
+    parser.add_argument("--subnets", default=",".join(SUBNETS), help=f"comma-separated, of {', '.join(SUBNETS)}")
     args = parser.parse_args()
+    args.subnets = [n.strip() for n in args.subnets.split(",") if n.strip()]
+    if not args.subnets or set(args.subnets) - set(SUBNETS):
+        parser.error(f"--subnets: choose from {', '.join(SUBNETS)}")
     if args.batch < 1 or args.repeats < 1 or args.warmup < 0:
         parser.error("--batch and --repeats: at least 1; --warmup: at least 0")
     if not args.kernels:
