@@ -132,8 +132,9 @@ def measure(args) -> dict:
     if "max" not in subnets:
         results["machine_state_at_end"] = machine_state()
         return results
+    max_totals = subnets["max"]["totals"]
     results["per_value_over_max"] = {
-        name: {op: round(subnets[name]["totals"][f"{op}_ns_per_value"] / subnets["max"]["totals"][f"{op}_ns_per_value"], 3)
+        name: {op: round(subnets[name]["totals"][f"{op}_ns_per_value"] / max_totals[f"{op}_ns_per_value"], 3)
                for op in ("bn", "relu6")}
         for name in subnets
     }
@@ -159,7 +160,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--kernels", default=None,
-                        help=f"comma-separated kernel settings, each in a fresh process ({', '.join(kernels.SETTINGS)})")
+                        help=f"comma-separated kernel settings, each in a fresh process ({', '.join(kernels.SETTINGS)})"
+                        )
     parser.add_argument("--subnets", default=",".join(SUBNETS), help=f"comma-separated, of {', '.join(SUBNETS)}")
     args = parser.parse_args()
     args.subnets = [n.strip() for n in args.subnets.split(",") if n.strip()]
@@ -173,14 +175,8 @@ def main():
     names = kernels.parse(args.kernels)
     argv = sys.argv[1:]
     results = {"benchmark": "elementwise_kernels", "lscpu_model_name": lscpu_model_name(), **machine_state(),
-               "command": ["python", "bench/elementwise_kernels.py", *argv], "settings": {}}
-    for name in names:
-        print(f"kernels: {name}", file=sys.stderr, flush=True)
-        results["settings"][name] = {
-            **kernels.describe(name), "tensorflow_probe": kernels.probe(name),
-            "run": kernels.run_json([sys.executable, os.path.abspath(__file__), *kernels.without_flags(argv, "--kernels")],
-                                    kernels.environment(name)),
-        }
+               "command": ["python", "bench/elementwise_kernels.py", *argv]}
+    results["settings"] = kernels.run_each(names, os.path.abspath(__file__), kernels.without_flags(argv, "--kernels"))
     results["machine_state_at_end"] = machine_state()
     print(json.dumps(results, indent=2))
 

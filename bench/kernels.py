@@ -145,6 +145,16 @@ def run_json(command: list[str], env: dict) -> dict:
     return json.loads(done.stdout)
 
 
+def run_each(names: list[str], script: str, child_argv: list[str]) -> dict:
+    """{setting: its record, its probe and the JSON of `script` run once under it}, one after another."""
+    records = {}
+    for name in names:
+        print(f"kernels: {name}", file=sys.stderr, flush=True)
+        records[name] = {**describe(name), "tensorflow_probe": probe(name),
+                         "run": run_json([sys.executable, script, *child_argv], environment(name))}
+    return records
+
+
 def without_flags(argv: list[str], *flags: str) -> list[str]:
     """`argv` less every `--flag=value` / `--flag value` of the given flags."""
     out, skip = [], False

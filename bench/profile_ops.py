@@ -302,16 +302,9 @@ def across_kernels(args, argv: list[str]) -> dict:
     from common import machine_state
 
     names = kernels.parse(args.kernels)
-    child_argv = kernels.without_flags(argv, "--kernels")
     results = {"benchmark": "profile_ops", "lscpu_model_name": lscpu_model_name(), **machine_state(),
-               "command": ["python", "bench/profile_ops.py", *argv], "settings": {}}
-    for name in names:
-        print(f"kernels: {name}", file=sys.stderr, flush=True)
-        results["settings"][name] = {
-            **kernels.describe(name), "tensorflow_probe": kernels.probe(name),
-            "run": kernels.run_json([sys.executable, os.path.abspath(__file__), *child_argv],
-                                    kernels.environment(name)),
-        }
+               "command": ["python", "bench/profile_ops.py", *argv]}
+    results["settings"] = kernels.run_each(names, os.path.abspath(__file__), kernels.without_flags(argv, "--kernels"))
     results["machine_state_at_end"] = machine_state()
     return results
 
