@@ -2,9 +2,10 @@
 
 TensorFlow's x86 wheel turns its oneDNN kernels on by default only on CPUs with
 AVX-512 VNNI, BF16 or AMX-class features; on AVX2-only CPUs (AMD's EPYC Zen 2,
-most cloud and CI hosts) its Eigen kernels run. With Eigen, a training step of
-pss_tf's MobileNetV1 supernet takes about twice as long as with oneDNN limited
-to AVX2 (docs/PERFORMANCE.md, "CPU kernels"). TensorFlow reads its switch,
+most cloud and CI hosts) its Eigen kernels run. Held to AVX2, oneDNN took a
+MobileNetV1 PSS step 3-9% and a plain step 16-24% less time than Eigen, and does
+not depend on glibc's malloc settings as Eigen does (docs/PERFORMANCE.md, "CPU
+kernels"; measured by emulating an AVX2 CPU on an AVX-512 one). TensorFlow reads its switch,
 `TF_ENABLE_ONEDNN_OPTS`, once, when it is imported, so `prefer_onednn` (run by
 `import pss_tf`) sets it to 1 before then. It leaves alone a value the user set (either way), a process
 with `PSS_TF_ONEDNN=0`, and CPUs that are not x86. If TensorFlow was imported
@@ -57,8 +58,8 @@ def prefer_onednn() -> dict:
         os.environ[TF_VARIABLE] = "1"
     elif decision.get("too_late") and not decision["onednn_already_on"]:
         logger.warning(
-            "TensorFlow was imported before pss_tf, so its oneDNN kernels stay off (on AVX2-only CPUs its Eigen "
-            "kernels train about 2x slower): import pss_tf first, or set %s=1.", TF_VARIABLE,
+            "TensorFlow was imported before pss_tf, so its oneDNN kernels stay off (its Eigen kernels train "
+            "slower): import pss_tf first, or set %s=1.", TF_VARIABLE,
         )
     _decision = decision
     return dict(decision)
