@@ -34,6 +34,10 @@ Every function takes its images, labels and config as arguments (captured
 constants would let graph optimisation fold work away) and returns a value
 that depends on every gradient (else the backward pass is pruned).
 
+With `--kernels=eigen_avx2,onednn_avx2` (bench/kernels.py) the passes run in a
+fresh process per kernel setting, one after another; the JSON holds each
+setting's variables, what a probe process saw take effect, and its run.
+
 Given a directory, it only reads the newest `*.xplane.pb` under it. Either
 way an op's time is the sum of the durations of its TensorFlow op events on
 the host threads (`name:Type` events), so on 2 cores the op times of one call
@@ -51,6 +55,7 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import kernels
 from common import lscpu_model_name, one_scalar_of
 
 # Op types by what they do, for the summary of each case.
@@ -241,11 +246,14 @@ def run_passes(args) -> dict:
         if unknown:
             raise SystemExit(f"--cases: unknown case(s) {unknown}; choose from {sorted(cases)}")
         cases = {k: v for k, v in cases.items() if k in args.cases}
+    from tensorflow.python.util import _pywrap_util_port
+
     results = {
         "benchmark": "profile_ops",
         "lscpu_model_name": lscpu_model_name(),
         **machine_state(),
         "tensorflow": tf.__version__,
+        "kernels": {**kernels.current(), "onednn_enabled": bool(_pywrap_util_port.IsMklEnabled())},
         "model": args.model,
         "batch": args.batch,
         "resolution": args.resolution,
@@ -289,6 +297,18 @@ def run_passes(args) -> dict:
     return results
 
 
+def across_kernels(args, argv: list[str]) -> dict:
+    """`--passes` once per kernel setting, each in a fresh process."""
+    from common import machine_state
+
+    names = kernels.parse(args.kernels)
+    results = {"benchmark": "profile_ops", "lscpu_model_name": lscpu_model_name(), **machine_state(),
+               "command": ["python", "bench/profile_ops.py", *argv]}
+    results["settings"] = kernels.run_each(names, os.path.abspath(__file__), kernels.without_flags(argv, "--kernels"))
+    results["machine_state_at_end"] = machine_state()
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("profile_dir", nargs="?", help="read the newest profile under this directory")
@@ -305,7 +325,15 @@ def main():
     parser.add_argument("--profiled", type=int, default=2, help="calls profiled per case (0: none)")
     parser.add_argument("--out_dir", default=None, help="where the profiles go (default: a temporary directory)")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--kernels", default=None,
+                        help=f"with --passes: comma-separated kernel settings ({', '.join(kernels.SETTINGS)})")
     args = parser.parse_args()
+    if args.kernels:
+        if not args.passes:
+            parser.error("--kernels: only with --passes")
+        kernels.parse(args.kernels)
+        print(json.dumps(across_kernels(args, sys.argv[1:]), indent=2))
+        return 0
     if args.passes:
         print(json.dumps(run_passes(args), indent=2))
         return 0

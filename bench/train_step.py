@@ -26,6 +26,13 @@ and the ratios: `max_part_over_tf_keras_floor` (the supernet's max-net pass
 against the plain network's), `pss_step_over_tf_keras_step` (a whole PSS step
 against one plain step) and `pss_step_over_release_step`.
 
+With `--kernels=native,eigen_avx2,onednn_avx2` (bench/kernels.py) the TensorFlow
+side runs in a fresh process per kernel setting and round (`--rounds`, the
+settings in turn within a round), the release's step likewise under the
+setting's PyTorch variables; the JSON records each setting's variables, what
+a probe process saw take effect (oneDNN on or off, its ISA, the convolution
+kernel), every run, and per setting the medians over rounds and their ratios.
+
 The chosen subnet is a fixed mid-space config (all widths at the middle,
 middle resolution), so repeats are comparable.
 """
@@ -41,6 +48,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import kernels
 from common import lscpu_model_name, machine_state, one_scalar_of, time_calls
 
 
@@ -95,8 +103,8 @@ def _ratio(a: dict, b: dict) -> float:
     return round(a["median_s"] / b["median_s"], 3)
 
 
-def _release_step(args, chosen_resolution: int, chosen_width: float) -> dict:
-    """bench/release_step.py's JSON: the release's step, timed in a process of its own."""
+def _release_step(args, chosen_resolution: int, chosen_width: float, env: dict | None = None) -> dict:
+    """bench/release_step.py's JSON: the release's step, timed in a process of its own (environment `env`)."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "release_step.py")
     command = [
         args.torch_python, script, f"--release_dir={args.release_dir}", f"--batch={args.batch}",
@@ -105,10 +113,78 @@ def _release_step(args, chosen_resolution: int, chosen_width: float) -> dict:
         f"--chosen_width={chosen_width}", f"--classes={args.classes}", f"--repeats={args.repeats}",
         f"--warmup={args.warmup}", f"--threads={os.cpu_count()}",
     ]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(f"release_step.py failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout)
+
+
+def _median_of_runs(runs: list[dict], key: str) -> float | None:
+    values = [run[key]["median_s"] for run in runs if key in run]
+    return round(statistics.median(values), 4) if values else None
+
+
+def _across_kernels(args, argv: list[str]) -> dict:
+    """The benchmark once per kernel setting and round, each in a fresh process; the medians over rounds."""
+    names = kernels.parse(args.kernels)
+    child_argv = kernels.without_flags(argv, "--kernels", "--rounds", "--release_dir", "--torch_python")
+    script = os.path.abspath(__file__)
+    chosen_resolution, chosen_width = _chosen_subnet(args)
+    results = {
+        "benchmark": "train_step",
+        "model": args.model, "batch": args.batch, "resolution": args.resolution,
+        "lscpu_model_name": lscpu_model_name(),
+        **machine_state(),
+        "command": ["python", "bench/train_step.py", *argv],
+        "rounds": args.rounds,
+        "settings": {},
+    }
+    settings = results["settings"]
+    for name in names:
+        settings[name] = {**kernels.describe(name), "tensorflow_probe": kernels.probe(name), "runs": []}
+        if args.release_dir:
+            settings[name]["torch_probe"] = kernels.probe(name, "torch", args.torch_python)
+            settings[name]["release_runs"] = []
+    for round_index in range(args.rounds):
+        for name in names:
+            print(f"round {round_index + 1}/{args.rounds}: {name}", file=sys.stderr, flush=True)
+            settings[name]["runs"].append(kernels.run_json([sys.executable, script, *child_argv],
+                                                           kernels.environment(name)))
+        if args.release_dir:  # Once per distinct PyTorch setting, shared by the settings that have it.
+            timed = {}
+            for name in names:
+                key = json.dumps(kernels.SETTINGS[name]["torch"], sort_keys=True)
+                if key not in timed:
+                    print(f"round {round_index + 1}/{args.rounds}: the release's step, {name}'s PyTorch",
+                          file=sys.stderr, flush=True)
+                    timed[key] = _release_step(args, chosen_resolution, chosen_width,
+                                               kernels.environment(name, "torch"))
+                settings[name]["release_runs"].append(timed[key])
+    for name in names:
+        setting = settings[name]
+        runs = setting["runs"]
+        summary = {key: _median_of_runs(runs, key)
+                   for key in ("pss_step", "part_max", "part_chosen", "part_min", "tf_keras_floor", "tf_keras_step")}
+        if args.release_dir:
+            summary["release_step"] = round(statistics.median(r["median_s"] for r in setting["release_runs"]), 4)
+        summary = {k: v for k, v in summary.items() if v is not None}
+        ratios = {"pss_step_over_tf_keras_step": round(summary["pss_step"] / summary["tf_keras_step"], 3)}
+        if "part_max" in summary:
+            ratios["max_part_over_tf_keras_floor"] = round(summary["part_max"] / summary["tf_keras_floor"], 3)
+        if "release_step" in summary:
+            ratios["pss_step_over_release_step"] = round(summary["pss_step"] / summary["release_step"], 3)
+        setting["median_s_over_rounds"] = summary
+        setting["ratios"] = ratios
+    results["machine_state_at_end"] = machine_state()
+    return results
+
+
+def _chosen_subnet(args) -> tuple[int, float]:
+    """The fixed mid-space subnet: the middle resolution, every width at the middle."""
+    from pss_tf import SearchSpace
+
+    space = SearchSpace(args.model, args.min_resolution, args.resolution, 8, args.min_width, 1.0)
+    return space.resolutions[len(space.resolutions) // 2], round((args.min_width + 1.0) / 2, 3)
 
 
 def main():
@@ -127,26 +203,37 @@ def main():
     parser.add_argument("--profile_dir", default=None, help="write a TF profiler trace of 2 PSS steps here")
     parser.add_argument("--release_dir", default=None, help="a PSS-Net release clone: also time its step")
     parser.add_argument("--torch_python", default=sys.executable, help="the interpreter that runs the release")
+    parser.add_argument("--kernels", default=None,
+                        help=f"comma-separated kernel settings, each in fresh processes: {', '.join(kernels.SETTINGS)}")
+    parser.add_argument("--rounds", type=int, default=1, help="with --kernels: rounds of all settings in turn")
     args = parser.parse_args()
     if args.release_dir and not os.path.isfile(os.path.join(args.release_dir, "models", "mobilenet_v1.py")):
         parser.error(f"--release_dir: {args.release_dir} holds no models/mobilenet_v1.py (a PSS-Net clone?)")
     if args.release_dir and args.model != "mobilenet_v1":
         parser.error("--release_dir: the release's step is timed for --model=mobilenet_v1 only")
+    if args.rounds < 1:
+        parser.error("--rounds: at least 1")
+    if args.kernels:
+        kernels.parse(args.kernels)
+        print(json.dumps(_across_kernels(args, sys.argv[1:]), indent=2))
+        return
 
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from pss_tf import SearchSpace, SubnetConfig, build_supernet
+    from pss_tf import SearchSpace, SubnetConfig, build_supernet, keep_freed_memory
     from pss_tf.models.supernet import encode
     from pss_tf.training.distribute import create_strategy
     from pss_tf.training.optimization import build_optimizer, learning_rate_schedule
     from pss_tf.training.step import SandwichStep
 
+    from tensorflow.python.util import _pywrap_util_port
+
     keras.utils.set_random_seed(0)
     space = SearchSpace(args.model, args.min_resolution, args.resolution, 8, args.min_width, 1.0)
-    middle_res = space.resolutions[len(space.resolutions) // 2]
-    chosen = SubnetConfig.uniform(args.model, middle_res, round((args.min_width + 1.0) / 2, 3))
+    middle_res, middle_width = _chosen_subnet(args)
+    chosen = SubnetConfig.uniform(args.model, middle_res, middle_width)
     configs = {"max": space.max_config(), "chosen": chosen, "min": space.min_config()}
     vectors = {k: tf.constant(encode(c)) for k, c in configs.items()}
 
@@ -179,6 +266,8 @@ def main():
         "keras": keras.__version__,
         "strategy": args.strategy,
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
+        "kernels": {**kernels.current(), "onednn_enabled": bool(_pywrap_util_port.IsMklEnabled())},
+        "malloc_settings": keep_freed_memory(),  # pss_tf's, applied at import (empty: glibc's defaults)
     }
     start = time.perf_counter()
     pss_step()

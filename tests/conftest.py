@@ -1,4 +1,4 @@
-"""Shared test set-up: quiet TensorFlow logs, the helpers module, and trained smoke jobs.
+"""Shared test set-up: quiet TensorFlow logs, pss_tf's CPU kernels, the helpers module, and trained smoke jobs.
 
 The smoke jobs are trained once per test run through tools/train.py and shared by
 every test that only reads a finished run (outputs, export, search), and by
@@ -14,6 +14,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+# Before any test module imports TensorFlow: the tests run on the CPU kernels users get
+# (pss_tf.cpu_kernels), whichever module is collected first.
+import pss_tf  # noqa: E402, F401
 import pytest  # noqa: E402
 from support import SMOKE_FLAGS, run_tool, shared_dir  # noqa: E402
 

@@ -40,14 +40,24 @@ MODES = {
 
 
 def cpu() -> str:
-    """The processor's name: float results are bit-exact only on the same kind."""
+    """The processor's name, and the kernel variables that change its code: float results are bit-exact
+    only on the same kind running the same kernels (TensorFlow's Eigen kernels, or oneDNN held to a smaller
+    instruction set, round differently from the default oneDNN kernels the fixture was recorded with)."""
+    name = platform.processor()
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
+                break
     except OSError:
         pass
-    return platform.processor()
+    variant = []
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
+        variant.append("Eigen kernels")
+    for variable in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        if variable in os.environ:
+            variant.append(f"{variable}={os.environ[variable]}")
+    return f"{name} ({', '.join(variant)})" if variant else name
 
 
 def weights_summary(variables) -> dict:

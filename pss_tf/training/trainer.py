@@ -22,7 +22,7 @@ import time
 
 import tensorflow as tf
 
-from pss_tf import allocator
+from pss_tf import allocator, cpu_kernels
 from pss_tf.errors import ConfigError, TrainingDiverged
 from pss_tf.models.supernet import supernet_for_run
 from pss_tf.pareto import mark_pareto_front
@@ -258,6 +258,7 @@ class Trainer:
             tf.summary.create_file_writer(self.job.tensorboard_dir) if self.is_chief else tf.summary.create_noop_writer()
         )
         logger.info("Training from step %d of %d.", self.step, self.total_steps)
+        logger.info("%s.", cpu_kernels.describe())
         try:
             return self._train(writer)
         finally:
