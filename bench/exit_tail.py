@@ -45,9 +45,11 @@ def one_run(way: str, tool_flags: list[str], job_dir: str) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    last_line, last_text = start, b""
+    last_line, last_text, result_text = start, b"", b""
     for line in process.stdout:
         last_line, last_text = time.perf_counter(), line
+        if b"outputs in" in line:  # The tool's own last words; its log lines may come after them.
+            result_text = line
     status = process.wait()
     end = time.perf_counter()
     if status:
@@ -55,6 +57,7 @@ def one_run(way: str, tool_flags: list[str], job_dir: str) -> dict:
     return {
         "way": way, "status": status, "wall_s": round(end - start, 2), "tail_s": round(end - last_line, 2),
         "last_line": last_text.decode(errors="replace").strip()[-120:],
+        "result_line": result_text.decode(errors="replace").strip()[-120:],
     }
 
 
