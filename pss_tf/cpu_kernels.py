@@ -52,7 +52,7 @@ def prefer_onednn() -> dict:
     global _decision
     if _decision is not None:
         return dict(_decision)
-    imported = "tensorflow" in sys.modules
+    imported = sys.modules.get("tensorflow") is not None  # None: a process that blocks its import.
     decision = decide(os.environ, platform.machine(), imported, imported and _onednn_enabled())
     if decision["set"]:
         os.environ[TF_VARIABLE] = "1"

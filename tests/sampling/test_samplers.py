@@ -2,6 +2,7 @@
 
 import collections
 import json
+import os
 import pathlib
 import random as random_module
 import subprocess
@@ -211,7 +212,10 @@ def test_sampling_side_imports_and_runs_without_tensorflow():
         """
     )
     root = pathlib.Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120)
+    # Without the kernel switch that importing pss_tf in this process set: the child's import decides afresh.
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120,
+                            env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 
