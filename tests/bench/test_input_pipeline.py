@@ -38,19 +38,24 @@ def test_lighting_adds_one_shift_along_the_eigenvectors():
     assert len(np.unique(out.reshape(-1, 3), axis=0)) == 1 and not np.all(out == 100)
 
 
-def test_a_tiny_run_prints_its_figures_as_json(tmp_path):
-    work = str(tmp_path / "folder")
-    command = [
-        sys.executable, os.path.join(ROOT, "bench", "input_pipeline.py"), "--images=16", "--classes=2", "--batch=4",
-        "--sizes=32", "--repeats=1", "--warmup=1", f"--work_dir={work}", "--skip_torch",
-        f"--out={tmp_path / 'out.json'}",
-    ]
+def _run_bench(script: str, out, *flags) -> dict:
+    """Runs bench/`script` with `flags` and `--out=out`; the JSON it printed, which must equal the file."""
+    command = [sys.executable, os.path.join(ROOT, "bench", script), *flags, f"--out={out}"]
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     printed = json.loads(result.stdout)
-    with open(tmp_path / "out.json") as f:
+    with open(out) as f:
         assert json.load(f) == printed
+    return printed
+
+
+def test_a_tiny_run_prints_its_figures_as_json(tmp_path):
+    work = str(tmp_path / "folder")
+    printed = _run_bench(
+        "input_pipeline.py", tmp_path / "out.json", "--images=16", "--classes=2", "--batch=4", "--sizes=32",
+        "--repeats=1", "--warmup=1", f"--work_dir={work}", "--skip_torch",
+    )
     assert printed["benchmark"] == "input_pipeline" and printed["cpu"] and printed["tensorflow"]
     assert printed["torch"] is None and printed["ratios"] == {}
     assert printed["folder"]["train_images"] == 16 and 440 <= printed["folder"]["median_width"] <= 560
@@ -65,19 +70,16 @@ def test_a_tiny_run_prints_its_figures_as_json(tmp_path):
 def test_the_stage_timings_of_a_tiny_folder_print_as_json(tmp_path):
     work = str(tmp_path / "folder")
     input_pipeline.write_folder(work, 6, 2)
-    command = [
-        sys.executable, os.path.join(ROOT, "bench", "input_stages.py"), f"--work_dir={work}", "--images=5",
-        "--size=32", "--passes=1", "--threads=1,2", "--stages=decode_whole,train,eval", f"--out={tmp_path / 's.json'}",
-    ]
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    printed = json.loads(result.stdout)
-    with open(tmp_path / "s.json") as f:
-        assert json.load(f) == printed
+    printed = _run_bench(
+        "input_stages.py", tmp_path / "s.json", f"--work_dir={work}", "--images=5", "--size=32", "--passes=1",
+        "--threads=1,2", "--stages=decode_whole,train,eval",
+    )
     assert printed["benchmark"] == "input_stages" and printed["images"] == 5 and printed["lscpu_model_name"]
     assert list(printed["ms_per_image"]) == ["decode_whole", "train", "eval"]
     for timings in printed["ms_per_image"].values():
         assert set(timings) == {"1_threads", "2_threads"} and all(0 < ms < 10_000 for ms in timings.values())
-    bad = subprocess.run(command[:2] + [f"--work_dir={work}", "--stages=nope"], capture_output=True, text=True, env=env)
+    bad = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "input_stages.py"), f"--work_dir={work}", "--stages=nope"],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
     assert bad.returncode != 0 and "--stages" in bad.stderr
