@@ -64,7 +64,7 @@ def exit_without_teardown(status: int | None) -> None:
     ends. What is skipped is the garbage collection and module clearing that follow,
     where TensorFlow destroys a MirroredStrategy's input iterator: its per-device
     iterator waits for a tf.data autotuning thread to finish sleeping, up to a minute
-    (docs/PERFORMANCE.md, "Time in the kernel"). Call it only once every file the tool
+    (docs/PERFORMANCE.md, "The idle tail at exit"). Call it only once every file the tool
     writes is closed (checkpoints, JSON files and summary writers are, when the
     trainer returns); library code never calls it.
     """
