@@ -66,8 +66,10 @@ def tiny_step(strategy, synchronized_bn=False, global_batch=8):
 
 
 def subprocess_env(**extra) -> dict:
-    """The environment of a test's child process: quiet TF, this checkout importable."""
-    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join([ROOT, TESTS]), **extra)
+    """The environment of a test's child process: quiet TF, this checkout importable; `extra` overrides."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join([ROOT, TESTS]))
+    env.update(extra)
+    return env
 
 
 def run_tool(tool: str, *args, timeout: int = 900, env=None, **popen) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from support import ROOT, load_script
+from support import ROOT, load_script, subprocess_env
 
 input_pipeline = load_script(os.path.join(ROOT, "bench", "input_pipeline.py"), "input_pipeline")
 
@@ -41,8 +41,7 @@ def test_lighting_adds_one_shift_along_the_eigenvectors():
 def _run_bench(script: str, out, *flags) -> dict:
     """Runs bench/`script` with `flags` and `--out=out`; the JSON it printed, which must equal the file."""
     command = [sys.executable, os.path.join(ROOT, "bench", script), *flags, f"--out={out}"]
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     printed = json.loads(result.stdout)
     with open(out) as f:
@@ -80,6 +79,6 @@ def test_the_stage_timings_of_a_tiny_folder_print_as_json(tmp_path):
         assert set(timings) == {"1_threads", "2_threads"} and all(0 < ms < 10_000 for ms in timings.values())
     bad = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bench", "input_stages.py"), f"--work_dir={work}", "--stages=nope"],
-        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True, text=True, env=subprocess_env(),
     )
     assert bad.returncode != 0 and "--stages" in bad.stderr

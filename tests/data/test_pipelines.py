@@ -9,8 +9,9 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
-from support import ROOT as REPO_ROOT
-from support import assert_same_batches, make_fashion_dir, prepare_tfds_images, take_batches, write_idx
+from support import (
+    assert_same_batches, make_fashion_dir, prepare_tfds_images, subprocess_env, take_batches, write_idx,
+)
 
 from pss_tf import data
 from pss_tf.data import idx, preprocessing
@@ -359,9 +360,9 @@ def test_mirrored_strategy_gets_half_batches_per_replica():
         print("OK", shapes)
         """
     )
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", script], env=subprocess_env(CUDA_VISIBLE_DEVICES=""), capture_output=True, text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK" in result.stdout

@@ -191,7 +191,7 @@ def test_saved_model_cli_lists_every_signature(export):
     out, manifest, _ = export
     result = subprocess.run(
         ["saved_model_cli", "show", "--dir", _saved_model_dir(out), "--all"],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True, text=True, timeout=300, env=subprocess_env(),
     )
     assert result.returncode == 0, result.stderr[-2000:]
     names = [s["name"] for s in manifest["subnets"]] + ["serving_default", "adaptive", "adaptive_flops"]

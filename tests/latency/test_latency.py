@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 import pytest
-from support import ROOT, SMOKE_FLAGS
+from support import ROOT, SMOKE_FLAGS, run_tool, subprocess_env
 
 from pss_tf import SearchSpace, SubnetConfig
 from pss_tf.errors import ConfigError
@@ -208,7 +208,7 @@ def test_build_lut_tool_measures_a_tiny_space_with_litert(tmp_path):
         sys.executable, os.path.join(ROOT, "tools", "build_lut.py"), f"--out={out}", f"--space={TINY_SPEC}",
         "--threads=1", "--repeats=2", "--warmup_s=0.002", "--min_repeat_s=0.001", "--noprogress",
     ]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = subprocess_env(TF_CPP_MIN_LOG_LEVEL="3")
     stopped = subprocess.run(command + ["--limit=4"], capture_output=True, text=True, env=env, timeout=600)
     assert stopped.returncode == 130, stopped.stderr[-2000:]
     assert "resume" in stopped.stderr
@@ -423,13 +423,10 @@ def test_multi_metric_smoke_run_has_winners_of_both_metrics(tmp_path, smoke_tabl
     lut = tmp_path / "smoke_lut.json"
     smoke_table.save(lut)
     job = tmp_path / "multi"
-    result = subprocess.run(
-        [
-            sys.executable, os.path.join(ROOT, "tools", "train.py"), f"--flagfile={SMOKE_FLAGS}",
-            f"--job_dir={job}", "--noprogress", "--metrics=flops,latency_cpu", "--flops_targets=6,10,4",
-            "--latency_cpu_targets=0.45,1.05,0.3", f"--latency_cpu_lut={lut}", "--epochs=1", "--steps_per_epoch=8",
-        ],
-        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=900,
+    result = run_tool(
+        "train.py", f"--flagfile={SMOKE_FLAGS}", f"--job_dir={job}", "--noprogress", "--metrics=flops,latency_cpu",
+        "--flops_targets=6,10,4", "--latency_cpu_targets=0.45,1.05,0.3", f"--latency_cpu_lut={lut}", "--epochs=1",
+        "--steps_per_epoch=8",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert os.path.exists(job / "sampler_latency_cpu.npz")
@@ -445,12 +442,9 @@ def test_multi_metric_smoke_run_has_winners_of_both_metrics(tmp_path, smoke_tabl
 
     # The export serves both metric types: a signature per winner and an adaptive one per metric.
     out = tmp_path / "export"
-    result = subprocess.run(
-        [
-            sys.executable, os.path.join(ROOT, "tools", "export.py"), f"--job_dir={job}", f"--export_dir={out}",
-            "--tflite_kinds=float32", "--nobundle", "--noevaluate", "--nolatency",
-        ],
-        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=900,
+    result = run_tool(
+        "export.py", f"--job_dir={job}", f"--export_dir={out}", "--tflite_kinds=float32", "--nobundle",
+        "--noevaluate", "--nolatency",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     import tensorflow as tf
