@@ -2,6 +2,7 @@
 
     python bench/train_step.py --model=mobilenet_v1 [--batch=32 --resolution=224]
     python bench/train_step.py --model=mobilenet_v1 --profile_dir=/tmp/prof   # also a TF profile
+    python bench/train_step.py --model=mobilenet_v1 --flat_bn_kernel   # batch norm on (N*H*W, 1, 1, C) views
 
 Synthetic data (one fixed batch in memory), so the figures are compute only.
 Prints one JSON object with the median seconds (and images per second) of:
@@ -132,7 +133,7 @@ def _across_kernels(args, argv: list[str]) -> dict:
     chosen_resolution, chosen_width = _chosen_subnet(args)
     results = {
         "benchmark": "train_step",
-        "model": args.model, "batch": args.batch, "resolution": args.resolution,
+        "model": args.model, "batch": args.batch, "resolution": args.resolution, "flat_bn_kernel": args.flat_bn_kernel,
         "lscpu_model_name": lscpu_model_name(),
         **machine_state(),
         "command": ["python", "bench/train_step.py", *argv],
@@ -206,6 +207,8 @@ def main():
     parser.add_argument("--kernels", default=None,
                         help=f"comma-separated kernel settings, each in fresh processes: {', '.join(kernels.SETTINGS)}")
     parser.add_argument("--rounds", type=int, default=1, help="with --kernels: rounds of all settings in turn")
+    parser.add_argument("--flat_bn_kernel", action="store_true",
+                        help="the supernet's training batch norm on (N*H*W, 1, 1, C) views (Supernet's flat_bn_kernel)")
     args = parser.parse_args()
     if args.release_dir and not os.path.isfile(os.path.join(args.release_dir, "models", "mobilenet_v1.py")):
         parser.error(f"--release_dir: {args.release_dir} holds no models/mobilenet_v1.py (a PSS-Net clone?)")
@@ -243,7 +246,7 @@ def main():
 
     strategy = create_strategy(args.strategy)
     with strategy.scope():
-        supernet = build_supernet(args.model, num_classes=args.classes)
+        supernet = build_supernet(args.model, num_classes=args.classes, flat_bn_kernel=args.flat_bn_kernel)
         optimizer = build_optimizer(learning_rate_schedule(0.1, 1000))
         optimizer.build(supernet.trainable_variables)
     step = SandwichStep(supernet, optimizer, strategy, args.batch, 1e-4)
@@ -265,6 +268,7 @@ def main():
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "strategy": args.strategy,
+        "flat_bn_kernel": args.flat_bn_kernel,
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
         "kernels": {**kernels.current(), "onednn_enabled": bool(_pywrap_util_port.IsMklEnabled())},
         "malloc_settings": keep_freed_memory(),  # pss_tf's, applied at import (empty: glibc's defaults)
