@@ -18,6 +18,10 @@ Prints one JSON object with the median seconds (and images per second) of:
                   the same with tf_keras.applications (Keras 2, fused batch
                   norm): the strongest plain-TensorFlow baseline, about 1.7x
                   faster than Keras 3's unfused batch norm on these CPUs
+    tf_keras_flat_bn_floor, tf_keras_flat_bn_step
+                  with `--flat_bn_kernel` (the supernet's batch norm on
+                  (N*H*W, 1, 1, C) views): the same baseline with the same
+                  change to its batch norm
     release_step  with `--release_dir` (a clone of the PSS-Net release) and
                   torch installed: the release's own step in PyTorch, timed
                   by bench/release_step.py in a process of its own
@@ -39,6 +43,7 @@ middle resolution), so repeats are comparable.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -98,6 +103,29 @@ def _plain_steps(keras_module, args, images, labels, prefix: str) -> dict:
     floor = _median_seconds(lambda: float(floor_fn(images, labels)), args.warmup, args.repeats)
     step = _median_seconds(lambda: float(step_fn(images, labels)), args.warmup, args.repeats)
     return {f"{prefix}_floor": _with_rate(floor, args.batch), f"{prefix}_step": _with_rate(step, args.batch)}
+
+
+@contextlib.contextmanager
+def _flat_fused_batch_norm():
+    """While tf_keras traces its model: tf.compat.v1.nn.fused_batch_norm on (N*H*W, 1, 1, C) views of
+    NHWC maps, the supernet's `flat_bn_kernel` change applied to the plain baseline."""
+    import tensorflow as tf
+
+    original = tf.compat.v1.nn.fused_batch_norm
+
+    def flat(x, *args, data_format="NHWC", **kwargs):
+        if data_format != "NHWC" or x.shape.rank != 4:
+            return original(x, *args, data_format=data_format, **kwargs)
+        shape = tf.shape(x)
+        y, mean, variance = original(tf.reshape(x, tf.stack([-1, 1, 1, shape[3]])), *args, data_format=data_format,
+                                     **kwargs)
+        return tf.reshape(y, shape), mean, variance
+
+    tf.compat.v1.nn.fused_batch_norm = flat
+    try:
+        yield
+    finally:
+        tf.compat.v1.nn.fused_batch_norm = original
 
 
 def _ratio(a: dict, b: dict) -> float:
@@ -165,11 +193,15 @@ def _across_kernels(args, argv: list[str]) -> dict:
         setting = settings[name]
         runs = setting["runs"]
         summary = {key: _median_of_runs(runs, key)
-                   for key in ("pss_step", "part_max", "part_chosen", "part_min", "tf_keras_floor", "tf_keras_step")}
+                   for key in ("pss_step", "part_max", "part_chosen", "part_min", "tf_keras_floor", "tf_keras_step",
+                               "tf_keras_flat_bn_floor", "tf_keras_flat_bn_step")}
         if args.release_dir:
             summary["release_step"] = round(statistics.median(r["median_s"] for r in setting["release_runs"]), 4)
         summary = {k: v for k, v in summary.items() if v is not None}
         ratios = {"pss_step_over_tf_keras_step": round(summary["pss_step"] / summary["tf_keras_step"], 3)}
+        if "tf_keras_flat_bn_step" in summary:
+            ratios["pss_step_over_tf_keras_flat_bn_step"] = round(
+                summary["pss_step"] / summary["tf_keras_flat_bn_step"], 3)
         if "part_max" in summary:
             ratios["max_part_over_tf_keras_floor"] = round(summary["part_max"] / summary["tf_keras_floor"], 3)
         if "release_step" in summary:
@@ -300,6 +332,9 @@ def main():
     if not args.skip_keras3:
         results.update(_plain_steps(keras, args, images, labels, "keras"))
     results.update(_plain_steps(tf_keras, args, images, labels, "tf_keras"))
+    if args.flat_bn_kernel:
+        with _flat_fused_batch_norm():
+            results.update(_plain_steps(tf_keras, args, images, labels, "tf_keras_flat_bn"))
     if args.release_dir:
         results["release_step"] = _release_step(args, middle_res, chosen.widths[0])
     ratios = {}
@@ -310,6 +345,8 @@ def main():
         parts = sum(results[f"part_{k}"]["median_s"] for k in configs)
         ratios["step_over_sum_of_parts"] = round(results["pss_step"]["median_s"] / parts, 3)
     ratios["pss_step_over_tf_keras_step"] = _ratio(results["pss_step"], results["tf_keras_step"])
+    if args.flat_bn_kernel:
+        ratios["pss_step_over_tf_keras_flat_bn_step"] = _ratio(results["pss_step"], results["tf_keras_flat_bn_step"])
     if "release_step" in results:
         ratios["pss_step_over_release_step"] = _ratio(results["pss_step"], results["release_step"])
     results["ratios"] = ratios
