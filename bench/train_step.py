@@ -2,6 +2,7 @@
 
     python bench/train_step.py --model=mobilenet_v1 [--batch=32 --resolution=224]
     python bench/train_step.py --model=mobilenet_v1 --profile_dir=/tmp/prof   # also a TF profile
+    python bench/train_step.py --model=mobilenet_v1 --flat_bn_kernel   # batch norm on (N*H*W, 1, 1, C) views
 
 Synthetic data (one fixed batch in memory), so the figures are compute only.
 Prints one JSON object with the median seconds (and images per second) of:
@@ -17,6 +18,10 @@ Prints one JSON object with the median seconds (and images per second) of:
                   the same with tf_keras.applications (Keras 2, fused batch
                   norm): the strongest plain-TensorFlow baseline, about 1.7x
                   faster than Keras 3's unfused batch norm on these CPUs
+    tf_keras_flat_bn_floor, tf_keras_flat_bn_step
+                  with `--flat_bn_kernel` (the supernet's batch norm on
+                  (N*H*W, 1, 1, C) views): the same baseline with the same
+                  change to its batch norm
     release_step  with `--release_dir` (a clone of the PSS-Net release) and
                   torch installed: the release's own step in PyTorch, timed
                   by bench/release_step.py in a process of its own
@@ -38,6 +43,7 @@ middle resolution), so repeats are comparable.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -99,6 +105,29 @@ def _plain_steps(keras_module, args, images, labels, prefix: str) -> dict:
     return {f"{prefix}_floor": _with_rate(floor, args.batch), f"{prefix}_step": _with_rate(step, args.batch)}
 
 
+@contextlib.contextmanager
+def _flat_fused_batch_norm():
+    """While tf_keras traces its model: tf.compat.v1.nn.fused_batch_norm on (N*H*W, 1, 1, C) views of
+    NHWC maps, the supernet's `flat_bn_kernel` change applied to the plain baseline."""
+    import tensorflow as tf
+
+    original = tf.compat.v1.nn.fused_batch_norm
+
+    def flat(x, *args, data_format="NHWC", **kwargs):
+        if data_format != "NHWC" or x.shape.rank != 4:
+            return original(x, *args, data_format=data_format, **kwargs)
+        shape = tf.shape(x)
+        y, mean, variance = original(tf.reshape(x, tf.stack([-1, 1, 1, shape[3]])), *args, data_format=data_format,
+                                     **kwargs)
+        return tf.reshape(y, shape), mean, variance
+
+    tf.compat.v1.nn.fused_batch_norm = flat
+    try:
+        yield
+    finally:
+        tf.compat.v1.nn.fused_batch_norm = original
+
+
 def _ratio(a: dict, b: dict) -> float:
     return round(a["median_s"] / b["median_s"], 3)
 
@@ -132,7 +161,7 @@ def _across_kernels(args, argv: list[str]) -> dict:
     chosen_resolution, chosen_width = _chosen_subnet(args)
     results = {
         "benchmark": "train_step",
-        "model": args.model, "batch": args.batch, "resolution": args.resolution,
+        "model": args.model, "batch": args.batch, "resolution": args.resolution, "flat_bn_kernel": args.flat_bn_kernel,
         "lscpu_model_name": lscpu_model_name(),
         **machine_state(),
         "command": ["python", "bench/train_step.py", *argv],
@@ -164,11 +193,15 @@ def _across_kernels(args, argv: list[str]) -> dict:
         setting = settings[name]
         runs = setting["runs"]
         summary = {key: _median_of_runs(runs, key)
-                   for key in ("pss_step", "part_max", "part_chosen", "part_min", "tf_keras_floor", "tf_keras_step")}
+                   for key in ("pss_step", "part_max", "part_chosen", "part_min", "tf_keras_floor", "tf_keras_step",
+                               "tf_keras_flat_bn_floor", "tf_keras_flat_bn_step")}
         if args.release_dir:
             summary["release_step"] = round(statistics.median(r["median_s"] for r in setting["release_runs"]), 4)
         summary = {k: v for k, v in summary.items() if v is not None}
         ratios = {"pss_step_over_tf_keras_step": round(summary["pss_step"] / summary["tf_keras_step"], 3)}
+        if "tf_keras_flat_bn_step" in summary:
+            ratios["pss_step_over_tf_keras_flat_bn_step"] = round(
+                summary["pss_step"] / summary["tf_keras_flat_bn_step"], 3)
         if "part_max" in summary:
             ratios["max_part_over_tf_keras_floor"] = round(summary["part_max"] / summary["tf_keras_floor"], 3)
         if "release_step" in summary:
@@ -206,6 +239,8 @@ def main():
     parser.add_argument("--kernels", default=None,
                         help=f"comma-separated kernel settings, each in fresh processes: {', '.join(kernels.SETTINGS)}")
     parser.add_argument("--rounds", type=int, default=1, help="with --kernels: rounds of all settings in turn")
+    parser.add_argument("--flat_bn_kernel", action="store_true",
+                        help="the supernet's training batch norm on (N*H*W, 1, 1, C) views (Supernet's flat_bn_kernel)")
     args = parser.parse_args()
     if args.release_dir and not os.path.isfile(os.path.join(args.release_dir, "models", "mobilenet_v1.py")):
         parser.error(f"--release_dir: {args.release_dir} holds no models/mobilenet_v1.py (a PSS-Net clone?)")
@@ -243,7 +278,7 @@ def main():
 
     strategy = create_strategy(args.strategy)
     with strategy.scope():
-        supernet = build_supernet(args.model, num_classes=args.classes)
+        supernet = build_supernet(args.model, num_classes=args.classes, flat_bn_kernel=args.flat_bn_kernel)
         optimizer = build_optimizer(learning_rate_schedule(0.1, 1000))
         optimizer.build(supernet.trainable_variables)
     step = SandwichStep(supernet, optimizer, strategy, args.batch, 1e-4)
@@ -265,6 +300,7 @@ def main():
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "strategy": args.strategy,
+        "flat_bn_kernel": args.flat_bn_kernel,
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
         "kernels": {**kernels.current(), "onednn_enabled": bool(_pywrap_util_port.IsMklEnabled())},
         "malloc_settings": keep_freed_memory(),  # pss_tf's, applied at import (empty: glibc's defaults)
@@ -296,6 +332,9 @@ def main():
     if not args.skip_keras3:
         results.update(_plain_steps(keras, args, images, labels, "keras"))
     results.update(_plain_steps(tf_keras, args, images, labels, "tf_keras"))
+    if args.flat_bn_kernel:
+        with _flat_fused_batch_norm():
+            results.update(_plain_steps(tf_keras, args, images, labels, "tf_keras_flat_bn"))
     if args.release_dir:
         results["release_step"] = _release_step(args, middle_res, chosen.widths[0])
     ratios = {}
@@ -306,6 +345,8 @@ def main():
         parts = sum(results[f"part_{k}"]["median_s"] for k in configs)
         ratios["step_over_sum_of_parts"] = round(results["pss_step"]["median_s"] / parts, 3)
     ratios["pss_step_over_tf_keras_step"] = _ratio(results["pss_step"], results["tf_keras_step"])
+    if args.flat_bn_kernel:
+        ratios["pss_step_over_tf_keras_flat_bn_step"] = _ratio(results["pss_step"], results["tf_keras_flat_bn_step"])
     if "release_step" in results:
         ratios["pss_step_over_release_step"] = _ratio(results["pss_step"], results["release_step"])
     results["ratios"] = ratios

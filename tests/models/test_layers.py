@@ -58,15 +58,17 @@ def test_batch_norm_training_uses_batch_statistics_and_keeps_moving_ones():
     np.testing.assert_array_equal(layer.moving_variance.numpy(), np.ones(8))
 
 
-def test_fused_training_batch_norm_equals_the_exact_path_with_gradients():
-    """Training in float32 runs the fused kernel; float64 runs the two-pass path.
+@pytest.mark.parametrize("flat_kernel", [False, True])
+def test_fused_training_batch_norm_equals_the_exact_path_with_gradients(flat_kernel):
+    """Training in float32 runs the fused kernel (on (N * H * W, 1, 1, C) views with
+    `flat_kernel`); float64 runs the two-pass path.
 
     Both must give the same outputs and gradients at a runtime width.
     """
     layer = _built(SlimBatchNormalization(8, dtype="float64"))
     layer.gamma.assign(np.linspace(0.5, 2.0, 8))
     layer.beta.assign(np.linspace(-1.0, 1.0, 8))
-    fused = _built(SlimBatchNormalization(8))
+    fused = _built(SlimBatchNormalization(8, flat_kernel=flat_kernel))
     fused.set_weights([w.astype("float32") for w in layer.get_weights()])
     x = tf.random.stateless_normal([4, 5, 5, 8], seed=[6, 6], mean=1.0, stddev=2.0, dtype=tf.float64)
     upstream = tf.random.stateless_normal([4, 5, 5, 6], seed=[7, 7], dtype=tf.float64)
@@ -82,13 +84,18 @@ def test_fused_training_batch_norm_equals_the_exact_path_with_gradients():
 
         width = tf.constant(6)
         y, grads = run(inputs, width)
-        graph = run.get_concrete_function(inputs, width).graph.as_graph_def()
+        traced = run.get_concrete_function(inputs, width)
+        # (H, W) as each fused kernel sees them, and the output's static shape.
+        layout = [op.inputs[0].shape[1:3].as_list() for op in traced.graph.get_operations()
+                  if op.type == "FusedBatchNormV3"], traced.structured_outputs[0].shape.as_list()
+        graph = traced.graph.as_graph_def()
         ops_used = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
-        return y.numpy(), [g.numpy() for g in grads], ops_used
+        return y.numpy(), [g.numpy() for g in grads], ops_used, layout
 
-    exact_y, exact_grads, exact_ops = outputs_and_gradients(layer, x)
-    fused_y, fused_grads, fused_ops = outputs_and_gradients(fused, tf.cast(x, tf.float32))
+    exact_y, exact_grads, exact_ops, _ = outputs_and_gradients(layer, x)
+    fused_y, fused_grads, fused_ops, layout = outputs_and_gradients(fused, tf.cast(x, tf.float32))
     assert "FusedBatchNormV3" in fused_ops and "FusedBatchNormV3" not in exact_ops
+    assert layout == ([[1, 1] if flat_kernel else [5, 5]], [4, 5, 5, None])
     np.testing.assert_allclose(fused_y, exact_y, atol=1e-5)
     for fused_grad, exact_grad in zip(fused_grads, exact_grads):
         np.testing.assert_allclose(fused_grad, exact_grad, rtol=1e-4, atol=1e-4)
@@ -142,6 +149,7 @@ def test_calibrating_on_one_batch_makes_inference_equal_batch_statistics():
         SlimConv2D(16, 3, strides=2, in_channels=8, name="c"),
         SlimDepthwiseConv2D(3, strides=2, channels=8, name="d"),
         SlimBatchNormalization(8, epsilon=1e-5, name="b"),
+        SlimBatchNormalization(8, flat_kernel=True, name="b"),
         SlimDense(10, in_features=8, name="f"),
     ],
 )

@@ -365,11 +365,16 @@ def _ghost_outputs_and_gradients(bn, x, counts, upstream, input_signature=None):
     return y.numpy(), [g.numpy() for g in grads], ops_used
 
 
-@pytest.mark.parametrize("layout, static", [("split", True), ("transpose", True), ("split", False)])
-def test_fused_ghost_batch_norm_equals_the_moments_path(monkeypatch, layout, static):
+@pytest.mark.parametrize(
+    "layout, static, flat",
+    [("split", True, False), ("transpose", True, False), ("split", False, False), ("split", True, True),
+     ("split", False, True)],
+)
+def test_fused_ghost_batch_norm_equals_the_moments_path(monkeypatch, layout, static, flat):
     """float32 training uses fused kernels per slice (`_fused_ghost_batch_norm`; a
-    dynamic N takes the transposed layout); float64 takes the exact moments path. Both
-    give the same outputs (1e-5) and gradients, masks included."""
+    dynamic N takes the transposed layout), on (N * H * W, 1, 1, C) views with `flat`;
+    float64 takes the exact moments path. Both give the same outputs (1e-5) and
+    gradients, masks included."""
     if layout == "transpose":  # The one-kernel layout a dynamic N takes, for a static N too.
         monkeypatch.setattr(layers, "_ghost_per_slice_kernels", layers._ghost_side_by_side)
     n, channels = 4, 12
@@ -378,7 +383,7 @@ def test_fused_ghost_batch_norm_equals_the_moments_path(monkeypatch, layout, sta
     rng = np.random.default_rng(0)
     exact.gamma.assign(rng.uniform(0.5, 1.5, channels))
     exact.beta.assign(rng.normal(0.0, 0.5, channels))
-    fused = SlimBatchNormalization(channels)
+    fused = SlimBatchNormalization(channels, flat_kernel=flat)
     fused.build()
     fused.set_weights([w.astype("float32") for w in exact.get_weights()])
     x = tf.random.stateless_normal([n * 3, 5, 5, 10], seed=[6, 6], mean=1.0, stddev=2.0, dtype=tf.float64)

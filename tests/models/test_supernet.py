@@ -219,6 +219,16 @@ def test_supernet_config_round_trip():
     assert [w.shape for w in clone.weights] == [w.shape for w in supernet.weights]
 
 
+def test_the_flat_batch_norm_kernel_is_an_option_of_every_batch_norm():
+    default = build_supernet("mobilenet_v1", num_classes=4, small_input=True, in_channels=1)
+    assert not default.flat_bn_kernel and not any(layer.flat_kernel for layer in default.batch_norm_layers())
+    flat = build_supernet("mobilenet_v1", num_classes=4, small_input=True, in_channels=1, flat_bn_kernel=True)
+    clone = flat.__class__.from_config(flat.get_config())
+    for supernet in (flat, clone):
+        assert len(supernet.batch_norm_layers()) == 27
+        assert all(layer.flat_kernel for layer in supernet.batch_norm_layers())
+
+
 def test_tf_checkpoint_of_the_model_alone_restores_every_weight(tmp_path, supernets):
     """Training checkpoints are TF object graphs: every block must be reachable by
     attribute, not only through the optimizer's variable list."""
