@@ -2,7 +2,7 @@
 
     python bench/train_step.py --model=mobilenet_v1 [--batch=32 --resolution=224]
     python bench/train_step.py --model=mobilenet_v1 --profile_dir=/tmp/prof   # also a TF profile
-    python bench/train_step.py --model=mobilenet_v1 --flat_bn_kernel   # batch norm on (N*H*W, 1, 1, C) views
+    python bench/train_step.py --model=mobilenet_v1 --batch_norm_kernel=flat   # batch norm on (N*H*W, 1, 1, C) views
 
 Synthetic data (one fixed batch in memory), so the figures are compute only.
 Prints one JSON object with the median seconds (and images per second) of:
@@ -19,9 +19,10 @@ Prints one JSON object with the median seconds (and images per second) of:
                   norm): the strongest plain-TensorFlow baseline, about 1.7x
                   faster than Keras 3's unfused batch norm on these CPUs
     tf_keras_flat_bn_floor, tf_keras_flat_bn_step
-                  with `--flat_bn_kernel` (the supernet's batch norm on
-                  (N*H*W, 1, 1, C) views): the same baseline with the same
-                  change to its batch norm
+                  when the supernet's batch norm runs on (N*H*W, 1, 1, C)
+                  views (`--batch_norm_kernel`: flat, or auto where oneDNN
+                  runs without AVX-512, as training does): the same baseline
+                  with the same change to its batch norm
     release_step  with `--release_dir` (a clone of the PSS-Net release) and
                   torch installed: the release's own step in PyTorch, timed
                   by bench/release_step.py in a process of its own
@@ -161,7 +162,8 @@ def _across_kernels(args, argv: list[str]) -> dict:
     chosen_resolution, chosen_width = _chosen_subnet(args)
     results = {
         "benchmark": "train_step",
-        "model": args.model, "batch": args.batch, "resolution": args.resolution, "flat_bn_kernel": args.flat_bn_kernel,
+        "model": args.model, "batch": args.batch, "resolution": args.resolution,
+        "batch_norm_kernel": args.batch_norm_kernel,
         "lscpu_model_name": lscpu_model_name(),
         **machine_state(),
         "command": ["python", "bench/train_step.py", *argv],
@@ -239,8 +241,8 @@ def main():
     parser.add_argument("--kernels", default=None,
                         help=f"comma-separated kernel settings, each in fresh processes: {', '.join(kernels.SETTINGS)}")
     parser.add_argument("--rounds", type=int, default=1, help="with --kernels: rounds of all settings in turn")
-    parser.add_argument("--flat_bn_kernel", action="store_true",
-                        help="the supernet's training batch norm on (N*H*W, 1, 1, C) views (Supernet's flat_bn_kernel)")
+    parser.add_argument("--batch_norm_kernel", default="auto", choices=("auto", "nhwc", "flat"),
+                        help="how the supernet's training batch norm sees the maps, as tools/train.py's flag")
     args = parser.parse_args()
     if args.release_dir and not os.path.isfile(os.path.join(args.release_dir, "models", "mobilenet_v1.py")):
         parser.error(f"--release_dir: {args.release_dir} holds no models/mobilenet_v1.py (a PSS-Net clone?)")
@@ -257,7 +259,7 @@ def main():
     import numpy as np
     import tensorflow as tf
 
-    from pss_tf import SearchSpace, SubnetConfig, build_supernet, keep_freed_memory
+    from pss_tf import SearchSpace, SubnetConfig, build_supernet, cpu_kernels, keep_freed_memory
     from pss_tf.models.supernet import encode
     from pss_tf.training.distribute import create_strategy
     from pss_tf.training.optimization import build_optimizer, learning_rate_schedule
@@ -276,9 +278,10 @@ def main():
     images = tf.constant(rng.uniform(0, 1, (args.batch, args.resolution, args.resolution, 3)).astype("float32"))
     labels = tf.constant(rng.integers(0, args.classes, args.batch).astype("int32"))
 
+    batch_norm = cpu_kernels.flat_batch_norm(args.batch_norm_kernel)
     strategy = create_strategy(args.strategy)
     with strategy.scope():
-        supernet = build_supernet(args.model, num_classes=args.classes, flat_bn_kernel=args.flat_bn_kernel)
+        supernet = build_supernet(args.model, num_classes=args.classes, flat_bn_kernel=batch_norm["flat"])
         optimizer = build_optimizer(learning_rate_schedule(0.1, 1000))
         optimizer.build(supernet.trainable_variables)
     step = SandwichStep(supernet, optimizer, strategy, args.batch, 1e-4)
@@ -300,7 +303,7 @@ def main():
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "strategy": args.strategy,
-        "flat_bn_kernel": args.flat_bn_kernel,
+        "batch_norm_kernel": batch_norm,
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
         "kernels": {**kernels.current(), "onednn_enabled": bool(_pywrap_util_port.IsMklEnabled())},
         "malloc_settings": keep_freed_memory(),  # pss_tf's, applied at import (empty: glibc's defaults)
@@ -332,7 +335,7 @@ def main():
     if not args.skip_keras3:
         results.update(_plain_steps(keras, args, images, labels, "keras"))
     results.update(_plain_steps(tf_keras, args, images, labels, "tf_keras"))
-    if args.flat_bn_kernel:
+    if batch_norm["flat"]:
         with _flat_fused_batch_norm():
             results.update(_plain_steps(tf_keras, args, images, labels, "tf_keras_flat_bn"))
     if args.release_dir:
@@ -345,7 +348,7 @@ def main():
         parts = sum(results[f"part_{k}"]["median_s"] for k in configs)
         ratios["step_over_sum_of_parts"] = round(results["pss_step"]["median_s"] / parts, 3)
     ratios["pss_step_over_tf_keras_step"] = _ratio(results["pss_step"], results["tf_keras_step"])
-    if args.flat_bn_kernel:
+    if batch_norm["flat"]:
         ratios["pss_step_over_tf_keras_flat_bn_step"] = _ratio(results["pss_step"], results["tf_keras_flat_bn_step"])
     if "release_step" in results:
         ratios["pss_step_over_release_step"] = _ratio(results["pss_step"], results["release_step"])

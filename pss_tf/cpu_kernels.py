@@ -13,6 +13,12 @@ before pss_tf it is too late: that is logged once and recorded.
 
 Both kernel libraries compute the same functions in float32 with different
 summation orders; results agree to rounding, not bit for bit.
+
+The shape training batch norm hands oneDNN is chosen here too
+(`flat_batch_norm`): held to AVX2, oneDNN's forward-training kernel runs about
+3.6 times faster on (N * H * W, 1, 1, C) views of the maps than on (N, H, W, C),
+while on AVX-512 the flat view costs 12% more and under Eigen it changes nothing
+(docs/PERFORMANCE.md, "Batch norm on AVX2").
 """
 
 from __future__ import annotations
@@ -25,6 +31,12 @@ import sys
 TF_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 OPT_OUT_VARIABLE = "PSS_TF_ONEDNN"
 X86_MACHINES = ("x86_64", "amd64", "i386", "i686", "x86")
+# How training batch norm's fused kernel sees the maps (`--batch_norm_kernel`).
+BATCH_NORM_KERNELS = ("auto", "nhwc", "flat")
+# The CPU flags of oneDNN's AVX-512 code (its "avx512_core" ISA), and the
+# ONEDNN_MAX_CPU_ISA values that hold it below them.
+_AVX512_CORE_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq")
+_ISAS_BELOW_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
 
 logger = logging.getLogger(__name__)
 
@@ -86,3 +98,41 @@ def describe() -> str:
     library = "oneDNN" if record["onednn"] else "Eigen"
     isa = f", ONEDNN_MAX_CPU_ISA={record['ONEDNN_MAX_CPU_ISA']}" if "ONEDNN_MAX_CPU_ISA" in record else ""
     return f"TensorFlow CPU kernels: {library}{isa} ({record['pss_tf_default']['reason']})"
+
+
+def batch_norm_decision(choice: str, onednn: bool, machine: str, cpu_flags, isa_cap: str | None) -> dict:
+    """{"flat": whether batch norm's kernel gets flat views, "reason": why}, for
+    `choice` (one of `BATCH_NORM_KERNELS`); `cpu_flags` are /proc/cpuinfo's (None:
+    unknown). auto: flat where oneDNN runs x86 code below AVX-512, where it pays."""
+    if choice not in BATCH_NORM_KERNELS:
+        raise ValueError(f"batch_norm_kernel: expected one of {list(BATCH_NORM_KERNELS)}, got {choice!r}")
+    if choice != "auto":
+        return {"flat": choice == "flat", "reason": f"batch_norm_kernel={choice}"}
+    if not onednn or machine.lower() not in X86_MACHINES:
+        return {"flat": False, "reason": "auto: oneDNN's x86 kernels do not run here"}
+    if isa_cap and isa_cap.upper() in _ISAS_BELOW_AVX512:
+        return {"flat": True, "reason": f"auto: oneDNN held to {isa_cap.upper()} (ONEDNN_MAX_CPU_ISA)"}
+    if cpu_flags is None:
+        return {"flat": False, "reason": "auto: the CPU's instruction sets are unknown"}
+    if all(flag in cpu_flags for flag in _AVX512_CORE_FLAGS):
+        return {"flat": False, "reason": "auto: the CPU has AVX-512"}
+    return {"flat": True, "reason": "auto: a CPU without AVX-512"}
+
+
+def _cpu_flags() -> frozenset | None:
+    """The first processor's flags in /proc/cpuinfo (Linux), or None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def flat_batch_norm(choice: str = "auto") -> dict:
+    """`batch_norm_decision` for this process (imports TensorFlow)."""
+    return batch_norm_decision(
+        choice, _onednn_enabled(), platform.machine(), _cpu_flags(), os.environ.get("ONEDNN_MAX_CPU_ISA")
+    )

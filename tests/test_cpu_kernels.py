@@ -125,3 +125,61 @@ def test_x86_cpus_get_onednn_when_nothing_else_decides(machine):
     assert cpu_kernels.decide({}, machine, tensorflow_imported=False)["set"] is True
     assert cpu_kernels.decide({"PSS_TF_ONEDNN": "1"}, machine, tensorflow_imported=False)["set"] is True
     assert cpu_kernels.decide({"TF_ENABLE_ONEDNN_OPTS": "1"}, machine, tensorflow_imported=False)["set"] is False
+
+
+AVX512_FLAGS = frozenset({"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq"})
+AVX2_FLAGS = frozenset({"sse4_2", "avx", "avx2", "fma"})
+
+
+@pytest.mark.parametrize(
+    "onednn, machine, flags, cap, flat, reason",
+    [
+        (True, "x86_64", AVX2_FLAGS, None, True, "auto: a CPU without AVX-512"),
+        (True, "x86_64", AVX512_FLAGS, None, False, "auto: the CPU has AVX-512"),
+        (True, "x86_64", AVX512_FLAGS, "avx2", True, "auto: oneDNN held to AVX2 (ONEDNN_MAX_CPU_ISA)"),
+        (True, "x86_64", AVX512_FLAGS, "AVX512_CORE", False, "auto: the CPU has AVX-512"),
+        (True, "x86_64", AVX512_FLAGS - {"avx512bw"}, None, True, "auto: a CPU without AVX-512"),  # AVX-512F alone
+        (True, "x86_64", None, None, False, "auto: the CPU's instruction sets are unknown"),
+        (False, "x86_64", AVX2_FLAGS, None, False, "auto: oneDNN's x86 kernels do not run here"),
+        (True, "aarch64", frozenset(), None, False, "auto: oneDNN's x86 kernels do not run here"),
+    ],
+)
+def test_auto_batch_norm_kernel_is_flat_where_onednn_runs_below_avx512(onednn, machine, flags, cap, flat, reason):
+    assert cpu_kernels.batch_norm_decision("auto", onednn, machine, flags, cap) == {"flat": flat, "reason": reason}
+
+
+@pytest.mark.parametrize("choice, flat", [("nhwc", False), ("flat", True)])
+def test_an_explicit_batch_norm_kernel_is_kept_everywhere(choice, flat):
+    for onednn, flags in ((True, AVX2_FLAGS), (True, AVX512_FLAGS), (False, None)):
+        decision = cpu_kernels.batch_norm_decision(choice, onednn, "x86_64", flags, None)
+        assert decision == {"flat": flat, "reason": f"batch_norm_kernel={choice}"}
+    with pytest.raises(ValueError, match="batch_norm_kernel"):
+        cpu_kernels.batch_norm_decision("nchw", True, "x86_64", AVX2_FLAGS, None)
+
+
+_BATCH_NORM_PROBE = r"""
+import json
+import pss_tf
+from pss_tf import cpu_kernels
+print(json.dumps(cpu_kernels.flat_batch_norm("auto")))
+"""
+
+
+@pytest.mark.skipif(not X86, reason="oneDNN's x86 kernels")
+def test_this_process_decides_from_its_cpu_and_onednns_isa_cap():
+    """The decision reads the real CPU's flags and ONEDNN_MAX_CPU_ISA (a fresh process each)."""
+    def probe(**variables):
+        environ = {k: v for k, v in os.environ.items() if k not in (cpu_kernels.TF_VARIABLE, "ONEDNN_MAX_CPU_ISA")}
+        environ.update(variables, TF_CPP_MIN_LOG_LEVEL="2")
+        root = os.path.dirname(os.path.dirname(os.path.abspath(cpu_kernels.__file__)))
+        environ["PYTHONPATH"] = root + os.pathsep + environ.get("PYTHONPATH", "")
+        done = subprocess.run([sys.executable, "-c", _BATCH_NORM_PROBE], env=environ, capture_output=True, text=True,
+                              check=True)
+        return json.loads(done.stdout)
+
+    flags = cpu_kernels._cpu_flags()
+    has_avx512 = flags is not None and {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags
+    assert probe()["flat"] is (flags is not None and not has_avx512)
+    assert probe(ONEDNN_MAX_CPU_ISA="AVX2") == {"flat": True, "reason": "auto: oneDNN held to AVX2 (ONEDNN_MAX_CPU_ISA)"}
+    assert probe(TF_ENABLE_ONEDNN_OPTS="0", ONEDNN_MAX_CPU_ISA="AVX2") == {
+        "flat": False, "reason": "auto: oneDNN's x86 kernels do not run here"}

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from pss_tf import checks
+from pss_tf import checks, cpu_kernels
 from pss_tf.models.blocks import ACTIVATIONS, BN_EPSILON, head_weights, make_block, static_head
 from pss_tf.models.layers import (
     BilinearResize,
@@ -464,8 +464,10 @@ def build_supernet(name: str, num_classes: int = 1000, **options) -> Supernet:
 
 
 def supernet_for_run(run_config, info, synchronized_bn: bool = False) -> Supernet:
-    """The supernet a run trains (its `TrainConfig`), for its dataset's classes and channels (`info`)."""
+    """The supernet a run trains (its `TrainConfig`), for its dataset's classes and channels (`info`),
+    with batch norm's kernel shape chosen for this machine (`cpu_kernels.flat_batch_norm`)."""
     return Supernet(**run_config.space.supernet_arguments(
         num_classes=info.num_classes, in_channels=info.channels, dropout_rate=run_config.optimization.dropout_rate,
         synchronized_bn=synchronized_bn,
+        flat_bn_kernel=cpu_kernels.flat_batch_norm(run_config.runtime.batch_norm_kernel)["flat"],
     ))

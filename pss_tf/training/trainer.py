@@ -259,6 +259,11 @@ class Trainer:
         )
         logger.info("Training from step %d of %d.", self.step, self.total_steps)
         logger.info("%s.", cpu_kernels.describe())
+        batch_norm = cpu_kernels.flat_batch_norm(self.run_config.runtime.batch_norm_kernel)
+        logger.info(
+            "Training batch norm's kernel sees the maps as %s (%s).",
+            "(N*H*W, 1, 1, C)" if self.supernet.flat_bn_kernel else "(N, H, W, C)", batch_norm["reason"],
+        )
         try:
             return self._train(writer)
         finally:

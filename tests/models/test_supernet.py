@@ -298,3 +298,18 @@ def test_each_part_of_a_block_has_one_name_on_both_faces(supernets, model):
     block = next(name for name in weights if name.startswith("block") and name.endswith("_bn"))
     with pytest.raises(ValueError, match=rf"no weights given for layer\(s\) \['{block}'\]"):
         supernet.extract(config, weights={k: v for k, v in weights.items() if k != block})
+
+
+@pytest.mark.parametrize("choice", ["auto", "nhwc", "flat"])
+def test_a_runs_supernet_takes_the_batch_norm_kernel_chosen_for_this_machine(choice):
+    from types import SimpleNamespace
+
+    from pss_tf import cpu_kernels
+    from pss_tf.models.supernet import supernet_for_run
+    from pss_tf.run.config import TrainConfig
+
+    config = TrainConfig(job_dir="j").replace(batch_norm_kernel=choice, small_input=True)
+    supernet = supernet_for_run(config, SimpleNamespace(num_classes=4, channels=1))
+    expected = {"nhwc": False, "flat": True, "auto": cpu_kernels.flat_batch_norm("auto")["flat"]}[choice]
+    assert supernet.flat_bn_kernel is expected
+    assert [layer.flat_kernel for layer in supernet.batch_norm_layers()] == [expected] * 27

@@ -137,3 +137,12 @@ def test_auto_sampler_is_the_modes_own_and_a_given_one_wins(argv, runs, tmp_path
     source = SubnetSource(run_config, run_config.search_space(), metrics, None, JobDir(str(tmp_path)))
     assert type(source.sampler).__name__ == ("UniformSampler" if runs == "uniform" else "PrioritizedSampler")
     assert getattr(source.sampler, "use_pools", False) == (runs == "pss")
+
+
+def test_batch_norm_kernel_is_a_runtime_flag_that_may_change_on_resume():
+    assert TrainConfig().runtime.batch_norm_kernel == "auto"
+    assert _parse("--batch_norm_kernel=flat").runtime.batch_norm_kernel == "flat"
+    with pytest.raises(flags.IllegalFlagValueError, match="batch_norm_kernel"):
+        _parse("--batch_norm_kernel=nchw")
+    leaf = next(leaf for leaf in config_flags.leaves(TrainConfig) if leaf.name == "batch_norm_kernel")
+    assert leaf.resumable  # A machine's choice, not the experiment's: a run may resume on another CPU.
