@@ -6,14 +6,14 @@ import subprocess
 import sys
 
 import pytest
-from support import ROOT
+from support import ROOT, subprocess_env
 
 SCRIPT = os.path.join(ROOT, "bench", "batch_norm_kernels.py")
 
 
 def _run(*flags):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, SCRIPT, *flags], capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run([sys.executable, SCRIPT, *flags], capture_output=True, text=True, env=subprocess_env(),
+                          timeout=600)
 
 
 def test_a_tiny_run_times_each_formulation_and_checks_it_against_float64(tmp_path):
