@@ -158,7 +158,6 @@ def _keep_largest(largest: dict, values: dict) -> None:
 def measure(args) -> dict:
     import numpy as np
     import tensorflow as tf
-    from tensorflow.python.util import _pywrap_util_port
 
     built = formulations()
     timed = {name: tf.function(lambda *t, fn=built[name]: one_scalar_of(fn(*t))) for name in args.formulations}
@@ -173,7 +172,7 @@ def measure(args) -> dict:
         "lscpu_model_name": lscpu_model_name(),
         **machine_state(),
         "tensorflow": tf.__version__,
-        "kernels": {**kernels.current(), "onednn_enabled": bool(_pywrap_util_port.IsMklEnabled())},
+        "kernels": kernels.current(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "batch": args.batch, "resolution": args.resolution, "width": args.width, "repeats": args.repeats,
         "layers": [],

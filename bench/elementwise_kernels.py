@@ -75,7 +75,6 @@ def _timed(fn, args, warmup: int, repeats: int) -> float:
 def measure(args) -> dict:
     import numpy as np
     import tensorflow as tf
-    from tensorflow.python.util import _pywrap_util_port
 
     def first(*tensors):  # One value from each output: cheap, and keeps every op alive.
         return tf.add_n([tf.reshape(t, [-1])[0] for t in tensors])
@@ -105,7 +104,7 @@ def measure(args) -> dict:
         "lscpu_model_name": lscpu_model_name(),
         **machine_state(),
         "tensorflow": tf.__version__,
-        "kernels": {**kernels.current(), "onednn_enabled": bool(_pywrap_util_port.IsMklEnabled())},
+        "kernels": kernels.current(),
         "batch": args.batch, "repeats": args.repeats,
         "subnets": {},
     }

@@ -130,11 +130,14 @@ def describe(name: str) -> dict:
             "tensorflow_env": setting["tensorflow"], "torch_env": setting["torch"]}
 
 
-def current() -> dict | None:
-    """The setting this process runs under (set by a parent benchmark), with the variables as seen here."""
-    name = os.environ.get(CHILD_VARIABLE)
+def current() -> dict:
+    """The setting this process runs under (set by a parent benchmark), with the variables as seen here
+    and whether TensorFlow's oneDNN kernels are on (imports TensorFlow)."""
+    from pss_tf import cpu_kernels
+
     seen = {k: os.environ[k] for k in CONTROLLED if k in os.environ}
-    return {"name": name, "env_seen": seen} if name else {"name": None, "env_seen": seen}
+    return {"name": os.environ.get(CHILD_VARIABLE), "env_seen": seen,
+            "onednn_enabled": cpu_kernels.kernels_in_use()["onednn"]}
 
 
 def run_json(command: list[str], env: dict) -> dict:

@@ -246,14 +246,13 @@ def run_passes(args) -> dict:
         if unknown:
             raise SystemExit(f"--cases: unknown case(s) {unknown}; choose from {sorted(cases)}")
         cases = {k: v for k, v in cases.items() if k in args.cases}
-    from tensorflow.python.util import _pywrap_util_port
 
     results = {
         "benchmark": "profile_ops",
         "lscpu_model_name": lscpu_model_name(),
         **machine_state(),
         "tensorflow": tf.__version__,
-        "kernels": {**kernels.current(), "onednn_enabled": bool(_pywrap_util_port.IsMklEnabled())},
+        "kernels": kernels.current(),
         "model": args.model,
         "batch": args.batch,
         "resolution": args.resolution,

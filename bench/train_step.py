@@ -265,8 +265,6 @@ def main():
     from pss_tf.training.optimization import build_optimizer, learning_rate_schedule
     from pss_tf.training.step import SandwichStep
 
-    from tensorflow.python.util import _pywrap_util_port
-
     keras.utils.set_random_seed(0)
     space = SearchSpace(args.model, args.min_resolution, args.resolution, 8, args.min_width, 1.0)
     middle_res, middle_width = _chosen_subnet(args)
@@ -305,7 +303,7 @@ def main():
         "strategy": args.strategy,
         "batch_norm_kernel": batch_norm,
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
-        "kernels": {**kernels.current(), "onednn_enabled": bool(_pywrap_util_port.IsMklEnabled())},
+        "kernels": kernels.current(),
         "malloc_settings": keep_freed_memory(),  # pss_tf's, applied at import (empty: glibc's defaults)
     }
     start = time.perf_counter()
