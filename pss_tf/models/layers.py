@@ -349,7 +349,8 @@ class SlimBatchNormalization(keras.layers.Layer):
     With `flat_kernel=True`, training's fused kernel sees the maps as
     (N * H * W, 1, 1, C) (see `_fused_training_batch_norm`): the same function,
     rounded differently, and much faster with oneDNN on AVX2-only CPUs. Off by
-    default, so results stay those of the recorded runs.
+    default here; a run chooses it for its machine (`--batch_norm_kernel`,
+    `pss_tf.cpu_kernels.flat_batch_norm`).
     """
 
     def __init__(self, channels, epsilon=1e-5, synchronized=False, flat_kernel=False, **kwargs):
